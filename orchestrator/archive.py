@@ -1,0 +1,123 @@
+"""Tar archives and checksums, standard library only (the worker imports this).
+
+``write_tar`` makes byte-identical archives for identical inputs (sorted entries,
+fixed times and owners), so a snapshot of unchanged code has the same sha256 and
+is stored once. ``safe_extract`` checks every member before writing anything and
+refuses the whole archive if one would land outside the destination.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import posixpath
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import UnsafeArchiveError
+
+FIXED_MTIME = 1577836800  # 2020-01-01: fixed, so identical inputs hash identically
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class HashingWriter:
+    """A write-only file object that hashes and counts what passes through it."""
+
+    def __init__(self, target: BinaryIO) -> None:
+        self.target = target
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.target.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def write_tar(
+    out: BinaryIO, files: Iterable[tuple[str, Path]], compress: bool = True
+) -> None:
+    """Write ``(archive name, source path)`` pairs as a deterministic tar(.gz)."""
+    stream: BinaryIO = gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=6) if compress else out  # type: ignore[assignment]
+    try:
+        with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, src in sorted(files, key=lambda item: item[0]):
+                st = src.stat()
+                info = tarfile.TarInfo(name)
+                info.size = st.st_size
+                info.mtime = FIXED_MTIME
+                info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                with open(src, "rb") as f:
+                    tar.addfile(info, f)
+    finally:
+        if compress:
+            stream.close()
+
+
+def tree_files(root: Path) -> list[tuple[str, Path]]:
+    """Every regular file under ``root`` as ``(relative posix name, path)``."""
+    found: list[tuple[str, Path]] = []
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(folder) / name
+            if path.is_file():
+                found.append((path.relative_to(root).as_posix(), path))
+    return found
+
+
+def check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """All members, or UnsafeArchiveError naming the first that would escape."""
+    members = tar.getmembers()
+    for m in members:
+        name = m.name
+        norm = posixpath.normpath(name)
+        if name.startswith("/") or os.path.isabs(name) or norm == ".." or norm.startswith("../"):
+            raise UnsafeArchiveError(f"archive member {name!r} points outside the destination")
+        if m.isdev() or m.isfifo():
+            raise UnsafeArchiveError(f"archive member {name!r} is a device or fifo")
+        if m.issym() or m.islnk():
+            target = m.linkname
+            if m.issym():
+                target = posixpath.join(posixpath.dirname(norm), target)
+            tnorm = posixpath.normpath(target)
+            if m.linkname.startswith("/") or tnorm == ".." or tnorm.startswith("../"):
+                raise UnsafeArchiveError(
+                    f"archive member {name!r} links to {m.linkname!r}, outside the destination"
+                )
+    return members
+
+
+def safe_extract(archive: Path, dest: Path) -> list[str]:
+    """Extract ``archive`` (tar or tar.gz) into ``dest``; return the member names.
+
+    Every member is checked first; one unsafe member refuses the whole archive
+    and nothing is written. Python's ``data`` filter is applied as well.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            members = check_members(tar)
+            tar.extractall(dest, members=members, filter="data")
+    except tarfile.TarError as exc:
+        raise UnsafeArchiveError(f"{archive.name} is not a readable archive: {exc}") from exc
+    return [m.name for m in members]

@@ -1,0 +1,486 @@
+"""The `orch` command line. Thin: each command parses, calls one service, renders.
+
+Errors a user can cause are OrchError: printed as one line, exit code 2 for bad
+usage, 1 otherwise. Never imports TensorFlow or Google clients at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .errors import OrchError, PullError, UsageError
+from .models import FINAL_STATES, GpuNeed, Job, JobState
+
+log = logging.getLogger("orchestrator.cli")
+S = JobState
+
+app = typer.Typer(
+    name="orch",
+    help="Queue TensorFlow training jobs; run them locally (or remotely); get the models back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+daemon_app = typer.Typer(help="Start, stop or inspect the background daemon.",
+                         no_args_is_help=True)
+app.add_typer(daemon_app, name="daemon")
+
+
+def _project(create: bool = False) -> Any:
+    from .config import open_project
+
+    return open_project(create=create)
+
+
+def _store(project: Any) -> Any:
+    from .store import Store
+
+    return Store(project.db_path)
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "name": job.name, "state": job.state.value, "attempt": job.attempt,
+        "target": job.target, "worker": job.worker_id, "script": job.script,
+        "args": list(job.args), "progress": job.progress, "exit_code": job.exit_code,
+        "error": job.error, "submitted_at": job.submitted_at, "started_at": job.started_at,
+        "finished_at": job.finished_at, "pulled_to": list(job.pulled_to),
+    }
+
+
+def _ensure_daemon(project: Any) -> None:
+    from .daemon import start_background
+
+    pid = start_background(project)
+    if pid:
+        _err(f"started the orch daemon (pid {pid}); log: {project.logs_dir / 'daemon.log'}")
+
+
+# ---- init / submit ---------------------------------------------------------------
+
+
+@app.command()
+def init() -> None:
+    """Make the current folder an orch project (creates .orch/). Idempotent."""
+    from .config import Project, find_root, load_settings
+
+    root = find_root() or Path.cwd().resolve()
+    project = Project(root, load_settings(root))
+    new = project.init()
+    print(f"{'initialised' if new else 'already an orch project:'} {project.root}")
+
+
+@app.command()
+def submit(
+    script: Annotated[str, typer.Argument(help="Training script, run as `python SCRIPT ARGS…`.")],
+    script_args: Annotated[Optional[list[str]], typer.Argument(
+        help="Arguments for the script; put them after `--`.", show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option(help="Job name (default: script name).")] = None,
+    on: Annotated[str, typer.Option(help="Where to run: local, auto, colab or ssh:HOST.")] = "local",
+    gpu: Annotated[Optional[bool], typer.Option(
+        "--gpu/--cpu", help="Require a GPU, or run on the CPU only (default: either).",
+        show_default=False)] = None,
+    estimate: Annotated[Optional[str], typer.Option(help="Expected duration, e.g. 40m.")] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    data: Annotated[Optional[list[str]], typer.Option(
+        help="Data file or folder to ship (repeatable; stored once per content).")] = None,
+    output: Annotated[Optional[list[str]], typer.Option(
+        help="SRC[:DEST] to bring back (repeatable), e.g. model.h5:. ; default: the job's "
+             "output dir to models/NAME/.")] = None,
+    env: Annotated[Optional[list[str]], typer.Option(help="NAME=VALUE for the job (repeatable).")]
+    = None,
+    sweep: Annotated[Optional[list[str]], typer.Option(
+        help="NAME=V1,V2,… grid axis (repeatable); one job per combination, given --NAME V.")]
+    = None,
+    auto_track: Annotated[bool, typer.Option(
+        "--auto-track", help="Add orch's Keras callbacks to every Model.fit of the script.")]
+    = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Block until the job(s) end; exit 0 only if all succeeded.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job(s) as JSON.")] = False,
+) -> None:
+    """Queue a training script. Prints the job id (one per line for a sweep)."""
+    from .config import Project, find_root, load_settings
+    from .submit import SubmitRequest
+    from .submit import submit as do_submit
+
+    root = find_root() or Path.cwd().resolve()
+    project = Project(root, load_settings(root))
+    autotrack = auto_track or os.environ.get("ORCH_AUTOTRACK", "") not in ("", "0")
+    req = SubmitRequest(
+        script=script, script_args=tuple(script_args or ()), name=name, on=on,
+        gpu=GpuNeed.ANY if gpu is None else (GpuNeed.REQUIRED if gpu else GpuNeed.NONE),
+        estimate=estimate, priority=priority, data=tuple(data or ()),
+        outputs=tuple(output or ()), env=tuple(env or ()), sweep=tuple(sweep or ()),
+        autotrack=autotrack,
+    )
+    jobs = do_submit(project, req)
+    _ensure_daemon(project)
+    if as_json:
+        print(json.dumps({"jobs": [_job_json(j) for j in jobs]}, indent=2))
+    else:
+        for job in jobs:
+            print(job.id)
+        _err(f"queued {len(jobs)} job(s) for {jobs[0].target}: "
+             + ", ".join(f"{j.name} ({j.id})" for j in jobs[:5])
+             + (" …" if len(jobs) > 5 else ""))
+    if wait:
+        raise typer.Exit(_wait(project, [j.id for j in jobs]))
+
+
+def _wait(project: Any, ids: list[str]) -> int:
+    from .daemon import start_background
+
+    auto_pull = project.settings.auto_pull
+    store = _store(project)
+
+    def finished(job: Job) -> bool:
+        return job.state in FINAL_STATES or (not auto_pull and job.state is S.SUCCEEDED)
+
+    last_check = [time.monotonic()]
+
+    def read() -> list[Job]:
+        if time.monotonic() - last_check[0] > 5:  # keep a daemon alive while we wait
+            last_check[0] = time.monotonic()
+            start_background(project)
+        return [store.get(i) for i in ids]
+
+    try:
+        if sys.stderr.isatty():
+            from .render import wait_progress
+
+            jobs = wait_progress(read, finished)
+        else:
+            from .render import wait_plain
+
+            jobs = wait_plain(read, finished, _err)
+    except KeyboardInterrupt:
+        _err("stopped waiting; the job(s) keep running (see `orch status`)")
+        return 130
+    ok = S.PULLED if auto_pull else S.SUCCEEDED
+    bad = [j for j in jobs if j.state is not ok]
+    for job in bad:
+        _err(f"orch: job {job.id} ({job.name}) {job.state.value}: {job.error or ''}".rstrip(": "))
+    for job in jobs:
+        if job.state is S.PULLED:
+            _err(f"{job.name}: model(s) in {', '.join(job.pulled_to)}")
+    return 1 if bad else 0
+
+
+# ---- looking at jobs --------------------------------------------------------------
+
+
+@app.command()
+def status(
+    job: Annotated[Optional[str], typer.Argument(help="A job id, id prefix or name.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    all_jobs: Annotated[bool, typer.Option("--all", "-a", help="Every job, not only recent.")]
+    = False,
+    limit: Annotated[int, typer.Option(help="Finished jobs to show.")] = 20,
+) -> None:
+    """Show all jobs (active ones plus the most recent), or one job in detail."""
+    project = _project()
+    with _store(project) as store:
+        if job:
+            _status_one(project, store, job, as_json)
+            return
+        active = store.jobs([S.QUEUED, S.ASSIGNED, S.RUNNING, S.LOST, S.SUCCEEDED])
+        others = [S.PULLED, S.FAILED, S.CANCELLED]
+        recent = store.jobs(others, limit=None if all_jobs else limit, newest_first=True)
+        jobs = sorted(active + recent, key=lambda j: j.seq)
+        counts = store.counts()
+    if as_json:
+        print(json.dumps({"jobs": [_job_json(j) for j in jobs],
+                          "counts": {s.value: n for s, n in counts.items()}}, indent=2))
+        return
+    if not jobs:
+        print("no jobs yet: queue one with `orch submit SCRIPT`")
+        return
+    from .render import jobs_table
+
+    print(jobs_table(jobs, colour=sys.stdout.isatty()))
+    hidden = sum(counts.values()) - len(jobs)
+    summary = ", ".join(f"{n} {s.value.lower()}" for s, n in sorted(counts.items()))
+    print(f"\n{sum(counts.values())} job(s): {summary}"
+          + (f"; {hidden} older not shown (--all)" if hidden > 0 else ""))
+
+
+def _log_path(project: Any, job: Job) -> Path | None:
+    from . import protocol as P
+    from .hubs import open_hub
+
+    return open_hub(project.hub_url).local_path(P.log(job.id, job.attempt))
+
+
+def _status_one(project: Any, store: Any, ref: str, as_json: bool) -> None:
+    from .render import job_detail
+    from .worker import tail
+
+    job = store.resolve(ref)
+    events, attempts = store.events(job.id), store.attempts(job.id)
+    path = _log_path(project, job)
+    log_tail = tail(path, 10) if path else ""
+    if as_json:
+        doc = _job_json(job)
+        doc["events"] = [e.__dict__ for e in events]
+        doc["attempts"] = [a.__dict__ for a in attempts]
+        doc["log_tail"] = log_tail
+        print(json.dumps(doc, indent=2))
+        return
+    print(job_detail(job, events, attempts, log_tail))
+
+
+@app.command()
+def logs(
+    job: Annotated[str, typer.Argument(help="A job id, id prefix or name.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until it ends.")]
+    = False,
+) -> None:
+    """Print a job's log (its current attempt)."""
+    project = _project()
+    with _store(project) as store:
+        current = store.resolve(job)
+        offset, attempt = 0, current.attempt
+        try:
+            while True:
+                path = _log_path(project, current)
+                if current.attempt != attempt:
+                    offset, attempt = 0, current.attempt
+                    print(f"--- attempt {attempt} ---", flush=True)
+                if path and path.exists():
+                    with open(path, "rb") as f:
+                        f.seek(offset)
+                        chunk = f.read()
+                    offset += len(chunk)
+                    sys.stdout.write(chunk.decode("utf-8", "replace"))
+                    sys.stdout.flush()
+                if not follow or current.state in FINAL_STATES:
+                    if not (path and path.exists()) and not follow:
+                        _err(f"no log yet for {current.id} ({current.state.value})")
+                    return
+                time.sleep(0.5)
+                current = store.get(current.id)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+
+@app.command()
+def top(
+    until_done: Annotated[bool, typer.Option(
+        "--until-done", help="Exit when no job is queued or running.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+) -> None:
+    """A live view of every run, local and remote (Ctrl-C to leave)."""
+    from .render import jobs_table, live_table
+
+    project = _project()
+    store = _store(project)
+    active = [S.QUEUED, S.ASSIGNED, S.RUNNING, S.LOST, S.SUCCEEDED]
+
+    def read() -> list[Job]:
+        jobs = store.jobs(active) + store.jobs([S.PULLED, S.FAILED, S.CANCELLED], limit=10,
+                                               newest_first=True)
+        return sorted(jobs, key=lambda j: j.seq)
+
+    def done(jobs: list[Job]) -> bool:
+        return until_done and not any(j.state in active for j in jobs)
+
+    if once or not sys.stdout.isatty():
+        print(jobs_table(read(), colour=sys.stdout.isatty()))
+        return
+    try:
+        live_table(read, done, title=f"orch — {project.root.name}")
+    except KeyboardInterrupt:
+        pass
+
+
+# ---- acting on jobs ---------------------------------------------------------------
+
+
+@app.command()
+def cancel(jobs: Annotated[list[str], typer.Argument(help="Job ids, id prefixes or names.")]
+           ) -> None:
+    """Cancel jobs: queued ones at once, running ones as soon as their worker stops them."""
+    from .control import cancel as do_cancel
+
+    project = _project()
+    with _store(project) as store:
+        targets = [store.resolve(r) for r in jobs]
+        for job in targets:
+            print(f"{job.id} {job.name}: {do_cancel(store, job)}")
+    _ensure_daemon(project)
+
+
+@app.command()
+def retry(jobs: Annotated[list[str], typer.Argument(help="Job ids, id prefixes or names.")]
+          ) -> None:
+    """Queue FAILED or CANCELLED jobs again (a new attempt, same snapshot)."""
+    from .control import retry as do_retry
+
+    project = _project()
+    with _store(project) as store:
+        targets = [store.resolve(r) for r in jobs]
+        for job in targets:
+            job = do_retry(store, job)
+            print(f"{job.id} {job.name}: queued as attempt {job.attempt}")
+    _ensure_daemon(project)
+
+
+@app.command()
+def pull(
+    jobs: Annotated[Optional[list[str]], typer.Argument(
+        help="Jobs to pull (default: every finished job not pulled yet).")] = None,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Also re-pull already pulled jobs.")]
+    = False,
+    to: Annotated[Optional[Path], typer.Option(help="Put outputs in DIR instead of their "
+                                                    "destinations.")] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Load each model with TensorFlow and run one prediction.")] = False,
+) -> None:
+    """Fetch sealed results, verify checksums, and place outputs atomically. Idempotent."""
+    from .hubs import open_hub
+    from .pull import pull_job
+
+    project = _project()
+    hub = open_hub(project.hub_url)
+    failures = 0
+    with _store(project) as store:
+        if jobs:
+            targets = [store.resolve(r) for r in jobs]
+        else:
+            states = [S.SUCCEEDED, S.PULLED] if all_jobs else [S.SUCCEEDED]
+            targets = store.jobs(states)
+            if not targets and not verify:
+                print("nothing to pull")
+                return
+        if not targets:
+            print("nothing to pull")
+        for job in targets:
+            try:
+                placed = pull_job(project, store, hub, job, to=to)
+            except PullError as exc:
+                _err(f"orch: error: {exc}")
+                failures += 1
+                continue
+            rel = [str(p.relative_to(project.root)) if p.is_relative_to(project.root)
+                   else str(p) for p in placed]
+            print(f"{job.id} {job.name}: {', '.join(rel)}")
+            if verify:
+                from .verify import verify_paths
+
+                for line in verify_paths(placed):
+                    print(f"  verified {line}")
+    if failures:
+        raise typer.Exit(1)
+
+
+# ---- daemon and worker ------------------------------------------------------------
+
+
+@daemon_app.command("start")
+def daemon_start(
+    foreground: Annotated[bool, typer.Option("--foreground", help="Run in this terminal.")]
+    = False,
+) -> None:
+    """Start the daemon (if not running)."""
+    from .daemon import main as daemon_main
+    from .daemon import running_pid, start_background
+
+    project = _project(create=True)
+    if foreground:
+        raise typer.Exit(daemon_main(["--project", str(project.root)]))
+    pid = start_background(project)
+    if pid is None:
+        print(f"daemon already running (pid {running_pid(project)})")
+        return
+    deadline = time.monotonic() + 10
+    while running_pid(project) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(f"daemon started (pid {pid})")
+
+
+@daemon_app.command("stop")
+def daemon_stop() -> None:
+    """Stop the daemon. Running jobs go on; a restarted daemon picks them up."""
+    from .daemon import stop
+
+    pid = stop(_project())
+    print("daemon was not running" if pid is None else f"daemon (pid {pid}) stopped")
+
+
+@daemon_app.command("status")
+def daemon_status() -> None:
+    """Is the daemon running, and which workers does it know?"""
+    from .daemon import running_pid
+
+    project = _project()
+    pid = running_pid(project)
+    print(f"daemon: {'running (pid %d)' % pid if pid else 'not running'}")
+    with _store(project) as store:
+        workers = store.workers()
+    for w in workers:
+        gpu = f" gpu={w.gpu_name}" if w.gpu else ""
+        job = f" job={w.job_id}" if w.job_id else ""
+        print(f"worker {w.id}: {w.kind} on {w.host} pid={w.pid} {w.state}{gpu}{job}")
+    if not workers:
+        print("no live workers")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": []}, add_help_option=False)
+def worker(ctx: typer.Context) -> None:
+    """Run a worker: `orch worker --hub PATH [--name N] [--burst] [--idle-timeout S]`."""
+    from .worker import main as worker_main
+
+    raise typer.Exit(worker_main(list(ctx.args)))
+
+
+@app.command()
+def config() -> None:
+    """Print the project's effective settings (files plus ORCH_* overrides)."""
+    import dataclasses
+
+    project = _project(create=False) if _has_project() else None
+    from .config import Project, find_root, load_settings
+
+    if project is None:
+        root = find_root() or Path.cwd().resolve()
+        project = Project(root, load_settings(root))
+    print(f"project  {project.root}")
+    for f in dataclasses.fields(project.settings):
+        print(f"{f.name:20s} {getattr(project.settings, f.name)!r}")
+
+
+def _has_project() -> bool:
+    from .config import find_root
+
+    root = find_root()
+    return root is not None and (root / ".orch").is_dir()
+
+
+def main() -> None:
+    """Console entry point: run the app, turning OrchError into one clean line."""
+    logging.basicConfig(level=logging.WARNING, format="orch: %(message)s")
+    try:
+        app()  # standalone: typer reports usage errors itself (exit 2) and exits
+    except OrchError as exc:
+        _err(f"orch: error: {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+if __name__ == "__main__":
+    main()

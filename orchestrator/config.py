@@ -1,0 +1,179 @@
+"""The project folder and its settings.
+
+The project is the nearest folder, from the current directory upwards, holding
+``pyproject.toml``, ``orch.toml`` or ``.orch/`` (like git finds its repository).
+Settings come from ``[tool.orch]`` in ``pyproject.toml`` or the top level (or an
+``[orch]`` table) of ``orch.toml``, then ``ORCH_*`` environment variables win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ProjectError, UsageError
+from .models import parse_duration
+
+log = logging.getLogger(__name__)
+
+MARKERS = ("pyproject.toml", "orch.toml", ".orch")
+STATE_DIR = ".orch"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective settings of one project. Every field can be set in the project's
+    config file under the same name, or by ``ORCH_<NAME>`` in the environment."""
+
+    local_slots: int | None = None  # CPU worker slots; None → one if no GPU found
+    gpus: str = "auto"  # "auto" (nvidia-smi), "none", or "0,1"
+    daemon_idle_timeout: float = 300.0  # daemon exits after this long with nothing to do
+    worker_idle_timeout: float = 60.0  # a local worker exits after this long idle
+    auto_pull: bool = True
+    outputs_dir: str = "models"
+    hub: str = ""  # "" → the local folder hub in .orch/hub
+    heartbeat_interval: float = 1.0
+    lease_ttl: float = 20.0  # a worker silent this long loses its job
+    tick_interval: float = 1.0  # daemon polls at least this often
+    max_snapshot_mb: float = 200.0
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELDS[name].type
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind == "int | None":
+            return None if value in (None, "", "auto") else int(value)
+        if kind == "float":
+            return parse_duration(str(value), name) if isinstance(value, str) else float(value)
+        return str(value)
+    except (ValueError, UsageError) as exc:
+        raise UsageError(f"setting {name}: bad value {value!r}") from exc
+
+
+def find_root(start: Path | None = None) -> Path | None:
+    """The nearest folder at or above ``start`` with a project marker, or None."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if any((folder / m).exists() for m in MARKERS):
+            return folder
+    return None
+
+
+def _file_settings(root: Path) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for name in ("pyproject.toml", "orch.toml"):
+        path = root / name
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ProjectError(f"cannot read {path}: {exc}") from exc
+        if name == "pyproject.toml":
+            table.update(data.get("tool", {}).get("orch", {}))
+        else:
+            table.update(data.get("orch", data))
+    return table
+
+
+def load_settings(root: Path, environ: dict[str, str] | None = None) -> Settings:
+    """Settings of the project at ``root``: file values, then ``ORCH_*`` overrides.
+    Unknown keys are an error, so a typo does not silently do nothing."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for key, value in _file_settings(root).items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS:
+            raise UsageError(f"unknown setting {key!r} in {root} (known: {', '.join(_FIELDS)})")
+        values[name] = _coerce(name, value)
+    for name in _FIELDS:
+        raw = env.get("ORCH_" + name.upper())
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    return Settings(**values)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project folder and where its state lives. Paths are absolute."""
+
+    root: Path
+    settings: Settings
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "state.db"
+
+    @property
+    def hub_dir(self) -> Path:
+        return self.state_dir / "hub"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.state_dir / "work"
+
+    @property
+    def hub_url(self) -> str:
+        return self.settings.hub or str(self.hub_dir)
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.root / self.settings.outputs_dir
+
+    def exists(self) -> bool:
+        return self.state_dir.is_dir()
+
+    def init(self) -> bool:
+        """Create ``.orch/`` and its folders. Idempotent; True if it was new."""
+        new = not self.state_dir.is_dir()
+        for folder in (self.state_dir, self.hub_dir, self.logs_dir, self.work_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        ignore = self.state_dir / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("*\n")
+        return new
+
+
+def open_project(start: Path | None = None, create: bool = False) -> Project:
+    """The project around ``start`` (default: cwd).
+
+    With ``create`` and no project found, ``start`` itself becomes the project.
+    Without ``create``, a project must have been initialised (``.orch/`` exists).
+    """
+    here = (start or Path.cwd()).resolve()
+    root = find_root(here)
+    if root is None:
+        if not create:
+            raise ProjectError(f"no orch project at or above {here} (run `orch init`)")
+        root = here
+    project = Project(root, load_settings(root))
+    if create:
+        project.init()
+    elif not project.exists():
+        raise ProjectError(f"{root} has no .orch/ yet: run `orch init` or `orch submit` first")
+    return project

@@ -1,0 +1,304 @@
+"""The daemon: one per project, in the background, the only scheduler.
+
+Loop: wait for a hub change (watchdog) or ``tick_interval``, then run a scheduler
+tick, pull sealed results (unless auto-pull is off), and keep local workers
+running while there is work for them. Exits after ``daemon_idle_timeout`` with
+nothing to do. One instance per project is guaranteed by an exclusive ``flock``
+on ``.orch/daemon.lock``; ``.orch/daemon.pid`` tells the CLI whom to signal.
+
+Crash safety: state lives in SQLite and the hub, not in this process. Restarted
+after a ``kill -9``, it forgives the downtime (fresh leases), re-writes
+half-done assignments, and picks up results sealed meanwhile; nothing that
+finished runs again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .config import Project, open_project
+from .errors import DaemonError, OrchError, PullError
+from .hubs import open_hub
+from .models import JobState, WorkerInfo
+from .pull import pull_job
+from .scheduler import Scheduler
+from .store import Store
+
+log = logging.getLogger(__name__)
+S = JobState
+HOST = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One local worker the daemon keeps alive: a GPU, or a CPU slot."""
+
+    name: str
+    gpu: str | None = None
+    gpu_name: str | None = None
+
+
+def detect_gpus() -> list[tuple[str, str]]:
+    """``[(index, name)]`` from ``nvidia-smi -L``; empty without NVIDIA GPUs."""
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    gpus = []
+    for line in out.stdout.splitlines():
+        if line.startswith("GPU ") and ":" in line:
+            index = line[4:].split(":", 1)[0].strip()
+            name = line.split(":", 1)[1].split("(UUID")[0].strip()
+            gpus.append((index, name))
+    return gpus
+
+
+def local_slots(project: Project) -> list[Slot]:
+    setting = project.settings.gpus.strip().lower()
+    if setting == "none":
+        gpus: list[tuple[str, str]] = []
+    elif setting == "auto":
+        gpus = detect_gpus()
+    else:
+        gpus = [(i.strip(), f"GPU {i.strip()}") for i in setting.split(",") if i.strip()]
+    slots = [Slot(f"local-gpu{i}", gpu=i, gpu_name=name) for i, name in gpus]
+    cpus = project.settings.local_slots
+    if cpus is None:
+        cpus = 0 if gpus else 1
+    slots += [Slot(f"local-cpu{i}") for i in range(cpus)]
+    return slots
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Daemon:
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.settings = project.settings
+        self.store = Store(project.db_path)
+        self.hub = open_hub(project.hub_url)
+        self.scheduler = Scheduler(project, self.store, self.hub, alive=self.worker_alive)
+        self.slots = local_slots(project)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+        self.pull_failed: set[tuple[str, int]] = set()
+
+    def worker_alive(self, worker: WorkerInfo) -> bool | None:
+        """Local workers: is the process there? Others: unknown (lease decides)."""
+        if worker.host != HOST or not worker.pid:
+            return None
+        proc = self.procs.get(worker.name)
+        if proc is not None and proc.pid == worker.pid:
+            return proc.poll() is None
+        return pid_alive(worker.pid)
+
+    # ---- local workers --------------------------------------------------------
+
+    def local_work_waiting(self) -> bool:
+        return any(j.target in ("local", "auto") for j in self.store.queued())
+
+    def supervise(self) -> None:
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is not None:
+                log.info("local worker %s exited (%s)", name, proc.returncode)
+                del self.procs[name]
+        if self.stopping or not self.local_work_waiting():
+            return
+        live = {w.name for w in self.store.workers()
+                if w.kind == "local" and w.host == HOST and w.state != "stopped"
+                and w.pid and pid_alive(w.pid)}
+        for slot in self.slots:
+            if slot.name in self.procs or slot.name in live:
+                continue
+            self.spawn(slot)
+
+    def spawn(self, slot: Slot) -> None:
+        s = self.settings
+        cmd = [
+            sys.executable, "-m", "orchestrator.worker", "--hub", str(self.hub.url),
+            "--name", slot.name, "--kind", "local", "--work-dir", str(self.project.work_dir),
+            "--idle-timeout", str(s.worker_idle_timeout), "--heartbeat", str(s.heartbeat_interval),
+        ]
+        if slot.gpu is not None:
+            cmd += ["--gpu", slot.gpu, "--gpu-name", slot.gpu_name or ""]
+        logf: IO[bytes] = open(self.project.logs_dir / f"worker-{slot.name}.log", "ab")
+        self.procs[slot.name] = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=self.project.root,
+        )
+        logf.close()
+        log.info("started local worker %s (pid %d)", slot.name, self.procs[slot.name].pid)
+
+    # ---- pulls ----------------------------------------------------------------
+
+    def pull_ready(self) -> None:
+        if not self.settings.auto_pull:
+            return
+        for job in self.store.jobs([S.SUCCEEDED]):
+            if (job.id, job.attempt) in self.pull_failed:
+                continue
+            try:
+                pull_job(self.project, self.store, self.hub, job)
+            except PullError as exc:
+                self.pull_failed.add((job.id, job.attempt))
+                self.store.update(job.id, error=f"pull failed: {exc}")
+                self.store.note(job.id, f"auto-pull failed: {exc}")
+                log.error("%s", exc)
+
+    # ---- loop -----------------------------------------------------------------
+
+    def busy(self) -> bool:
+        counts = self.store.counts()
+        waiting = sum(counts.get(s, 0) for s in (S.QUEUED, S.ASSIGNED, S.RUNNING, S.LOST))
+        unpulled = counts.get(S.SUCCEEDED, 0) if self.settings.auto_pull else 0
+        return waiting + unpulled - len(self.pull_failed) > 0
+
+    def step(self) -> None:
+        self.scheduler.tick()
+        self.pull_ready()
+        self.supervise()
+
+    def run(self) -> None:
+        watcher = self.hub.watch()
+        self.scheduler.recover()
+        idle_since = time.monotonic()
+        log.info("daemon up for %s (pid %d, %d local slot(s))", self.project.root,
+                 os.getpid(), len(self.slots))
+        try:
+            while not self.stopping:
+                try:
+                    self.step()
+                except OrchError as exc:
+                    log.error("tick failed: %s", exc)
+                if self.busy() or any(p.poll() is None for p in self.procs.values()):
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > self.settings.daemon_idle_timeout:
+                    log.info("idle for %.0f s; exiting", self.settings.daemon_idle_timeout)
+                    break
+                watcher.wait(self.settings.tick_interval)
+        finally:
+            watcher.close()
+            for proc in self.procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)  # idle workers exit; busy ones finish
+            self.store.close()
+
+
+# ---- process management (used by the CLI) ----------------------------------------
+
+
+def _lock_path(project: Project) -> Path:
+    return project.state_dir / "daemon.lock"
+
+
+def _pid_path(project: Project) -> Path:
+    return project.state_dir / "daemon.pid"
+
+
+def running_pid(project: Project) -> int | None:
+    """The daemon's pid if one holds the lock, else None."""
+    try:
+        fd = os.open(_lock_path(project), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return int(_pid_path(project).read_text().strip())
+        except (OSError, ValueError):
+            return -1
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def start_background(project: Project) -> int | None:
+    """Start the daemon unless running. Returns the new process's pid, or None if
+    one was already running. Cheap: no waiting for it to come up."""
+    if running_pid(project) is not None:
+        return None
+    project.logs_dir.mkdir(parents=True, exist_ok=True)
+    with open(project.logs_dir / "daemon.log", "ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.daemon", "--project", str(project.root)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=project.root,
+        )
+    return proc.pid
+
+
+def stop(project: Project, timeout: float = 15.0) -> int | None:
+    """SIGTERM the daemon and wait until it has released its lock."""
+    pid = running_pid(project)
+    if pid is None:
+        return None
+    if pid <= 0:
+        raise DaemonError("the daemon holds its lock but its pid file is unreadable")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running_pid(project) is None:
+            return pid
+        time.sleep(0.05)
+    raise DaemonError(f"daemon (pid {pid}) did not stop within {timeout:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="orch daemon")
+    parser.add_argument("--project", default=".")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s daemon %(message)s")
+    try:
+        project = open_project(Path(args.project), create=True)
+    except OrchError as exc:
+        print(f"orch daemon: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    fd = os.open(_lock_path(project), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("another daemon is running for %s", project.root)
+        return 0
+    pid_file = _pid_path(project)
+    tmp = pid_file.with_suffix(".partial")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, pid_file)
+    daemon = Daemon(project)
+
+    def on_term(*_: object) -> None:
+        daemon.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    try:
+        daemon.run()
+    finally:
+        pid_file.unlink(missing_ok=True)
+        os.close(fd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The one exception tree of orch.
+
+Every error a user can cause or meet is an :class:`OrchError`; the CLI prints it
+as a single line (``orch: error: …``) and exits with its ``exit_code``. Anything
+else escaping the CLI is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class OrchError(Exception):
+    """Base of every orch error. ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+
+class UsageError(OrchError):
+    """The command line or a setting is malformed (bad flag value, unknown target)."""
+
+    exit_code = 2
+
+
+class ProjectError(OrchError):
+    """The project folder or its ``.orch/`` state cannot be found or used."""
+
+    exit_code = 2
+
+
+class NotConfiguredError(UsageError):
+    """A target (``colab``, ``ssh:HOST``) was named that this project has not set up."""
+
+
+class JobNotFoundError(UsageError):
+    """A job reference (id, id prefix or name) matches no job, or is ambiguous."""
+
+
+class IllegalTransitionError(OrchError):
+    """A state change that the job state machine forbids, or that lost a race."""
+
+
+class StoreError(OrchError):
+    """The SQLite state is unreadable, from a newer orch, or otherwise unusable."""
+
+
+class HubError(OrchError):
+    """A hub (folder, Drive, SFTP) could not be read or written."""
+
+
+class HubNotFound(HubError):
+    """A key asked of a hub does not exist there."""
+
+
+class BundleError(UsageError):
+    """A code snapshot or data file could not be taken (missing, unreadable, too big)."""
+
+
+class PullError(OrchError):
+    """A sealed result could not be brought into the project.
+
+    Raised for a checksum mismatch (corrupt or tampered archive), an unsafe archive
+    (absolute paths, ``..``, links leaving the tree), or a full disk. Nothing is
+    placed in the project when it is raised.
+    """
+
+
+class UnsafeArchiveError(PullError):
+    """An archive tried to write outside its destination; it was refused whole."""
+
+
+class DaemonError(OrchError):
+    """The background daemon could not be started, stopped or reached."""

@@ -1,0 +1,140 @@
+"""FolderHub: the hub protocol on a plain folder (local disk or a synced folder).
+
+Atomic writes: a hidden temporary file in the same folder, then ``os.replace``.
+Readers ignore names starting with ``.``. Changes are signalled by watchdog
+(inotify on Linux), so the daemon reacts to a sealed result at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import HubError, HubNotFound
+from .base import Hub, Watcher, check_key
+
+log = logging.getLogger(__name__)
+
+
+class FolderHub(Hub):
+    """A hub rooted at a local folder (created if missing)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HubError(f"cannot create hub folder {self.root}: {exc.strerror}") from exc
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def _tmp(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        return Path(tmp)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._tmp(path)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise HubError(f"cannot write {key} to hub {self.url}: {exc.strerror}") from exc
+
+    def put_file(self, key: str, src: Path) -> None:
+        path = self._path(key)
+        tmp = self._tmp(path)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise HubError(f"cannot write {key} to hub {self.url}: {exc.strerror}") from exc
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise HubNotFound(f"{key} not in hub {self.url}") from None
+        except OSError as exc:
+            raise HubError(f"cannot read {key} from hub {self.url}: {exc.strerror}") from exc
+
+    def get_file(self, key: str, dest: Path) -> None:
+        src = self._path(key)
+        if not src.is_file():
+            raise HubNotFound(f"{key} not in hub {self.url}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise HubError(f"cannot copy {key} from hub to {dest}: {exc.strerror}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def list(self, prefix: str) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self._path(prefix)) if not n.startswith("."))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def watch(self) -> Watcher:
+        """A watchdog observer on the hub folder; falls back to polling."""
+        watcher = _WatchdogWatcher(self.root)
+        return watcher
+
+
+class _WatchdogWatcher(Watcher):
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self._observer = None
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:  # pragma: no cover - watchdog is a dependency
+            log.warning("watchdog not installed; polling %s", root)
+            return
+        outer = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: object) -> None:
+                outer.notify()
+
+        observer = Observer()
+        observer.schedule(Handler(), str(root), recursive=True)
+        observer.daemon = True
+        try:
+            observer.start()
+        except OSError as exc:  # e.g. inotify watch limit reached
+            log.warning("cannot watch %s (%s); polling instead", root, exc)
+            return
+        self._observer = observer
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)

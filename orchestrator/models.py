@@ -1,0 +1,229 @@
+"""Plain data of orch: the job state machine and the records passed around.
+
+No I/O here. The store applies transitions (compare-and-set in SQL); this module
+only says which ones are legal.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import IllegalTransitionError, UsageError
+
+
+class JobState(str, enum.Enum):
+    """Every state a job can be in.
+
+    QUEUED     waiting for a worker (fresh, retried, or re-queued after LOST).
+    ASSIGNED   written into a worker's inbox; the worker has not reported yet.
+    RUNNING    the worker reported the attempt started.
+    SUCCEEDED  the worker sealed a result (result.json written last); not yet here.
+    PULLED     the result was verified and its outputs placed in the project.
+    FAILED     the script exited non-zero, wrote no output, or could not start.
+    LOST       the worker's lease expired mid-attempt; re-queued with attempt+1.
+    CANCELLED  the user cancelled it; the worker stopped the run.
+    """
+
+    QUEUED = "QUEUED"
+    ASSIGNED = "ASSIGNED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    PULLED = "PULLED"
+    FAILED = "FAILED"
+    LOST = "LOST"
+    CANCELLED = "CANCELLED"
+
+
+S = JobState
+
+#: The only legal state changes. ``ASSIGNED → SUCCEEDED/FAILED`` covers a run so
+#: quick that the daemon never saw it RUNNING.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    S.QUEUED: frozenset({S.ASSIGNED, S.CANCELLED}),
+    S.ASSIGNED: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.LOST, S.CANCELLED}),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.LOST, S.CANCELLED}),
+    S.SUCCEEDED: frozenset({S.PULLED}),
+    S.PULLED: frozenset(),
+    S.FAILED: frozenset({S.QUEUED}),
+    S.LOST: frozenset({S.QUEUED}),
+    S.CANCELLED: frozenset({S.QUEUED}),
+}
+
+#: Every state lands in exactly one bucket (tested).
+ACTIVE_STATES = frozenset({S.QUEUED, S.ASSIGNED, S.RUNNING, S.LOST})
+ON_WORKER_STATES = frozenset({S.ASSIGNED, S.RUNNING})
+DONE_OK_STATES = frozenset({S.SUCCEEDED, S.PULLED})
+DONE_BAD_STATES = frozenset({S.FAILED, S.CANCELLED})
+BUCKETS: dict[str, frozenset[JobState]] = {
+    "waiting": frozenset({S.QUEUED, S.LOST}),
+    "on_worker": ON_WORKER_STATES,
+    "succeeded": DONE_OK_STATES,
+    "ended_bad": DONE_BAD_STATES,
+}
+#: States after which `orch submit --wait` stops waiting.
+FINAL_STATES = frozenset({S.PULLED, S.FAILED, S.CANCELLED})
+
+
+def check_transition(src: JobState, dst: JobState) -> None:
+    """Raise :class:`IllegalTransitionError` unless ``src → dst`` is legal."""
+    if dst not in TRANSITIONS[src]:
+        raise IllegalTransitionError(f"illegal transition {src.value} → {dst.value}")
+
+
+def sources_for(dst: JobState) -> frozenset[JobState]:
+    """All states from which ``dst`` may be entered."""
+    return frozenset(s for s, targets in TRANSITIONS.items() if dst in targets)
+
+
+class GpuNeed(str, enum.Enum):
+    """What a job asks of a GPU: ``required`` (--gpu), ``none`` (--cpu), or ``any``."""
+
+    REQUIRED = "required"
+    NONE = "none"
+    ANY = "any"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output to bring back: ``src`` inside the job's output dir (or its working
+    dir), ``dest`` a folder relative to the project root. ``src == "."`` means the
+    whole output dir."""
+
+    src: str
+    dest: str
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A data file or folder shipped with a job as a content-addressed blob.
+
+    ``path`` is where the worker places it, relative to the job's working dir.
+    ``kind`` is ``file`` (blob = the bytes) or ``dir`` (blob = a tar of the folder).
+    """
+
+    path: str
+    sha256: str
+    size: int
+    kind: str = "file"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything `orch submit` decided about one job, before it is stored."""
+
+    name: str
+    script: str  # relative to the project root, inside the snapshot
+    args: tuple[str, ...]
+    target: str  # local | auto | colab | ssh:HOST
+    gpu: GpuNeed
+    priority: int
+    estimate_s: float | None
+    snapshot_sha256: str
+    data: tuple[DataRef, ...]
+    outputs: tuple[OutputSpec, ...]
+    env: tuple[tuple[str, str], ...]
+    autotrack: bool = False
+    sweep: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as stored, with its current state and latest report."""
+
+    id: str
+    seq: int
+    name: str
+    script: str
+    args: tuple[str, ...]
+    target: str
+    gpu: GpuNeed
+    priority: int
+    estimate_s: float | None
+    snapshot_sha256: str
+    data: tuple[DataRef, ...]
+    outputs: tuple[OutputSpec, ...]
+    env: tuple[tuple[str, str], ...]
+    autotrack: bool
+    state: JobState
+    attempt: int
+    worker_id: str | None
+    submitted_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    progress: dict[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+    pulled_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of a job's history: a transition or a notable happening."""
+
+    job_id: str
+    at: float
+    src: str | None
+    dst: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a job on one worker."""
+
+    job_id: str
+    n: int
+    worker_id: str | None
+    assigned_at: float | None
+    started_at: float | None
+    ended_at: float | None
+    outcome: str | None
+    resumed_from_epoch: int | None
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker as the daemon last saw it in the hub."""
+
+    id: str
+    name: str
+    kind: str  # local | colab | ssh | remote
+    host: str
+    pid: int | None
+    gpu: bool
+    gpu_name: str | None
+    state: str
+    job_id: str | None
+    attempt: int | None
+    last_seen: float
+    gone: bool
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """``"40m"`` → 2400.0. Accepts ms, s, m, h, d, or a bare number of seconds;
+    also compound forms like ``1h30m``."""
+    raw = str(text).strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?", raw)
+    if not raw or "".join(n + (u or "") for n, u in parts) != raw.replace(" ", ""):
+        raise UsageError(f"bad {what} {text!r}: use a number with s, m, h or d (e.g. 40m, 1h30m)")
+    return sum(float(n) * _UNITS[u or None] for n, u in parts)
+
+
+def format_duration(seconds: float | None) -> str:
+    """``3725`` → ``"1h02m"``; short and stable for tables."""
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"

@@ -1,0 +1,119 @@
+"""Bring sealed results into the project: download, verify, extract, place.
+
+Contract: either every output of a job lands in place or none does, and a
+half-written model never appears at its destination. Work happens in
+``.orch/staging/`` (same filesystem as the project), each top-level output is
+renamed into place (a folder that exists is first moved aside). Pulling again
+is harmless: the same files are placed again. Only ``SUCCEEDED → PULLED`` is a
+state change, done after the files are in place.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from . import protocol as P
+from .archive import safe_extract, sha256_file
+from .config import Project
+from .errors import HubError, HubNotFound, IllegalTransitionError, PullError
+from .hubs import Hub
+from .models import Job, JobState, OutputSpec
+from .store import Store
+
+log = logging.getLogger(__name__)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def default_dest(project: Project, job: Job) -> str:
+    return f"{project.settings.outputs_dir.strip('/')}/{job.name}"
+
+
+def destinations(project: Project, job: Job, to: Path | None) -> list[Path]:
+    """Where output i of ``job`` goes: its DEST (or models/<name>/), or ``to``."""
+    specs = job.outputs or (OutputSpec(".", ""),)
+    out: list[Path] = []
+    for spec in specs:
+        if to is not None:
+            out.append(to.resolve())
+            continue
+        dest = (project.root / (spec.dest or default_dest(project, job))).resolve()
+        if not dest.is_relative_to(project.root):
+            raise PullError(f"output destination {spec.dest} is outside the project")
+        out.append(dest)
+    return out
+
+
+def _place(entry: Path, target: Path, trash: Path) -> None:
+    """Rename ``entry`` to ``target`` (same filesystem), replacing what is there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir() and not target.is_symlink():
+        aside = trash / f"{target.name}.{time.time_ns()}"
+        os.replace(target, aside)
+    os.replace(entry, target)
+
+
+def pull_job(project: Project, store: Store, hub: Hub, job: Job,
+             to: Path | None = None) -> list[Path]:
+    """Pull one SUCCEEDED (or, with ``to``, PULLED) job. Returns the placed paths."""
+    if job.state not in (JobState.SUCCEEDED, JobState.PULLED):
+        raise PullError(f"job {job.id} ({job.name}) is {job.state.value}, not finished")
+    sealed = hub.get_json(P.result_json(job.id, job.attempt))
+    if sealed is None:
+        raise PullError(f"job {job.id} has no sealed result on the hub")
+    dests = destinations(project, job, to)
+    staging_root = project.state_dir / "staging"
+    staging_root.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f"{job.id}-", dir=staging_root))
+    placed: list[Path] = []
+    try:
+        archive = stage / "result.tar"
+        try:
+            hub.get_file(P.result_tar(job.id, job.attempt), archive)
+        except HubNotFound as exc:
+            raise PullError(f"job {job.id}: result archive missing from the hub") from exc
+        got = sha256_file(archive)
+        if got != sealed.get("sha256"):
+            raise PullError(
+                f"job {job.id}: result archive is corrupt or was tampered with "
+                f"(sha256 {got[:12]}… ≠ sealed {str(sealed.get('sha256'))[:12]}…); not pulled"
+            )
+        tree = stage / "tree"
+        safe_extract(archive, tree)
+        archive.unlink()
+        trash = stage / "trash"
+        trash.mkdir()
+        for i, dest in enumerate(dests):
+            folder = tree / str(i)
+            if not folder.is_dir():
+                continue
+            for entry in sorted(folder.iterdir()):
+                target = dest / entry.name
+                _place(entry, target, trash)
+                placed.append(target)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise PullError(
+                f"disk full while pulling job {job.id} ({job.name}): free some space, then "
+                f"run `orch pull {job.id}`"
+            ) from exc
+        raise PullError(f"cannot pull job {job.id}: {exc.strerror or exc}") from exc
+    except HubError as exc:
+        raise PullError(f"cannot pull job {job.id}: {exc}") from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    rel = [str(p.relative_to(project.root)) if p.is_relative_to(project.root) else str(p)
+           for p in placed]
+    if job.state is JobState.SUCCEEDED and to is None:
+        try:
+            store.transition(job.id, JobState.PULLED, "pulled: " + ", ".join(rel),
+                             expect=[JobState.SUCCEEDED], pulled_to=rel, error=None)
+        except IllegalTransitionError:
+            pass  # pulled concurrently by the daemon or another `orch pull`
+    log.info("pulled %s into %s", job.id, ", ".join(rel))
+    return placed

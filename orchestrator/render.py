@@ -1,0 +1,202 @@
+"""Turning jobs into text for the terminal.
+
+Tables for ``orch status`` are plain text (with ANSI colour on a terminal), so the
+command stays fast; ``rich`` is imported only by the live views (``orch top``,
+``orch submit --wait``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .models import Attempt, Event, Job, JobState, format_duration
+
+S = JobState
+COLOURS = {
+    S.QUEUED: "33", S.ASSIGNED: "36", S.RUNNING: "34", S.SUCCEEDED: "32", S.PULLED: "32;1",
+    S.FAILED: "31;1", S.LOST: "35", S.CANCELLED: "90",
+}
+RICH_COLOURS = {
+    S.QUEUED: "yellow", S.ASSIGNED: "cyan", S.RUNNING: "blue", S.SUCCEEDED: "green",
+    S.PULLED: "bold green", S.FAILED: "bold red", S.LOST: "magenta", S.CANCELLED: "dim",
+}
+
+
+def fraction(job: Job) -> float | None:
+    """How far training is, 0..1, from the last progress report (None if unknown)."""
+    if job.state in (S.SUCCEEDED, S.PULLED):
+        return 1.0
+    p = job.progress
+    epochs = p.get("epochs")
+    if not epochs:
+        return None
+    done = float(p.get("completed_epochs") or 0)
+    batches, batch = p.get("batches"), p.get("batch") or 0
+    if batches and p.get("epoch") is not None and p.get("epoch") >= done:
+        done += min(1.0, batch / batches)
+    return max(0.0, min(1.0, done / epochs))
+
+
+def progress_text(job: Job) -> str:
+    p = job.progress
+    frac = fraction(job)
+    if job.state in (S.SUCCEEDED, S.PULLED):
+        return "done"
+    if frac is None or p.get("epoch") is None:
+        return "-"
+    text = f"ep {int(p['epoch']) + 1}/{p['epochs']} {frac * 100:3.0f}%"
+    if p.get("eta_s"):
+        text += f" eta {format_duration(p['eta_s'])}"
+    return text
+
+
+def metrics_text(job: Job, limit: int = 3) -> str:
+    metrics: dict[str, Any] = job.progress.get("metrics") or {}
+    keys = sorted(metrics, key=lambda k: (k.startswith("val_") is False, k))[:limit]
+    return " ".join(f"{k}={metrics[k]:.4g}" for k in keys) or "-"
+
+
+def elapsed(job: Job, now: float | None = None) -> str:
+    if job.started_at is None:
+        return "-"
+    end = job.finished_at or (now or time.time())
+    return format_duration(end - job.started_at)
+
+
+def where(job: Job) -> str:
+    return job.worker_id or job.target
+
+
+def attempt_text(job: Job) -> str:
+    return f" (try {job.attempt})" if job.attempt > 1 else ""
+
+
+def row(job: Job, now: float) -> list[str]:
+    return [job.id, job.name, where(job), job.state.value + attempt_text(job), progress_text(job),
+            metrics_text(job), elapsed(job, now)]
+
+
+HEADERS = ["ID", "NAME", "WHERE", "STATE", "PROGRESS", "METRICS", "ELAPSED"]
+
+
+def jobs_table(jobs: Sequence[Job], colour: bool = False, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    rows = [row(j, now) for j in jobs]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(HEADERS)]
+    widths[1] = min(widths[1], 40)
+    lines = ["  ".join(h.ljust(w) for h, w in zip(HEADERS, widths)).rstrip()]
+    for job, cells in zip(jobs, rows):
+        cells = [c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(cells, widths)]
+        padded = [c.ljust(w) for c, w in zip(cells, widths)]
+        if colour:
+            padded[3] = f"\x1b[{COLOURS[job.state]}m{padded[3]}\x1b[0m"
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else "-"
+
+
+def job_detail(job: Job, events: Sequence[Event], attempts: Sequence[Attempt],
+               log_tail: str) -> str:
+    lines = [
+        f"job {job.id}  {job.name}",
+        f"  state     {job.state.value}{attempt_text(job)}",
+        f"  script    {job.script} {' '.join(job.args)}".rstrip(),
+        f"  target    {job.target}  gpu={job.gpu.value}  priority={job.priority}",
+        f"  where     {where(job)}",
+        f"  progress  {progress_text(job)}   {metrics_text(job, 6)}",
+        f"  elapsed   {elapsed(job)}",
+    ]
+    if job.exit_code is not None:
+        lines.append(f"  exit code {job.exit_code}")
+    if job.error:
+        lines.append(f"  error     {job.error}")
+    if job.pulled_to:
+        lines.append(f"  pulled to {', '.join(job.pulled_to)}")
+    lines.append("attempts:")
+    for a in attempts:
+        resumed = f", resumed at epoch {a.resumed_from_epoch + 1}" if a.resumed_from_epoch else ""
+        lines.append(f"  #{a.n} on {a.worker_id or '-'}: {a.outcome or 'in progress'}"
+                     f" (assigned {when(a.assigned_at)}, ended {when(a.ended_at)}{resumed})")
+    lines.append("history:")
+    for e in events:
+        move = f"{e.src or '-'} → {e.dst}" if e.dst else "note"
+        lines.append(f"  {when(e.at)}  {move:24s} {e.message}")
+    if log_tail:
+        lines.append("last log lines:")
+        lines += ["  " + ln for ln in log_tail.splitlines()]
+    return "\n".join(lines)
+
+
+def live_table(read: Callable[[], list[Job]], done: Callable[[list[Job]], bool],
+               interval: float = 0.5, title: str = "orch") -> list[Job]:
+    """``orch top``: a live table of jobs until ``done(jobs)`` (or Ctrl-C)."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    def build(jobs: list[Job]) -> Table:
+        table = Table(title=title, expand=True)
+        for h in HEADERS:
+            table.add_column(h, no_wrap=h != "METRICS")
+        now = time.time()
+        for job in jobs:
+            cells = row(job, now)
+            cells[3] = f"[{RICH_COLOURS[job.state]}]{cells[3]}[/]"
+            table.add_row(*cells)
+        return table
+
+    jobs = read()
+    console = Console()
+    with Live(build(jobs), console=console, refresh_per_second=4,
+              transient=False) as live:
+        while not done(jobs):
+            time.sleep(interval)
+            jobs = read()
+            live.update(build(jobs))
+    return jobs
+
+
+def wait_progress(read: Callable[[], list[Job]], finished: Callable[[Job], bool],
+                  interval: float = 0.25) -> list[Job]:
+    """``orch submit --wait``: one progress bar per job until all are finished."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    jobs = read()
+    columns = (TextColumn("{task.fields[name]}"), BarColumn(),
+               TextColumn("{task.fields[state]}"), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, transient=False) as bar:
+        tasks = {j.id: bar.add_task("", total=1.0, name=j.name, state="", info="") for j in jobs}
+        while True:
+            for j in jobs:
+                frac = fraction(j)
+                bar.update(tasks[j.id], completed=frac or 0.0,
+                           state=f"[{RICH_COLOURS[j.state]}]{j.state.value}{attempt_text(j)}[/]",
+                           info=f"{progress_text(j)} {metrics_text(j, 2)}")
+            if all(finished(j) for j in jobs):
+                return jobs
+            time.sleep(interval)
+            jobs = read()
+
+
+def wait_plain(read: Callable[[], list[Job]], finished: Callable[[Job], bool],
+               emit: Callable[[str], None], interval: float = 0.25) -> list[Job]:
+    """``--wait`` without a terminal: one line per state change."""
+    seen: dict[str, str] = {}
+    while True:
+        jobs = read()
+        for j in jobs:
+            mark = j.state.value + attempt_text(j)
+            if seen.get(j.id) != mark:
+                seen[j.id] = mark
+                emit(f"{j.id} {j.name}: {mark}")
+        if all(finished(j) for j in jobs):
+            return jobs
+        time.sleep(interval)

@@ -1,0 +1,255 @@
+"""The scheduler tick: the only place that moves jobs between places.
+
+One tick, in order: read workers' heartbeats, read the status of every attempt
+on a worker, expire the leases of silent workers (their job goes LOST, then back
+to QUEUED as attempt+1), pass cancel requests on, and assign queued jobs to free
+workers (priority first, then submit order; GPU jobs only to GPU workers).
+
+Assignment order is chosen for crash safety: the store says ASSIGNED before the
+inbox file exists. A crash in between leaves an ASSIGNED job with no inbox file;
+:meth:`Scheduler.recover` (run at daemon start) writes it again. The reverse
+order could run a job twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import protocol as P
+from .config import Project
+from .errors import HubError, IllegalTransitionError
+from .hubs import Hub
+from .models import GpuNeed, Job, JobState, WorkerInfo
+from .store import Store
+
+log = logging.getLogger(__name__)
+S = JobState
+
+#: Is this (local) worker's process alive? None when it cannot be told.
+AliveCheck = Callable[[WorkerInfo], bool | None]
+
+
+def manifest_for(job: Job) -> dict[str, Any]:
+    """What a worker needs to run ``job`` (jobs/<id>/manifest.json)."""
+    return {
+        "job_id": job.id,
+        "name": job.name,
+        "script": job.script,
+        "args": list(job.args),
+        "env": [list(kv) for kv in job.env],
+        "snapshot": job.snapshot_sha256,
+        "data": [d.__dict__ for d in job.data],
+        "outputs": [o.__dict__ for o in job.outputs],
+        "gpu": job.gpu.value,
+        "autotrack": job.autotrack,
+        "protocol": P.PROTOCOL_VERSION,
+    }
+
+
+def worker_fits(job: Job, worker: WorkerInfo) -> bool:
+    target = job.target
+    if target.startswith("ssh:"):
+        return worker.kind == "ssh" and worker.name == target[4:]
+    if target in ("local", "colab") and worker.kind != target:
+        return False
+    if job.gpu is GpuNeed.REQUIRED and not worker.gpu:
+        return False
+    return True
+
+
+def preference(job: Job, worker: WorkerInfo) -> tuple[int, str]:
+    """Lower is better: GPU workers first unless the job asked for the CPU."""
+    wants_gpu = job.gpu is not GpuNeed.NONE
+    return (0 if worker.gpu == wants_gpu else 1, worker.name)
+
+
+class Scheduler:
+    def __init__(self, project: Project, store: Store, hub: Hub,
+                 alive: AliveCheck | None = None) -> None:
+        self.project = project
+        self.store = store
+        self.hub = hub
+        self.alive = alive or (lambda w: None)
+        self.settings = project.settings
+
+    # ---- the tick -----------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.sync_workers(now)
+        self.sync_statuses()
+        self.expire_leases(now)
+        self.pass_cancels()
+        self.assign()
+
+    def recover(self, now: float | None = None) -> None:
+        """At daemon start: forgive downtime, and finish half-done assignments."""
+        now = time.time() if now is None else now
+        self.store.refresh_worker_leases(now)
+        for job in self.store.jobs([S.ASSIGNED]):
+            if job.worker_id is None:
+                continue
+            key = P.inbox(job.worker_id, job.id, job.attempt)
+            if not self.hub.exists(key) and not self.hub.exists(P.status(job.id, job.attempt)):
+                log.info("re-writing the assignment of %s attempt %d", job.id, job.attempt)
+                self.write_assignment(job, job.worker_id)
+
+    # ---- steps --------------------------------------------------------------
+
+    def sync_workers(self, now: float) -> None:
+        for wid in self.hub.list("workers"):
+            beat = self.hub.get_json(P.heartbeat(wid))
+            if not beat or beat.get("worker_id") != wid:
+                continue
+            new, _ = self.store.upsert_worker(beat, now)
+            if new:
+                log.info("worker %s joined (%s, gpu=%s)", wid,
+                         beat.get("capabilities", {}).get("kind"),
+                         beat.get("capabilities", {}).get("gpu"))
+
+    def sync_statuses(self) -> None:
+        for job in self.store.jobs([S.ASSIGNED, S.RUNNING]):
+            status = self.hub.get_json(P.status(job.id, job.attempt))
+            if status is None or status.get("attempt") != job.attempt:
+                continue
+            self.apply_status(job, status)
+
+    def apply_status(self, job: Job, status: dict[str, Any]) -> None:
+        phase = status.get("phase")
+        progress = status.get("progress") or {}
+        resumed = status.get("resumed_from_epoch")
+        try:
+            if job.state is S.ASSIGNED and phase in (P.PHASE_STARTING, P.PHASE_RUNNING,
+                                                     P.PHASE_SUCCEEDED, P.PHASE_FAILED):
+                started = status.get("started_at") or time.time()
+                job = self.store.transition(
+                    job.id, S.RUNNING, f"started on {job.worker_id}", expect=[S.ASSIGNED],
+                    attempt=job.attempt, started_at=started,
+                )
+                self.store.update_attempt(job.id, job.attempt, started_at=started)
+            if resumed and resumed > 0:
+                self.store.update_attempt(job.id, job.attempt, resumed_from_epoch=resumed)
+            if progress and progress != job.progress:
+                self.store.update(job.id, attempt=job.attempt, progress=progress)
+            if phase == P.PHASE_SUCCEEDED:
+                if self.hub.get_json(P.result_json(job.id, job.attempt)) is None:
+                    return  # status can show before the seal on lagging hubs
+                self.finish(job, S.SUCCEEDED, "result sealed", exit_code=0)
+            elif phase == P.PHASE_FAILED:
+                self.finish(job, S.FAILED, status.get("error") or "failed",
+                            exit_code=status.get("exit_code"), error=status.get("error"))
+            elif phase == P.PHASE_CANCELLED:
+                self.finish(job, S.CANCELLED, "cancelled on the worker")
+                self.hub.delete(P.cancel(job.id))
+        except IllegalTransitionError as exc:
+            log.info("status of %s ignored: %s", job.id, exc)
+
+    def finish(self, job: Job, dst: JobState, message: str, **fields: Any) -> None:
+        now = time.time()
+        self.store.transition(job.id, dst, message, expect=[S.ASSIGNED, S.RUNNING],
+                              attempt=job.attempt, finished_at=now, **fields)
+        self.store.update_attempt(job.id, job.attempt, ended_at=now, outcome=dst.value)
+        if job.worker_id:
+            self.hub.delete(P.inbox(job.worker_id, job.id, job.attempt))
+        log.info("%s %s: %s", job.id, dst.value, message)
+
+    def expire_leases(self, now: float) -> None:
+        ttl = self.settings.lease_ttl
+        for worker in self.store.workers():
+            reason = None
+            if worker.state == "stopped":
+                reason = "worker stopped"
+            elif self.alive(worker) is False:
+                reason = "worker process died"
+            elif now - worker.last_seen > ttl:
+                reason = f"no heartbeat for {now - worker.last_seen:.0f} s (lease {ttl:.0f} s)"
+            if reason is None:
+                continue
+            self.store.mark_worker_gone(worker.id)
+            log.info("worker %s gone: %s", worker.id, reason)
+            for job in self.store.jobs([S.ASSIGNED, S.RUNNING]):
+                if job.worker_id == worker.id:
+                    self.lose(job, reason)
+            if worker.state == "stopped":
+                self.hub.delete(f"workers/{worker.id}")
+
+    def lose(self, job: Job, reason: str) -> None:
+        """Lease expired: LOST, withdraw the assignment (fences a zombie), re-queue."""
+        try:
+            self.store.transition(job.id, S.LOST, f"lost on {job.worker_id}: {reason}",
+                                  expect=[S.ASSIGNED, S.RUNNING], attempt=job.attempt)
+        except IllegalTransitionError:
+            return
+        self.store.update_attempt(job.id, job.attempt, ended_at=time.time(), outcome="LOST")
+        if job.worker_id:
+            self.hub.delete(P.inbox(job.worker_id, job.id, job.attempt))
+        nxt = job.attempt + 1
+        self.store.transition(
+            job.id, S.QUEUED, f"re-queued as attempt {nxt} (resumes from its checkpoint)",
+            expect=[S.LOST], worker_id=None, attempt=nxt, progress={},
+        )
+        if job.cancel_requested:
+            self.store.transition(job.id, S.CANCELLED, "cancelled", expect=[S.QUEUED],
+                                  finished_at=time.time())
+
+    def pass_cancels(self) -> None:
+        for job in self.store.jobs([S.ASSIGNED, S.RUNNING]):
+            if job.cancel_requested and not self.hub.exists(P.cancel(job.id)):
+                self.hub.put_bytes(P.cancel(job.id), json.dumps({"at": time.time()}).encode())
+                log.info("cancel marker written for %s", job.id)
+
+    def free_workers(self) -> list[WorkerInfo]:
+        busy = {j.worker_id for j in self.store.jobs([S.ASSIGNED, S.RUNNING])}
+        return [w for w in self.store.workers()
+                if w.id not in busy and w.state in ("idle", "busy")]
+
+    def assign(self) -> None:
+        queued = self.store.queued()
+        if not queued:
+            return
+        free = self.free_workers()
+        for job in queued:
+            if job.cancel_requested:
+                try:
+                    self.store.transition(job.id, S.CANCELLED, "cancelled before it started",
+                                          expect=[S.QUEUED], finished_at=time.time())
+                except IllegalTransitionError:
+                    pass
+                continue
+            fitting = sorted((w for w in free if worker_fits(job, w)),
+                             key=lambda w: preference(job, w))
+            if not fitting:
+                continue
+            worker = fitting[0]
+            try:
+                self.publish(job)
+                job = self.store.transition(
+                    job.id, S.ASSIGNED, f"assigned to {worker.id} (attempt {job.attempt})",
+                    expect=[S.QUEUED], attempt=job.attempt, worker_id=worker.id,
+                )
+            except IllegalTransitionError:
+                continue  # cancelled meanwhile
+            except HubError as exc:
+                log.warning("cannot publish %s: %s", job.id, exc)
+                continue
+            self.store.start_attempt(job.id, job.attempt, worker.id)
+            self.write_assignment(job, worker.id)
+            free.remove(worker)
+
+    def publish(self, job: Job) -> None:
+        """Make the job's blobs and manifest available on the hub (idempotent)."""
+        local = self.project.hub_dir / "blobs"
+        for sha in [job.snapshot_sha256, *(d.sha256 for d in job.data)]:
+            if not self.hub.exists(P.blob(sha)):
+                self.hub.put_file(P.blob(sha), local / sha)
+        self.hub.put_json(P.manifest(job.id), manifest_for(job))
+
+    def write_assignment(self, job: Job, worker_id: str) -> None:
+        self.hub.put_json(
+            P.inbox(worker_id, job.id, job.attempt),
+            {"job_id": job.id, "attempt": job.attempt, "assigned_at": time.time()},
+        )
