@@ -99,6 +99,7 @@ class Daemon:
         self.scheduler = Scheduler(project, self.store, self.hub, alive=self.worker_alive)
         self.slots = local_slots(project)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.retired: list[subprocess.Popen[bytes]] = []  # replaced, still to be reaped
         self.stopping = False
         self.pull_failed: set[tuple[str, int]] = set()
 
@@ -117,10 +118,16 @@ class Daemon:
         return any(j.target in ("local", "auto") for j in self.store.queued())
 
     def supervise(self) -> None:
+        gone = {w.pid for w in self.store.workers(include_gone=True) if w.gone and w.host == HOST}
         for name, proc in list(self.procs.items()):
             if proc.poll() is not None:
                 log.info("local worker %s exited (%s)", name, proc.returncode)
                 del self.procs[name]
+            elif proc.pid in gone:  # lease expired while the process lives (stopped, hung)
+                log.warning("local worker %s (pid %d) lost its lease; replacing it", name,
+                            proc.pid)
+                self.retired.append(self.procs.pop(name))
+        self.retired = [p for p in self.retired if p.poll() is None]
         if self.stopping or not self.local_work_waiting():
             return
         live = {w.name for w in self.store.workers()
@@ -197,7 +204,7 @@ class Daemon:
                 watcher.wait(self.settings.tick_interval)
         finally:
             watcher.close()
-            for proc in self.procs.values():
+            for proc in [*self.procs.values(), *self.retired]:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)  # idle workers exit; busy ones finish
             self.store.close()

@@ -30,6 +30,15 @@ log = logging.getLogger(__name__)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk or quota."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return True
+        exc = exc.__cause__
+    return False
+
+
 def default_dest(project: Project, job: Job) -> str:
     return f"{project.settings.outputs_dir.strip('/')}/{job.name}"
 
@@ -96,15 +105,14 @@ def pull_job(project: Project, store: Store, hub: Hub, job: Job,
                 target = dest / entry.name
                 _place(entry, target, trash)
                 placed.append(target)
-    except OSError as exc:
-        if exc.errno in _DISK_FULL:
+    except (OSError, HubError) as exc:
+        if _disk_full(exc):
             raise PullError(
                 f"disk full while pulling job {job.id} ({job.name}): free some space, then "
                 f"run `orch pull {job.id}`"
             ) from exc
-        raise PullError(f"cannot pull job {job.id}: {exc.strerror or exc}") from exc
-    except HubError as exc:
-        raise PullError(f"cannot pull job {job.id}: {exc}") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise PullError(f"cannot pull job {job.id}: {reason}") from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     rel = [str(p.relative_to(project.root)) if p.is_relative_to(project.root) else str(p)

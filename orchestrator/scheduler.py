@@ -128,13 +128,13 @@ class Scheduler:
                 started = status.get("started_at") or time.time()
                 job = self.store.transition(
                     job.id, S.RUNNING, f"started on {job.worker_id}", expect=[S.ASSIGNED],
-                    attempt=job.attempt, started_at=started,
+                    on_attempt=job.attempt, started_at=started,
                 )
                 self.store.update_attempt(job.id, job.attempt, started_at=started)
             if resumed and resumed > 0:
                 self.store.update_attempt(job.id, job.attempt, resumed_from_epoch=resumed)
             if progress and progress != job.progress:
-                self.store.update(job.id, attempt=job.attempt, progress=progress)
+                self.store.update(job.id, on_attempt=job.attempt, progress=progress)
             if phase == P.PHASE_SUCCEEDED:
                 if self.hub.get_json(P.result_json(job.id, job.attempt)) is None:
                     return  # status can show before the seal on lagging hubs
@@ -151,7 +151,7 @@ class Scheduler:
     def finish(self, job: Job, dst: JobState, message: str, **fields: Any) -> None:
         now = time.time()
         self.store.transition(job.id, dst, message, expect=[S.ASSIGNED, S.RUNNING],
-                              attempt=job.attempt, finished_at=now, **fields)
+                              on_attempt=job.attempt, finished_at=now, **fields)
         self.store.update_attempt(job.id, job.attempt, ended_at=now, outcome=dst.value)
         if job.worker_id:
             self.hub.delete(P.inbox(job.worker_id, job.id, job.attempt))
@@ -181,7 +181,7 @@ class Scheduler:
         """Lease expired: LOST, withdraw the assignment (fences a zombie), re-queue."""
         try:
             self.store.transition(job.id, S.LOST, f"lost on {job.worker_id}: {reason}",
-                                  expect=[S.ASSIGNED, S.RUNNING], attempt=job.attempt)
+                                  expect=[S.ASSIGNED, S.RUNNING], on_attempt=job.attempt)
         except IllegalTransitionError:
             return
         self.store.update_attempt(job.id, job.attempt, ended_at=time.time(), outcome="LOST")
@@ -190,7 +190,8 @@ class Scheduler:
         nxt = job.attempt + 1
         self.store.transition(
             job.id, S.QUEUED, f"re-queued as attempt {nxt} (resumes from its checkpoint)",
-            expect=[S.LOST], worker_id=None, attempt=nxt, progress={},
+            expect=[S.LOST], on_attempt=job.attempt, worker_id=None, attempt=nxt,
+            progress={},
         )
         if job.cancel_requested:
             self.store.transition(job.id, S.CANCELLED, "cancelled", expect=[S.QUEUED],
@@ -229,7 +230,7 @@ class Scheduler:
                 self.publish(job)
                 job = self.store.transition(
                     job.id, S.ASSIGNED, f"assigned to {worker.id} (attempt {job.attempt})",
-                    expect=[S.QUEUED], attempt=job.attempt, worker_id=worker.id,
+                    expect=[S.QUEUED], on_attempt=job.attempt, worker_id=worker.id,
                 )
             except IllegalTransitionError:
                 continue  # cancelled meanwhile

@@ -303,11 +303,11 @@ class Store:
         dst: JobState,
         message: str = "",
         expect: Iterable[JobState] | None = None,
-        attempt: int | None = None,
+        on_attempt: int | None = None,
         **fields: Any,
     ) -> Job:
         """Move ``job_id`` to ``dst`` if it is in one of ``expect`` (default: every
-        legal source of ``dst``) and, when given, still on ``attempt``.
+        legal source of ``dst``) and, when given, still on attempt ``on_attempt``.
 
         Compare-and-set: exactly one row must change, or IllegalTransitionError is
         raised with the state found. ``fields`` are set in the same statement.
@@ -324,9 +324,9 @@ class Store:
         assignments = ", ".join(f"{k}=?" for k in sets)
         where = f"id=? AND state IN ({','.join('?' * len(sources))})"
         params: list[Any] = [*sets.values(), job_id, *(s.value for s in sources)]
-        if attempt is not None:
+        if on_attempt is not None:
             where += " AND attempt=?"
-            params.append(attempt)
+            params.append(on_attempt)
         with self.tx() as db:
             before = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
             if before is None:
@@ -342,17 +342,17 @@ class Store:
             )
         return self.get(job_id)
 
-    def update(self, job_id: str, attempt: int | None = None, **fields: Any) -> bool:
-        """Set fields without a state change (progress, error). With ``attempt``,
+    def update(self, job_id: str, on_attempt: int | None = None, **fields: Any) -> bool:
+        """Set fields without a state change (progress, error). With ``on_attempt``,
         only while the job is still on that attempt (fences stale reports)."""
         if "progress" in fields and not isinstance(fields["progress"], str):
             fields["progress"] = json.dumps(fields["progress"])
         fields["updated_at"] = time.time()
         sql = f"UPDATE jobs SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?"
         params: list[Any] = [*fields.values(), job_id]
-        if attempt is not None:
+        if on_attempt is not None:
             sql += " AND attempt=?"
-            params.append(attempt)
+            params.append(on_attempt)
         with self.tx() as db:
             return db.execute(sql, params).rowcount == 1
 
@@ -430,10 +430,13 @@ class Store:
             advanced = seq != row["seq"]
             if not advanced:
                 return False, False
+            # A worker declared gone that beats again may rejoin: its old assignments
+            # were withdrawn when it was declared gone, so it cannot run them twice.
+            revived = 0 if values["state"] != "stopped" else row["gone"]
             db.execute(
-                f"UPDATE workers SET {', '.join(f'{k}=?' for k in values)}, last_seen=? "
-                "WHERE id=?",
-                [*values.values(), seen_at, wid],
+                f"UPDATE workers SET {', '.join(f'{k}=?' for k in values)}, last_seen=?, "
+                "gone=? WHERE id=?",
+                [*values.values(), seen_at, revived, wid],
             )
             return False, True
 

@@ -1,0 +1,163 @@
+"""Shared fixtures: real projects in tmp_path, the real CLI in subprocesses, a
+polling helper with a deadline, and clean-up of every process a test started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.config import Project, load_settings
+from orchestrator.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+
+FAST_SETTINGS = """\
+heartbeat_interval = 0.2
+lease_ttl = 4
+tick_interval = 0.2
+daemon_idle_timeout = 60
+worker_idle_timeout = 30
+"""
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1,
+             message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message} (last: {last!r})")
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = Path(f"/proc/{entry}/environ").read_bytes().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in cmdline or text in environ:
+            pids.append(int(entry))
+    return pids
+
+
+def kill_processes_of(path: Path) -> None:
+    """SIGKILL every process whose command line or environment names ``path``."""
+    for pid in _processes_mentioning(str(path)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Iterator[Path]:
+    """An empty project folder with fast timings; every process started for it is
+    killed at teardown."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "orch.toml").write_text(FAST_SETTINGS)
+    yield root
+    kill_processes_of(root)
+
+
+@pytest.fixture
+def project(project_dir: Path) -> Project:
+    p = Project(project_dir, load_settings(project_dir, environ={}))
+    p.init()
+    return p
+
+
+@pytest.fixture
+def store(project: Project) -> Iterator[Store]:
+    s = Store(project.db_path)
+    yield s
+    s.close()
+
+
+def orch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env["PYTHONPATH"] = str(REPO)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.update(extra or {})
+    return env
+
+
+def run_orch(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300,
+             check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI (``python -m orchestrator``) in ``cwd``."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=orch_env(env),
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"orch {' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def orch(project_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``orch("status", "--json")`` runs the CLI in the project folder."""
+
+    def call(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return run_orch(project_dir, *args, **kw)
+
+    return call
+
+
+def job_state(project_dir: Path, ref: str) -> dict[str, Any]:
+    """A job as `orch status JOB --json` reports it (through the real CLI)."""
+    out = run_orch(project_dir, "status", ref, "--json", check=True).stdout
+    return json.loads(out)
+
+
+def read_job(project_dir: Path, job_id: str) -> Any:
+    """A job read straight from the store (cheaper than the CLI, for polling)."""
+    with Store(project_dir / ".orch" / "state.db") as s:
+        return s.get(job_id)
+
+
+TINY_KERAS_SCRIPT = '''\
+"""A tiny real Keras training job used by the tests."""
+import argparse, os, time
+import numpy as np
+import keras
+from orchestrator.keras import callbacks, output_dir
+
+p = argparse.ArgumentParser()
+p.add_argument("--epochs", type=int, default=3)
+p.add_argument("--sleep", type=float, default=0.0)  # seconds per epoch, to slow it down
+p.add_argument("--out", default="model.keras")
+a = p.parse_args()
+rng = np.random.default_rng(0)
+x = rng.normal(size=(256, 8)).astype("float32")
+y = (x.sum(axis=1) > 0).astype("float32")
+model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu"),
+                          keras.layers.Dense(1, activation="sigmoid")])
+model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+
+class Slow(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(a.sleep)
+
+model.fit(x, y, epochs=a.epochs, batch_size=32, verbose=2, callbacks=[Slow(), *callbacks()])
+model.save(output_dir() / a.out)
+print("saved", a.out)
+'''
