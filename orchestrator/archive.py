@@ -8,22 +8,24 @@ refuses the whole archive if one would land outside the destination.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
 import posixpath
-import tarfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import UnsafeArchiveError
+
+if TYPE_CHECKING:
+    import tarfile
 
 FIXED_MTIME = 1577836800  # 2020-01-01: fixed, so identical inputs hash identically
 CHUNK = 1 << 20
 
 
 def sha256_file(path: Path) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
@@ -35,6 +37,8 @@ class HashingWriter:
     """A write-only file object that hashes and counts what passes through it."""
 
     def __init__(self, target: BinaryIO) -> None:
+        import hashlib
+
         self.target = target
         self.hash = hashlib.sha256()
         self.size = 0
@@ -55,7 +59,10 @@ def write_tar(
     out: BinaryIO, files: Iterable[tuple[str, Path]], compress: bool = True
 ) -> None:
     """Write ``(archive name, source path)`` pairs as a deterministic tar(.gz)."""
-    stream: BinaryIO = gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=6) if compress else out  # type: ignore[assignment]
+    import gzip
+    import tarfile
+
+    stream: BinaryIO = gzip.GzipFile(filename="", fileobj=out, mode="wb", mtime=0, compresslevel=6) if compress else out  # type: ignore[assignment]
     try:
         with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for name, src in sorted(files, key=lambda item: item[0]):
@@ -85,25 +92,61 @@ def tree_files(root: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
-    """All members, or UnsafeArchiveError naming the first that would escape."""
+def _resolve(path: str, links: dict[str, str], depth: int = 0) -> str | None:
+    """Where ``path`` (relative to the destination) really points once the
+    archive's own symlinks are followed; None if it leaves the destination."""
+    parts: list[str] = []
+    for comp in path.split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(comp)
+        target = links.get("/".join(parts))
+        if target is None:
+            continue
+        if target.startswith("/") or depth > 32:
+            return None
+        base = "/".join(parts[:-1])
+        resolved = _resolve(f"{base}/{target}" if base else target, links, depth + 1)
+        if resolved is None:
+            return None
+        parts = resolved.split("/") if resolved else []
+    return "/".join(parts)
+
+
+def check_members(tar: "tarfile.TarFile") -> list["tarfile.TarInfo"]:
+    """All members, or UnsafeArchiveError naming the first that would escape.
+
+    Paths are resolved through the symlinks the archive itself creates, so a
+    chain such as ``a -> .`` then ``b -> a/..`` is caught before anything is
+    written."""
     members = tar.getmembers()
+    links: dict[str, str] = {}
     for m in members:
         name = m.name
-        norm = posixpath.normpath(name)
-        if name.startswith("/") or os.path.isabs(name) or norm == ".." or norm.startswith("../"):
+        if name.startswith("/") or os.path.isabs(name):
             raise UnsafeArchiveError(f"archive member {name!r} points outside the destination")
         if m.isdev() or m.isfifo():
             raise UnsafeArchiveError(f"archive member {name!r} is a device or fifo")
+        parent, _, leaf = posixpath.normpath(name).rpartition("/")
+        where = _resolve(parent, links)
+        if where is None or leaf == "..":
+            raise UnsafeArchiveError(f"archive member {name!r} points outside the destination")
+        real = f"{where}/{leaf}" if where else leaf
         if m.issym() or m.islnk():
-            target = m.linkname
-            if m.issym():
-                target = posixpath.join(posixpath.dirname(norm), target)
-            tnorm = posixpath.normpath(target)
-            if m.linkname.startswith("/") or tnorm == ".." or tnorm.startswith("../"):
+            # a symlink's target is relative to its folder; a hard link's to the root
+            target = m.linkname if m.islnk() else (f"{where}/{m.linkname}" if where
+                                                   else m.linkname)
+            if m.linkname.startswith("/") or _resolve(target, links) is None:
                 raise UnsafeArchiveError(
                     f"archive member {name!r} links to {m.linkname!r}, outside the destination"
                 )
+            if m.issym():
+                links[real] = m.linkname
     return members
 
 
@@ -113,11 +156,20 @@ def safe_extract(archive: Path, dest: Path) -> list[str]:
     Every member is checked first; one unsafe member refuses the whole archive
     and nothing is written. Python's ``data`` filter is applied as well.
     """
+    import tarfile
+    import gzip
+    import zlib
+
+    unreadable = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive, mode="r:*") as tar:
-            members = check_members(tar)
-            tar.extractall(dest, members=members, filter="data")
-    except tarfile.TarError as exc:
+            members = check_members(tar)  # reads the whole archive: truncation shows here
+    except unreadable as exc:
+        raise UnsafeArchiveError(f"{archive.name} is not a readable archive: {exc}") from exc
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            tar.extractall(dest, members=tar.getmembers(), filter="data")
+    except unreadable as exc:
         raise UnsafeArchiveError(f"{archive.name} is not a readable archive: {exc}") from exc
     return [m.name for m in members]

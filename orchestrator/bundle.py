@@ -11,12 +11,12 @@ same bytes.
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,11 +99,25 @@ def ignored(rel: str, rules: list[IgnoreRule]) -> bool:
     return result
 
 
+#: Look like credentials to the patterns above, but are ordinary files.
+NOT_CREDENTIALS = ("tokenizer*.json",)
+
+
 def _part_matches(rel: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(part, p) for part in rel.split("/") for p in patterns)
+    return any(
+        fnmatch.fnmatchcase(part, p) and not any(fnmatch.fnmatchcase(part, n)
+                                                for n in NOT_CREDENTIALS)
+        for part in rel.split("/") for p in patterns
+    )
+
+
+def _in_git_checkout(root: Path) -> bool:
+    return any((folder / ".git").exists() for folder in (root, *root.parents))
 
 
 def _git_files(root: Path) -> list[str] | None:
+    if not _in_git_checkout(root):
+        return None
     try:
         proc = subprocess.run(
             ["git", "-C", str(root), "ls-files", "-co", "--exclude-standard", "-z"],
@@ -132,7 +146,7 @@ def snapshot_files(
 
     ``exclude`` holds project-relative paths shipped separately (``--data``)."""
     names = _git_files(root)
-    if names is None:
+    if not names:  # not a git checkout, or a folder that git ignores as a whole
         names = _walk_files(root)
     rules_file = root / ".orchignore"
     rules = parse_ignore(rules_file.read_text(encoding="utf-8")) if rules_file.is_file() else []
@@ -176,6 +190,8 @@ class BlobStore:
         """Store a copy of ``src``; ``(sha256, size)``. No copy if already stored."""
         sha = sha256_file(src)
         if not self.has(sha):
+            import tempfile
+
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=self.folder)
             os.close(fd)
@@ -185,6 +201,8 @@ class BlobStore:
 
     def add_tar(self, files: list[tuple[str, Path]]) -> tuple[str, int]:
         """Store a deterministic tar.gz of ``files``; ``(sha256, size)``."""
+        import tempfile
+
         self.folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=self.folder)
         with os.fdopen(fd, "wb") as raw:
@@ -196,20 +214,39 @@ class BlobStore:
 
 
 def take_snapshot(
-    root: Path, blobs: BlobStore, exclude: set[str], outputs_dir: str, max_mb: float
-) -> tuple[str, int, int]:
-    """Snapshot the project into a blob: ``(sha256, bytes, file count)``."""
+    root: Path, blobs: BlobStore, exclude: set[str], outputs_dir: str, max_mb: float,
+    cache: Path | None = None,
+) -> tuple[str, int, list[str]]:
+    """Snapshot the project into a blob: ``(sha256, bytes, names of the files)``.
+
+    With ``cache`` (a JSON file orch owns), a project whose file list, sizes and
+    modification times are unchanged since the last snapshot reuses that blob
+    without re-reading the files: the heuristic git's index uses."""
     files = snapshot_files(root, exclude, outputs_dir)
-    total = sum(p.stat().st_size for _, p in files)
+    stats = [(name, path.stat()) for name, path in files]
+    total = sum(st.st_size for _, st in stats)
     if total > max_mb * 1024 * 1024:
-        biggest = sorted(files, key=lambda f: f[1].stat().st_size, reverse=True)[:3]
+        biggest = sorted(stats, key=lambda f: f[1].st_size, reverse=True)[:3]
         raise BundleError(
             f"code snapshot would be {total / 1e6:.0f} MB (limit {max_mb:.0f} MB); biggest: "
             + ", ".join(n for n, _ in biggest)
             + ". Put data in .orchignore and pass it with --data"
         )
+    names = [name for name, _ in files]
+    key = [[name, st.st_size, st.st_mtime_ns, st.st_mode & 0o111] for name, st in stats]
+    if cache is not None:
+        try:
+            cached = json.loads(cache.read_text())
+            if cached["files"] == key and blobs.has(cached["sha256"]):
+                return cached["sha256"], int(cached["size"]), names
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     sha, size = blobs.add_tar(files)
-    return sha, size, len(files)
+    if cache is not None:
+        tmp = cache.with_name(cache.name + ".partial")
+        tmp.write_text(json.dumps({"files": key, "sha256": sha, "size": size}))
+        os.replace(tmp, cache)
+    return sha, size, names
 
 
 def add_data(root: Path, blobs: BlobStore, given: str) -> DataRef:

@@ -62,7 +62,7 @@ def _job_json(job: Job) -> dict[str, Any]:
 
 
 def _ensure_daemon(project: Any) -> None:
-    from .daemon import start_background
+    from .lifecycle import start_background
 
     pid = start_background(project)
     if pid:
@@ -142,7 +142,7 @@ def submit(
 
 
 def _wait(project: Any, ids: list[str]) -> int:
-    from .daemon import start_background
+    from .lifecycle import start_background
 
     auto_pull = project.settings.auto_pull
     store = _store(project)
@@ -299,7 +299,16 @@ def top(
         return until_done and not any(j.state in active for j in jobs)
 
     if once or not sys.stdout.isatty():
-        print(jobs_table(read(), colour=sys.stdout.isatty()))
+        jobs = read()
+        print(jobs_table(jobs, colour=sys.stdout.isatty()), flush=True)
+        last = [(j.id, j.state, j.progress.get("completed_epochs")) for j in jobs]
+        while until_done and not once and not done(jobs):  # plain output: print on change
+            time.sleep(1.0)
+            jobs = read()
+            now = [(j.id, j.state, j.progress.get("completed_epochs")) for j in jobs]
+            if now != last:
+                last = now
+                print("\n" + jobs_table(jobs), flush=True)
         return
     try:
         live_table(read, done, title=f"orch — {project.root.name}")
@@ -397,7 +406,7 @@ def daemon_start(
 ) -> None:
     """Start the daemon (if not running)."""
     from .daemon import main as daemon_main
-    from .daemon import running_pid, start_background
+    from .lifecycle import running_pid, start_background
 
     project = _project(create=True)
     if foreground:
@@ -415,7 +424,7 @@ def daemon_start(
 @daemon_app.command("stop")
 def daemon_stop() -> None:
     """Stop the daemon. Running jobs go on; a restarted daemon picks them up."""
-    from .daemon import stop
+    from .lifecycle import stop
 
     pid = stop(_project())
     print("daemon was not running" if pid is None else f"daemon (pid {pid}) stopped")
@@ -424,7 +433,7 @@ def daemon_stop() -> None:
 @daemon_app.command("status")
 def daemon_status() -> None:
     """Is the daemon running, and which workers does it know?"""
-    from .daemon import running_pid
+    from .lifecycle import running_pid
 
     project = _project()
     pid = running_pid(project)

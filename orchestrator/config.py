@@ -59,9 +59,17 @@ def _coerce(name: str, value: Any) -> Any:
                 return False
             raise ValueError(text)
         if kind == "int | None":
-            return None if value in (None, "", "auto") else int(value)
+            if value in (None, "", "auto"):
+                return None
+            number = float(value)
+            if not number.is_integer() or number < 0:
+                raise ValueError(value)
+            return int(number)
         if kind == "float":
-            return parse_duration(str(value), name) if isinstance(value, str) else float(value)
+            seconds = parse_duration(str(value), name) if isinstance(value, str) else float(value)
+            if seconds < 0:
+                raise ValueError(value)
+            return seconds
         return str(value)
     except (ValueError, UsageError) as exc:
         raise UsageError(f"setting {name}: bad value {value!r}") from exc

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import IO
 
 from .config import Project, open_project
-from .errors import DaemonError, OrchError, PullError
+from .errors import OrchError, PullError
+from .lifecycle import lock_path, pid_path
 from .hubs import open_hub
 from .models import JobState, WorkerInfo
 from .pull import pull_job
@@ -210,68 +211,6 @@ class Daemon:
             self.store.close()
 
 
-# ---- process management (used by the CLI) ----------------------------------------
-
-
-def _lock_path(project: Project) -> Path:
-    return project.state_dir / "daemon.lock"
-
-
-def _pid_path(project: Project) -> Path:
-    return project.state_dir / "daemon.pid"
-
-
-def running_pid(project: Project) -> int | None:
-    """The daemon's pid if one holds the lock, else None."""
-    try:
-        fd = os.open(_lock_path(project), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        try:
-            return int(_pid_path(project).read_text().strip())
-        except (OSError, ValueError):
-            return -1
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def start_background(project: Project) -> int | None:
-    """Start the daemon unless running. Returns the new process's pid, or None if
-    one was already running. Cheap: no waiting for it to come up."""
-    if running_pid(project) is not None:
-        return None
-    project.logs_dir.mkdir(parents=True, exist_ok=True)
-    with open(project.logs_dir / "daemon.log", "ab") as logf:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.daemon", "--project", str(project.root)],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=project.root,
-        )
-    return proc.pid
-
-
-def stop(project: Project, timeout: float = 15.0) -> int | None:
-    """SIGTERM the daemon and wait until it has released its lock."""
-    pid = running_pid(project)
-    if pid is None:
-        return None
-    if pid <= 0:
-        raise DaemonError("the daemon holds its lock but its pid file is unreadable")
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if running_pid(project) is None:
-            return pid
-        time.sleep(0.05)
-    raise DaemonError(f"daemon (pid {pid}) did not stop within {timeout:.0f} s")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orch daemon")
     parser.add_argument("--project", default=".")
@@ -282,13 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     except OrchError as exc:
         print(f"orch daemon: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    fd = os.open(_lock_path(project), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(lock_path(project), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         log.info("another daemon is running for %s", project.root)
         return 0
-    pid_file = _pid_path(project)
+    pid_file = pid_path(project)
     tmp = pid_file.with_suffix(".partial")
     tmp.write_text(str(os.getpid()))
     os.replace(tmp, pid_file)

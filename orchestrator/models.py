@@ -129,7 +129,7 @@ class JobSpec:
     sweep: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by id; eq costs CLI start-up time
 class Job:
     """A job as stored, with its current state and latest report."""
 
@@ -161,7 +161,7 @@ class Job:
     pulled_to: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by id; eq costs CLI start-up time
 class Event:
     """One line of a job's history: a transition or a notable happening."""
 
@@ -172,7 +172,7 @@ class Event:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by id; eq costs CLI start-up time
 class Attempt:
     """One try of a job on one worker."""
 
@@ -186,7 +186,7 @@ class Attempt:
     resumed_from_epoch: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by id; eq costs CLI start-up time
 class WorkerInfo:
     """A worker as the daemon last saw it in the hub."""
 

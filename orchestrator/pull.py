@@ -81,11 +81,14 @@ def pull_job(project: Project, store: Store, hub: Hub, job: Job,
     stage = Path(tempfile.mkdtemp(prefix=f"{job.id}-", dir=staging_root))
     placed: list[Path] = []
     try:
-        archive = stage / "result.tar"
-        try:
-            hub.get_file(P.result_tar(job.id, job.attempt), archive)
-        except HubNotFound as exc:
-            raise PullError(f"job {job.id}: result archive missing from the hub") from exc
+        key = P.result_tar(job.id, job.attempt)
+        archive = hub.local_path(key)  # a folder hub: read the sealed file in place
+        if archive is None or not archive.is_file():
+            archive = stage / "result.tar"
+            try:
+                hub.get_file(key, archive)
+            except HubNotFound as exc:
+                raise PullError(f"job {job.id}: result archive missing from the hub") from exc
         got = sha256_file(archive)
         if got != sealed.get("sha256"):
             raise PullError(
@@ -94,7 +97,6 @@ def pull_job(project: Project, store: Store, hub: Hub, job: Job,
             )
         tree = stage / "tree"
         safe_extract(archive, tree)
-        archive.unlink()
         trash = stage / "trash"
         trash.mkdir()
         for i, dest in enumerate(dests):

@@ -7,7 +7,6 @@ command stays fast; ``rich`` is imported only by the live views (``orch top``,
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -99,7 +98,7 @@ def jobs_table(jobs: Sequence[Job], colour: bool = False, now: float | None = No
 
 
 def when(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else "-"
+    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
 def job_detail(job: Job, events: Sequence[Event], attempts: Sequence[Attempt],

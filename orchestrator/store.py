@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -159,7 +159,6 @@ class Store:
         self.db.row_factory = sqlite3.Row
         try:
             self.db.execute("PRAGMA busy_timeout = 30000")
-            self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -194,6 +193,8 @@ class Store:
             )
         if version == SCHEMA_VERSION:
             return
+        if version == 0:
+            self.db.execute("PRAGMA journal_mode = WAL")  # persistent: set once, at creation
         with self.tx() as db:
             # Re-read inside the lock: another process may have migrated meanwhile.
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -214,9 +215,9 @@ class Store:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()[0]
             for spec in specs:
                 seq += 1
-                job_id = secrets.token_hex(4)
+                job_id = os.urandom(4).hex()  # not `secrets`: its import costs 4 ms
                 while db.execute("SELECT 1 FROM jobs WHERE id=?", (job_id,)).fetchone():
-                    job_id = secrets.token_hex(4)
+                    job_id = os.urandom(4).hex()
                 db.execute(
                     "INSERT INTO jobs (id, seq, name, script, args, target, gpu, priority, "
                     "estimate_s, snapshot_sha256, data, outputs, env, autotrack, sweep, state, "
@@ -278,7 +279,10 @@ class Store:
         params: list[Any] = []
         if states is not None:
             wanted = [s.value for s in states]
-            sql += f" WHERE state IN ({','.join('?' * len(wanted))})"
+            # With a LIMIT, walk the seq index and filter (`+state` keeps SQLite from
+            # choosing the state index and sorting every match: 10k jobs → 12 ms).
+            column = "+state" if limit is not None else "state"
+            sql += f" WHERE {column} IN ({','.join('?' * len(wanted))})"
             params += wanted
         sql += " ORDER BY seq DESC" if newest_first else " ORDER BY seq"
         if limit is not None:

@@ -120,7 +120,12 @@ def resolve_script(project_root: Path, script: str) -> str:
 
 
 def sweep_name(base: str, combo: tuple[tuple[str, str], ...]) -> str:
-    return "_".join([base, *(f"{k}={v}" for k, v in combo)])
+    """``train`` + ``(lr, 0.1), (cfg, configs/a.yaml)`` → ``train_lr=0.1_cfg=configs_a.yaml``:
+    a name that is safe as a folder name (it becomes models/<name>/)."""
+    def clean(value: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", value).replace("..", "_").strip("._") or "_"
+
+    return "_".join([base, *(f"{k}={clean(v)}" for k, v in combo)])
 
 
 def submit(project: Project, req: SubmitRequest, store: Store | None = None) -> list[Job]:
@@ -131,8 +136,8 @@ def submit(project: Project, req: SubmitRequest, store: Store | None = None) -> 
     env = parse_env(req.env)
     axes = parse_sweep(req.sweep)
     outputs = parse_outputs(req.outputs)
-    base = req.name or Path(script).stem
-    if not _NAME.match(base):
+    base = Path(script).stem if req.name is None else req.name
+    if not _NAME.match(base) or ".." in base:
         raise UsageError(f"bad --name {base!r}: use letters, digits, '.', '_', '-'")
     for given in req.data:
         if not Path(given).expanduser().exists():
@@ -143,9 +148,13 @@ def submit(project: Project, req: SubmitRequest, store: Store | None = None) -> 
     exclude = {d.path for d in data}
     if script in exclude:
         raise UsageError(f"script {script} cannot also be --data")
-    snap, size, count = take_snapshot(project.root, blobs, exclude, project.settings.outputs_dir,
-                                      project.settings.max_snapshot_mb)
-    log.info("snapshot %s: %d files, %d bytes", snap[:12], count, size)
+    snap, size, names = take_snapshot(project.root, blobs, exclude, project.settings.outputs_dir,
+                                      project.settings.max_snapshot_mb,
+                                      cache=project.state_dir / "snapshot-cache.json")
+    log.info("snapshot %s: %d files, %d bytes", snap[:12], len(names), size)
+    if script not in names:
+        raise UsageError(f"script {script} is excluded from the snapshot (ignored by git, "
+                         ".orchignore, or orch's credential rules)")
     combos = list(itertools.product(*[[(k, v) for v in values] for k, values in axes])) or [()]
     specs = []
     for combo in combos:

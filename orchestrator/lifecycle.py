@@ -1,0 +1,81 @@
+"""The daemon's process lifecycle, as the CLI sees it: is it running, start it,
+stop it. Kept apart from daemon.py so `orch submit` can check on the daemon
+without importing the scheduler.
+
+One daemon per project: it holds an exclusive ``flock`` on ``.orch/daemon.lock``
+for its whole life and writes its pid to ``.orch/daemon.pid`` (via a ``.partial``
+file and a rename). The lock, not the pid file, is the truth: a daemon killed
+with ``kill -9`` releases the lock with its last breath.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .config import Project
+from .errors import DaemonError
+
+def lock_path(project: Project) -> Path:
+    return project.state_dir / "daemon.lock"
+
+
+def pid_path(project: Project) -> Path:
+    return project.state_dir / "daemon.pid"
+
+
+def running_pid(project: Project) -> int | None:
+    """The daemon's pid if one holds the lock, else None."""
+    try:
+        fd = os.open(lock_path(project), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return int(pid_path(project).read_text().strip())
+        except (OSError, ValueError):
+            return -1
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def start_background(project: Project) -> int | None:
+    """Start the daemon unless running. Returns the new process's pid, or None if
+    one was already running. Cheap: no waiting for it to come up."""
+    if running_pid(project) is not None:
+        return None
+    import subprocess
+
+    project.logs_dir.mkdir(parents=True, exist_ok=True)
+    with open(project.logs_dir / "daemon.log", "ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.daemon", "--project", str(project.root)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=project.root,
+        )
+    return proc.pid
+
+
+def stop(project: Project, timeout: float = 15.0) -> int | None:
+    """SIGTERM the daemon and wait until it has released its lock."""
+    pid = running_pid(project)
+    if pid is None:
+        return None
+    if pid <= 0:
+        raise DaemonError("the daemon holds its lock but its pid file is unreadable")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running_pid(project) is None:
+            return pid
+        time.sleep(0.05)
+    raise DaemonError(f"daemon (pid {pid}) did not stop within {timeout:.0f} s")

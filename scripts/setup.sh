@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Create .venv (Python 3.11+) and install orch with the extras named in $1
+# (e.g. "tf,test"). Installs missing system packages with apt-get when run as root.
+# Idempotent: re-running only installs what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-tf}"
+
+need_apt=()
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "orch setup: installing ${need_apt[*]} with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "orch setup: please install: ${need_apt[*]}" >&2
+    exit 1
+  fi
+fi
+
+python=""
+for candidate in python3.13 python3.12 python3.11 python3; do
+  if command -v "$candidate" >/dev/null 2>&1 &&
+     "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    python="$candidate"; break
+  fi
+done
+if [ -z "$python" ]; then
+  echo "orch setup: Python 3.11 or newer is required" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "orch setup: creating .venv with $("$python" --version)"
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+echo "orch setup: installing orch[$extras] (TensorFlow takes a minute the first time)"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
