@@ -543,12 +543,13 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
     p.add_argument("--gpu-name", default=None)
     p.add_argument("--session-hours", type=float, default=None)
     p.add_argument("--job", default=None, help="run this one job, then exit")
+    p.add_argument("--id", default="", help="fixed worker id (default: NAME-<random>)")
     a = p.parse_args(argv)
     work = Path(a.work_dir) if a.work_dir else Path.home() / ".cache" / "orch" / "work"
     return WorkerConfig(
         hub=a.hub, name=a.name, work_dir=work, kind=a.kind, burst=a.burst,
         idle_timeout=a.idle_timeout, heartbeat_interval=a.heartbeat, gpu=a.gpu,
-        gpu_name=a.gpu_name, session_hours=a.session_hours, only_job=a.job,
+        gpu_name=a.gpu_name, session_hours=a.session_hours, only_job=a.job, worker_id=a.id,
     )
 
 

@@ -1,0 +1,178 @@
+"""The scheduler tick against a real store and a real folder hub. Workers are
+represented by the heartbeat files a worker writes (the protocol edge), so the
+routing decisions can be checked deterministically."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from orchestrator import protocol as P
+from orchestrator.config import Project
+from orchestrator.hubs.folder import FolderHub
+from orchestrator.models import GpuNeed, JobState
+from orchestrator.scheduler import Scheduler
+from orchestrator.store import Store
+from orchestrator.submit import SubmitRequest, submit
+
+S = JobState
+
+
+def beat(hub: FolderHub, wid: str, gpu: bool = False, seq: int = 1, state: str = "idle",
+         kind: str = "local") -> None:
+    hub.put_json(P.heartbeat(wid), {
+        "worker_id": wid, "name": wid, "host": "elsewhere", "pid": None, "seq": seq,
+        "state": state, "capabilities": {"kind": kind, "gpu": gpu,
+                                         "gpu_name": "T4" if gpu else None},
+    })
+
+
+def queue(project: Project, store: Store, name: str, **kw: object) -> str:
+    (project.root / "train.py").write_text("print('x')\n")
+    req = SubmitRequest(script=str(project.root / "train.py"), name=name, **kw)  # type: ignore[arg-type]
+    return submit(project, req, store=store)[0].id
+
+
+def assigned(store: Store) -> dict[str, str | None]:
+    return {j.name: j.worker_id for j in store.jobs() if j.state is S.ASSIGNED}
+
+
+def test_gpu_jobs_go_only_to_gpu_workers(project: Project, store: Store) -> None:
+    hub = FolderHub(project.hub_dir)
+    sched = Scheduler(project, store, hub)
+    queue(project, store, "needs-gpu", gpu=GpuNeed.REQUIRED)
+    beat(hub, "cpu-1")
+    sched.tick()
+    assert assigned(store) == {}  # a CPU worker never takes a --gpu job
+    beat(hub, "gpu-1", gpu=True)
+    sched.tick()
+    assert assigned(store) == {"needs-gpu": "gpu-1"}
+    manifest = hub.get_json(P.manifest(store.resolve("needs-gpu").id))
+    assert manifest is not None and manifest["gpu"] == "required"
+    assert hub.list(P.inbox_dir("gpu-1")) == [f"{store.resolve('needs-gpu').id}.1.json"]
+
+
+def test_cpu_jobs_prefer_cpu_workers_and_any_prefers_gpu(project: Project, store: Store) -> None:
+    hub = FolderHub(project.hub_dir)
+    beat(hub, "cpu-1")
+    beat(hub, "gpu-1", gpu=True)
+    queue(project, store, "cpu-only", gpu=GpuNeed.NONE)
+    queue(project, store, "either")
+    Scheduler(project, store, hub).tick()
+    assert assigned(store) == {"cpu-only": "cpu-1", "either": "gpu-1"}
+
+
+def test_priority_then_submit_order(project: Project, store: Store) -> None:
+    hub = FolderHub(project.hub_dir)
+    sched = Scheduler(project, store, hub)
+    queue(project, store, "first")
+    queue(project, store, "second")
+    queue(project, store, "urgent", priority=5)
+    order = []
+    for seq in range(1, 4):
+        beat(hub, f"w{seq}", seq=seq)
+        sched.tick()
+        order += [n for n in assigned(store) if n not in order]
+    assert order == ["urgent", "first", "second"]
+
+
+def test_one_job_per_worker_at_a_time(project: Project, store: Store) -> None:
+    hub = FolderHub(project.hub_dir)
+    beat(hub, "w1")
+    for n in ("a", "b"):
+        queue(project, store, n)
+    Scheduler(project, store, hub).tick()
+    assert list(assigned(store)) == ["a"]
+    assert store.resolve("b").state is S.QUEUED
+
+
+def test_silent_worker_loses_its_job_after_the_lease(project: Project, store: Store) -> None:
+    hub = FolderHub(project.hub_dir)
+    sched = Scheduler(project, store, hub)
+    job_id = queue(project, store, "j")
+    beat(hub, "w1", seq=1)
+    now = time.time()
+    sched.tick(now)
+    assert store.get(job_id).state is S.ASSIGNED
+    sched.tick(now + project.settings.lease_ttl - 1)  # still within the lease
+    assert store.get(job_id).state is S.ASSIGNED
+    sched.tick(now + project.settings.lease_ttl + 1)
+    job = store.get(job_id)
+    assert job.state is S.QUEUED and job.attempt == 2 and job.worker_id is None
+    assert not hub.exists(P.inbox("w1", job_id, 1))  # withdrawn: fences the zombie
+    assert [e.dst for e in store.events(job_id)] == ["QUEUED", "ASSIGNED", "LOST", "QUEUED"]
+
+
+def test_advancing_heartbeat_keeps_the_lease(project: Project, store: Store) -> None:
+    hub = FolderHub(project.hub_dir)
+    sched = Scheduler(project, store, hub)
+    job_id = queue(project, store, "j")
+    now = time.time()
+    beat(hub, "w1", seq=1)
+    sched.tick(now)
+    for step in range(1, 5):  # the worker keeps beating; the daemon's clock runs on
+        beat(hub, "w1", seq=1 + step, state="busy")
+        sched.tick(now + step * project.settings.lease_ttl * 0.9)
+    assert store.get(job_id).state is S.ASSIGNED
+
+
+def test_recover_rewrites_an_assignment_lost_in_a_crash(project: Project, store: Store) -> None:
+    hub = FolderHub(project.hub_dir)
+    sched = Scheduler(project, store, hub)
+    job_id = queue(project, store, "j")
+    beat(hub, "w1")
+    sched.tick()
+    hub.delete(P.inbox("w1", job_id, 1))  # as if the daemon died between store and hub
+    Scheduler(project, store, hub).recover()
+    assert hub.exists(P.inbox("w1", job_id, 1))
+    assert store.get(job_id).attempt == 1
+
+
+def test_cancel_request_becomes_a_marker_then_cancelled(project: Project, store: Store) -> None:
+    from orchestrator.control import cancel
+
+    hub = FolderHub(project.hub_dir)
+    sched = Scheduler(project, store, hub)
+    job_id = queue(project, store, "j")
+    beat(hub, "w1")
+    sched.tick()
+    assert cancel(store, store.get(job_id)) == "cancelling"
+    sched.tick()
+    assert hub.exists(P.cancel(job_id))
+    hub.put_json(P.status(job_id, 1), {"job_id": job_id, "attempt": 1, "phase": "cancelled"})
+    sched.tick()
+    assert store.get(job_id).state is S.CANCELLED
+    assert not hub.exists(P.cancel(job_id))
+
+
+def test_status_of_an_old_attempt_is_ignored(project: Project, store: Store) -> None:
+    hub = FolderHub(project.hub_dir)
+    sched = Scheduler(project, store, hub)
+    job_id = queue(project, store, "j")
+    beat(hub, "w1", seq=1)
+    now = time.time()
+    sched.tick(now)
+    sched.tick(now + project.settings.lease_ttl + 1)  # lost → attempt 2 queued
+    beat(hub, "w2", seq=1)
+    sched.tick(now + project.settings.lease_ttl + 2)
+    assert store.get(job_id).worker_id == "w2"
+    # the zombie of attempt 1 reports success: it must not count
+    hub.put_json(P.status(job_id, 1), {"job_id": job_id, "attempt": 1, "phase": "succeeded"})
+    hub.put_json(P.result_json(job_id, 1), {"sha256": "0" * 64})
+    sched.tick(now + project.settings.lease_ttl + 3)
+    assert store.get(job_id).state is S.ASSIGNED
+
+
+def test_remote_worker_is_never_judged_by_local_pids(project: Project, store: Store,
+                                                     tmp_path: Path) -> None:
+    hub = FolderHub(project.hub_dir)
+    calls = []
+
+    def alive(worker: object) -> bool | None:
+        calls.append(worker)
+        return None
+
+    sched = Scheduler(project, store, hub, alive=alive)
+    beat(hub, "colab-1", kind="colab")
+    sched.tick()
+    assert calls and store.workers()[0].kind == "colab"

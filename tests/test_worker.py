@@ -1,0 +1,98 @@
+"""The worker program on its own: a real subprocess against a folder hub, fed
+by the scheduler (no daemon), so runs are deterministic with --burst."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from orchestrator import protocol as P
+from orchestrator.config import Project
+from orchestrator.hubs.folder import FolderHub
+from orchestrator.models import GpuNeed, JobState
+from orchestrator.scheduler import Scheduler
+from orchestrator.store import Store
+from orchestrator.submit import SubmitRequest, submit
+
+from .conftest import orch_env, run_orch
+from .test_scheduler import beat
+
+S = JobState
+
+SCRIPT = """\
+import json, os, pathlib, sys
+data = pathlib.Path("data/table.csv").read_text()
+out = pathlib.Path(os.environ["ORCH_OUTPUT_DIR"])
+(out / "seen.json").write_text(json.dumps({
+    "args": sys.argv[1:], "data": data, "color": os.environ.get("COLOR"),
+    "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "attempt": os.environ["ORCH_ATTEMPT"],
+    "dirs": [os.environ[k] for k in ("ORCH_OUTPUT_DIR", "ORCH_CHECKPOINT_DIR", "ORCH_RUN_DIR")],
+}))
+"""
+
+
+def run_burst_worker(project: Project, worker_id: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.worker", "--hub", str(project.hub_dir),
+         "--name", "w", "--id", worker_id, "--work-dir", str(project.work_dir), "--burst"],
+        env=orch_env(), capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_burst_worker_runs_assigned_jobs_with_data_env_and_sweep_args(
+        project: Project, store: Store) -> None:
+    (project.root / "data").mkdir()
+    (project.root / "data" / "table.csv").write_text("a,b\n1,2\n")
+    (project.root / "job.py").write_text(SCRIPT)
+    jobs = submit(project, SubmitRequest(
+        script=str(project.root / "job.py"), script_args=("--base", "1"),
+        data=(str(project.root / "data" / "table.csv"),), env=("COLOR=blue",),
+        sweep=("lr=0.1,0.01",), gpu=GpuNeed.NONE),
+        store=store)
+    assert [j.name for j in jobs] == ["job_lr=0.1", "job_lr=0.01"]
+    # both jobs share the data blob and the code snapshot
+    assert jobs[0].data == jobs[1].data and jobs[0].snapshot_sha256 == jobs[1].snapshot_sha256
+    blobs = sorted(p.name for p in (project.hub_dir / "blobs").iterdir())
+    assert blobs == sorted({jobs[0].snapshot_sha256, jobs[0].data[0].sha256})
+    hub = FolderHub(project.hub_dir)
+    sched = Scheduler(project, store, hub)
+    done: dict[str, object] = {}
+    for n, _ in enumerate(jobs, start=1):
+        beat(hub, "w-1", seq=1000 + n)  # the worker is known to the daemon
+        sched.tick()  # one job per worker at a time: assigns the next one
+        proc = run_burst_worker(project, worker_id="w-1")
+        assert proc.returncode == 0, proc.stderr
+        sched.tick()
+        done.update((j.id, j) for j in store.jobs([S.SUCCEEDED]))
+        assert len(done) == n  # exactly one more job ran in this burst
+    results = list(done.values())
+    for job in results:
+        assert job.state is S.SUCCEEDED
+        import tarfile
+
+        with tarfile.open(hub.local_path(P.result_tar(job.id, 1))) as tar:
+            seen = json.load(tar.extractfile("0/seen.json"))  # type: ignore[arg-type]
+        lr = job.name.split("=")[1]
+        assert seen["args"] == ["--base", "1", "--lr", lr]
+        assert seen["data"] == "a,b\n1,2\n" and seen["color"] == "blue"
+        assert seen["cuda"] == "" and seen["attempt"] == "1"  # --cpu hides GPUs
+        assert len(set(seen["dirs"])) == 3
+
+
+def test_burst_worker_with_empty_inbox_exits_at_once(project: Project) -> None:
+    proc = run_burst_worker(project)
+    assert proc.returncode == 0, proc.stderr
+    beats = list((project.hub_dir / "workers").iterdir())
+    assert len(beats) == 1
+    final = json.loads((beats[0] / "heartbeat.json").read_text())
+    assert final["state"] == "stopped"
+
+
+def test_worker_cli_entry_point_and_bad_hub(project_dir: Path) -> None:
+    out = run_orch(project_dir, "worker", "--help")
+    assert out.returncode == 0 and "--burst" in out.stdout
+    bad = run_orch(project_dir, "worker", "--hub", "drive:somewhere", "--burst")
+    assert bad.returncode == 2 and "not available" in bad.stderr
+    assert "Traceback" not in bad.stderr
