@@ -129,6 +129,7 @@ def submit(
     )
     jobs = do_submit(project, req)
     _ensure_daemon(project)
+    _warn_if_nothing_can_run(project, req)
     if as_json:
         print(json.dumps({"jobs": [_job_json(j) for j in jobs]}, indent=2))
     else:
@@ -139,6 +140,22 @@ def submit(
              + (" …" if len(jobs) > 5 else ""))
     if wait:
         raise typer.Exit(_wait(project, [j.id for j in jobs]))
+
+
+def _warn_if_nothing_can_run(project: Any, req: Any) -> None:
+    """A job no local slot can take waits for a worker started by hand: say so."""
+    if req.on.strip().lower() != "local":
+        return
+    settings = project.settings
+    if req.gpu is GpuNeed.REQUIRED:
+        from .slots import local_slots
+
+        if not any(s.gpu is not None for s in local_slots(project)):
+            _err("warning: no local GPU found (nvidia-smi); the job waits for a GPU worker "
+                 "(`orch worker --hub .orch/hub --gpu 0`)")
+    elif settings.local_slots == 0 and settings.gpus.strip().lower() == "none":
+        _err("warning: local_slots is 0 and GPUs are off; the job waits for a worker "
+             "(`orch worker --hub .orch/hub`)")
 
 
 def _wait(project: Any, ids: list[str]) -> int:

@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -34,51 +33,12 @@ from .hubs import open_hub
 from .models import JobState, WorkerInfo
 from .pull import pull_job
 from .scheduler import Scheduler
+from .slots import Slot, local_slots
 from .store import Store
 
 log = logging.getLogger(__name__)
 S = JobState
 HOST = socket.gethostname()
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One local worker the daemon keeps alive: a GPU, or a CPU slot."""
-
-    name: str
-    gpu: str | None = None
-    gpu_name: str | None = None
-
-
-def detect_gpus() -> list[tuple[str, str]]:
-    """``[(index, name)]`` from ``nvidia-smi -L``; empty without NVIDIA GPUs."""
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    gpus = []
-    for line in out.stdout.splitlines():
-        if line.startswith("GPU ") and ":" in line:
-            index = line[4:].split(":", 1)[0].strip()
-            name = line.split(":", 1)[1].split("(UUID")[0].strip()
-            gpus.append((index, name))
-    return gpus
-
-
-def local_slots(project: Project) -> list[Slot]:
-    setting = project.settings.gpus.strip().lower()
-    if setting == "none":
-        gpus: list[tuple[str, str]] = []
-    elif setting == "auto":
-        gpus = detect_gpus()
-    else:
-        gpus = [(i.strip(), f"GPU {i.strip()}") for i in setting.split(",") if i.strip()]
-    slots = [Slot(f"local-gpu{i}", gpu=i, gpu_name=name) for i, name in gpus]
-    cpus = project.settings.local_slots
-    if cpus is None:
-        cpus = 0 if gpus else 1
-    slots += [Slot(f"local-cpu{i}") for i in range(cpus)]
-    return slots
 
 
 def pid_alive(pid: int) -> bool:

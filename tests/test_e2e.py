@@ -346,3 +346,33 @@ def test_silent_worker_loses_its_lease_and_its_zombie_writes_nothing(project_dir
         lost = [e.message for e in store.events(job_id) if e.dst == "LOST"]
     assert outcomes == ["LOST", "SUCCEEDED"]
     assert "no heartbeat" in lost[0]
+
+
+def test_daemon_commands_and_idle_exit(project_dir: Path) -> None:
+    toml = project_dir / "orch.toml"
+    toml.write_text(toml.read_text().replace("daemon_idle_timeout = 60",
+                                             'daemon_idle_timeout = "1s"'))
+    run_orch(project_dir, "init", check=True)
+    assert "not running" in run_orch(project_dir, "daemon", "status", check=True).stdout
+    assert "started" in run_orch(project_dir, "daemon", "start", check=True).stdout
+    assert "running (pid" in run_orch(project_dir, "daemon", "status", check=True).stdout
+    # with nothing to do it exits by itself after daemon_idle_timeout
+    wait_for(lambda: "not running" in run_orch(project_dir, "daemon", "status").stdout,
+             timeout=30, message="idle daemon exits")
+    run_orch(project_dir, "daemon", "start", check=True)
+    out = run_orch(project_dir, "daemon", "stop", check=True).stdout
+    assert "stopped" in out
+    assert "was not running" in run_orch(project_dir, "daemon", "stop", check=True).stdout
+
+
+def test_submit_warns_when_no_local_worker_can_take_the_job(project_dir: Path) -> None:
+    write(project_dir, "train.py", "print(1)\n")
+    proc = run_orch(project_dir, "submit", "train.py", "--gpu",
+                    env={"ORCH_GPUS": "none", "ORCH_LOCAL_SLOTS": "0"}, check=True)
+    assert "no local GPU" in proc.stderr
+    proc = run_orch(project_dir, "submit", "train.py",
+                    env={"ORCH_GPUS": "none", "ORCH_LOCAL_SLOTS": "0"}, check=True)
+    assert "local_slots is 0" in proc.stderr
+    listing = json.loads(run_orch(project_dir, "status", "--json", check=True).stdout)
+    assert [j["state"] for j in listing["jobs"]] == ["QUEUED", "QUEUED"]
+    run_orch(project_dir, "daemon", "stop", check=True)
