@@ -56,7 +56,9 @@ def verify_model(path: Path) -> str:
         import keras
 
         model = keras.models.load_model(path, compile=False)
-        inputs = [_dummy(t.shape, t.dtype) for t in model.inputs]
+        # string inputs (a TextVectorization front) must be tensors: Keras refuses
+        # NumPy object arrays
+        inputs = [tf.constant(_dummy(t.shape, t.dtype)) for t in model.inputs]
         out = model.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0)
         shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
         return f"{path} ({type(model).__name__}) → {shape}"

@@ -23,7 +23,7 @@ TOML
 cd "$demo"
 echo
 echo "== queueing three training jobs in $(pwd)"
-digits=$(orch submit jobs/image_classification.py --name digits -- --epochs 8)
+digits=$(orch submit jobs/image_classification.py --name digits)
 sentiment=$(orch submit jobs/text_classification.py --name sentiment)
 forecast=$(orch submit jobs/time_series.py --name forecast)
 echo
