@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .errors import OrchError, PullError, UsageError
+from .errors import OrchError, PullError
 from .models import FINAL_STATES, GpuNeed, Job, JobState
 
 log = logging.getLogger("orchestrator.cli")

@@ -33,8 +33,8 @@ def fraction(job: Job) -> float | None:
     if not epochs:
         return None
     done = float(p.get("completed_epochs") or 0)
-    batches, batch = p.get("batches"), p.get("batch") or 0
-    if batches and p.get("epoch") is not None and p.get("epoch") >= done:
+    batches, batch, epoch = p.get("batches"), p.get("batch") or 0, p.get("epoch")
+    if batches and epoch is not None and epoch >= done:  # inside an unfinished epoch
         done += min(1.0, batch / batches)
     return max(0.0, min(1.0, done / epochs))
 

@@ -58,8 +58,8 @@ def verify_model(path: Path) -> str:
         model = keras.models.load_model(path, compile=False)
         # string inputs (a TextVectorization front) must be tensors: Keras refuses
         # NumPy object arrays
-        inputs = [tf.constant(_dummy(t.shape, t.dtype)) for t in model.inputs]
-        out = model.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0)
+        tensors = [tf.constant(_dummy(t.shape, t.dtype)) for t in model.inputs]
+        out = model.predict(tensors[0] if len(tensors) == 1 else tensors, verbose=0)
         shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
         return f"{path} ({type(model).__name__}) → {shape}"
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's answer

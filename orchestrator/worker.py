@@ -37,7 +37,7 @@ from typing import Any
 from . import __version__
 from . import protocol as P
 from .archive import HashingWriter, safe_extract, sha256_file, tree_files, write_tar
-from .errors import HubError, HubNotFound, OrchError
+from .errors import HubError, OrchError
 from .hubs import Hub, open_hub
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import HubError, HubNotFound
@@ -36,31 +37,26 @@ class FolderHub(Hub):
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
-    def _tmp(self, path: Path) -> Path:
+    def _atomic_write(self, key: str, write: Callable[[Path], object]) -> None:
+        """``write(tmp)`` fills a hidden temporary file beside the target, which is
+        then renamed over it: readers see the old file or the new one, never part."""
+        path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
-        return Path(tmp)
+        tmp = Path(name)
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise HubError(f"cannot write {key} to hub {self.url}: {exc.strerror}") from exc
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        tmp = self._tmp(path)
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise HubError(f"cannot write {key} to hub {self.url}: {exc.strerror}") from exc
+        self._atomic_write(key, lambda tmp: tmp.write_bytes(data))
 
     def put_file(self, key: str, src: Path) -> None:
-        path = self._path(key)
-        tmp = self._tmp(path)
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise HubError(f"cannot write {key} to hub {self.url}: {exc.strerror}") from exc
+        self._atomic_write(key, lambda tmp: shutil.copyfile(src, tmp))
 
     def get_bytes(self, key: str) -> bytes:
         try:
