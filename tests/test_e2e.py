@@ -376,3 +376,18 @@ def test_submit_warns_when_no_local_worker_can_take_the_job(project_dir: Path) -
     listing = json.loads(run_orch(project_dir, "status", "--json", check=True).stdout)
     assert [j["state"] for j in listing["jobs"]] == ["QUEUED", "QUEUED"]
     run_orch(project_dir, "daemon", "stop", check=True)
+
+
+def test_pull_to_another_folder_and_pull_all(project_dir: Path, tmp_path: Path) -> None:
+    job_id = _finished_unpulled(project_dir)
+    elsewhere = tmp_path / "elsewhere"
+    out = run_orch(project_dir, "pull", job_id, "--to", str(elsewhere), check=True).stdout
+    assert (elsewhere / "weights.bin").stat().st_size == 1 << 20
+    assert str(elsewhere) in out
+    assert state_of(project_dir, job_id) is S.SUCCEEDED  # --to is a copy, not the pull
+    run_orch(project_dir, "pull", check=True)
+    assert state_of(project_dir, job_id) is S.PULLED
+    placed = project_dir / "models" / "big" / "weights.bin"
+    first = placed.read_bytes()
+    again = run_orch(project_dir, "pull", "--all", check=True).stdout  # idempotent re-pull
+    assert "weights.bin" in again and placed.read_bytes() == first

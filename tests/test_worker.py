@@ -96,3 +96,41 @@ def test_worker_cli_entry_point_and_bad_hub(project_dir: Path) -> None:
     bad = run_orch(project_dir, "worker", "--hub", "drive:somewhere", "--burst")
     assert bad.returncode == 2 and "not available" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+IMPORT_CHECK = """
+import sys, runpy
+sys.argv = {argv!r}
+try:
+    runpy.run_module({module!r}, run_name="__main__")
+except SystemExit:
+    pass
+heavy = ("tensorflow", "keras", "googleapiclient", "fabric", "pydantic", "numpy")
+third_party = sorted({{m.split(".")[0] for m in sys.modules}} - set(sys.stdlib_module_names)
+                     - {{"orchestrator", "__main__", "_distutils_hack"}}
+                     - {{m for m in sys.modules if m.startswith("__editable__")}})
+print(",".join(m for m in heavy if m in sys.modules) + "|" + ",".join(third_party))
+"""
+
+
+def _imports(cwd: Path, module: str, argv: list[str]) -> tuple[str, str]:
+    proc = subprocess.run([sys.executable, "-c", IMPORT_CHECK.format(argv=argv, module=module)],
+                          cwd=cwd, env=orch_env(), capture_output=True, text=True, timeout=60)
+    heavy, third = proc.stdout.strip().splitlines()[-1].split("|")
+    return heavy, third
+
+
+def test_worker_starts_on_the_standard_library_alone(project: Project) -> None:
+    heavy, third = _imports(project.root, "orchestrator.worker",
+                            ["worker", "--hub", str(project.hub_dir), "--burst",
+                             "--work-dir", str(project.work_dir)])
+    assert heavy == "" and third == ""
+
+
+def test_cli_never_imports_tensorflow_at_start_up(project: Project) -> None:
+    (project.root / "train.py").write_text("print(1)\n")
+    for argv in (["orch", "--help"], ["orch", "status"],
+                 ["orch", "submit", "train.py", "--json"]):
+        heavy, _ = _imports(project.root, "orchestrator", argv)
+        assert heavy == "", (argv, heavy)
+    run_orch(project.root, "daemon", "stop")
