@@ -156,8 +156,8 @@ def safe_extract(archive: Path, dest: Path) -> list[str]:
     Every member is checked first; one unsafe member refuses the whole archive
     and nothing is written. Python's ``data`` filter is applied as well.
     """
-    import tarfile
     import gzip
+    import tarfile
     import zlib
 
     unreadable = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)

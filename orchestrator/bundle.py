@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import logging
 import os
 import re
 import shutil
@@ -22,9 +21,10 @@ from pathlib import Path
 
 from .archive import HashingWriter, sha256_file, tree_files, write_tar
 from .errors import BundleError
+from .logs import get_logger
 from .models import DataRef
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Never in a snapshot, whatever .gitignore/.orchignore say (matched per path part).
 ALWAYS_EXCLUDED = (

@@ -4,10 +4,7 @@ Errors a user can cause are OrchError: printed as one line, exit code 2 for bad
 usage, 1 otherwise. Never imports TensorFlow or Google clients at start-up.
 """
 
-from __future__ import annotations
-
 import json
-import logging
 import os
 import sys
 import time
@@ -17,9 +14,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .errors import OrchError, PullError
+from .logs import get_logger
 from .models import FINAL_STATES, GpuNeed, Job, JobState
 
-log = logging.getLogger("orchestrator.cli")
+log = get_logger("orchestrator.cli")
 S = JobState
 
 app = typer.Typer(
@@ -499,7 +497,6 @@ def _has_project() -> bool:
 
 def main() -> None:
     """Console entry point: run the app, turning OrchError into one clean line."""
-    logging.basicConfig(level=logging.WARNING, format="orch: %(message)s")
     try:
         app()  # standalone: typer reports usage errors itself (exit 2) and exits
     except OrchError as exc:

@@ -9,17 +9,17 @@ Settings come from ``[tool.orch]`` in ``pyproject.toml`` or the top level (or an
 from __future__ import annotations
 
 import dataclasses
-import logging
+import json
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ProjectError, UsageError
+from .logs import get_logger
 from .models import parse_duration
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MARKERS = ("pyproject.toml", "orch.toml", ".orch")
 STATE_DIR = ".orch"
@@ -84,20 +84,44 @@ def find_root(start: Path | None = None) -> Path | None:
     return None
 
 
-def _file_settings(root: Path) -> dict[str, Any]:
+def _read_tables(root: Path, found: list[Path]) -> dict[str, Any]:
+    import tomllib
+
+    
     table: dict[str, Any] = {}
-    for name in ("pyproject.toml", "orch.toml"):
-        path = root / name
-        if not path.is_file():
-            continue
+    for path in found:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ProjectError(f"cannot read {path}: {exc}") from exc
-        if name == "pyproject.toml":
+        if path.name == "pyproject.toml":
             table.update(data.get("tool", {}).get("orch", {}))
         else:
             table.update(data.get("orch", data))
+    return table
+
+
+def _file_settings(root: Path) -> dict[str, Any]:
+    """The raw ``[tool.orch]`` / ``orch.toml`` values. Parsed tables are cached in
+    ``.orch/settings-cache.json`` while the files' sizes and mtimes are unchanged:
+    importing tomllib costs more than the rest of `orch status`."""
+    found = [root / n for n in ("pyproject.toml", "orch.toml") if (root / n).is_file()]
+    key = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in found]
+    cache = root / STATE_DIR / "settings-cache.json"
+    try:
+        cached = json.loads(cache.read_text())
+        if cached["files"] == key:
+            return dict(cached["table"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    table = _read_tables(root, found)
+    if cache.parent.is_dir():
+        try:
+            tmp = cache.with_name(cache.name + ".partial")
+            tmp.write_text(json.dumps({"files": key, "table": table}))
+            os.replace(tmp, cache)
+        except (OSError, TypeError, ValueError):  # a read-only project, or odd values
+            pass
     return table
 
 

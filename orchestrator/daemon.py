@@ -28,8 +28,8 @@ from typing import IO
 
 from .config import Project, open_project
 from .errors import OrchError, PullError
-from .lifecycle import lock_path, pid_path
 from .hubs import open_hub
+from .lifecycle import lock_path, pid_path
 from .models import JobState, WorkerInfo
 from .pull import pull_job
 from .scheduler import Scheduler

@@ -20,6 +20,7 @@ from pathlib import Path
 from .config import Project
 from .errors import DaemonError
 
+
 def lock_path(project: Project) -> Path:
     return project.state_dir / "daemon.lock"
 

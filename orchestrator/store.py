@@ -9,7 +9,6 @@ transaction, so a lost race is detected and nothing is half-applied.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sqlite3
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import IllegalTransitionError, JobNotFoundError, StoreError
+from .logs import get_logger
 from .models import (
     Attempt,
     DataRef,
@@ -33,7 +33,7 @@ from .models import (
     sources_for,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Each entry migrates from version i to i+1. Never edit a released entry: append.
 MIGRATIONS: tuple[str, ...] = (

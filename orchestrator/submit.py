@@ -7,7 +7,6 @@ no job and no event. All jobs of a sweep are stored in one transaction.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -16,10 +15,11 @@ from pathlib import Path
 from .bundle import BlobStore, add_data, take_snapshot
 from .config import Project
 from .errors import BundleError, NotConfiguredError, UsageError
+from .logs import get_logger
 from .models import GpuNeed, Job, JobSpec, OutputSpec, parse_duration
 from .store import Store
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

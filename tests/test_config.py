@@ -275,3 +275,19 @@ def test_project_paths(tmp_path: Path) -> None:
     assert p.outputs_dir == tmp_path / "trained"
     assert p.hub_url == str(tmp_path / ".orch" / "hub")
     assert Project(tmp_path, Settings(hub="/shared/hub")).hub_url == "/shared/hub"
+
+
+def test_settings_cache_follows_edits_of_the_config_file(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    (root / ".orch").mkdir(parents=True)
+    toml = root / "orch.toml"
+    toml.write_text("local_slots = 2\n")
+    assert load_settings(root, environ={}).local_slots == 2
+    assert (root / ".orch" / "settings-cache.json").is_file()
+    assert load_settings(root, environ={}).local_slots == 2  # served from the cache
+    toml.write_text("local_slots = 3\n")  # same size: only the mtime tells
+    os.utime(toml, ns=(toml.stat().st_atime_ns, toml.stat().st_mtime_ns + 1_000_000))
+    assert load_settings(root, environ={}).local_slots == 3
+    toml.write_text("local_slots = 3\nbogus = 1\n")
+    with pytest.raises(UsageError):
+        load_settings(root, environ={})
