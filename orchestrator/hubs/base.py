@@ -71,7 +71,8 @@ class Hub(ABC):
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
-        """Names of the immediate children of folder ``prefix`` ([] if none)."""
+        """Names of the immediate children of folder ``prefix`` ("" is the hub's
+        root); [] if there is no such folder."""
 
     @abstractmethod
     def delete(self, key: str) -> None:

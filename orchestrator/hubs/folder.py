@@ -83,8 +83,9 @@ class FolderHub(Hub):
         return self._path(key).exists()
 
     def list(self, prefix: str) -> list[str]:
+        folder = self.root if prefix == "" else self._path(prefix)
         try:
-            return sorted(n for n in os.listdir(self._path(prefix)) if not n.startswith("."))
+            return sorted(n for n in os.listdir(folder) if not n.startswith("."))
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -104,6 +105,9 @@ class FolderHub(Hub):
         return watcher
 
 
+CHANGES = frozenset({"created", "modified", "moved", "deleted", "closed"})
+
+
 class _WatchdogWatcher(Watcher):
     def __init__(self, root: Path) -> None:
         super().__init__()
@@ -118,7 +122,10 @@ class _WatchdogWatcher(Watcher):
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: object) -> None:
-                outer.notify()
+                # Only changes count. Watchdog also reports files being opened and
+                # closed unwritten: the daemon's own reads would wake it forever.
+                if getattr(event, "event_type", "") in CHANGES:
+                    outer.notify()
 
         observer = Observer()
         observer.schedule(Handler(), str(root), recursive=True)
