@@ -60,9 +60,9 @@ def _job_json(job: Job) -> dict[str, Any]:
 
 
 def _ensure_daemon(project: Any) -> None:
-    from .lifecycle import start_background
+    from .lifecycle import ensure_running
 
-    pid = start_background(project)
+    pid = ensure_running(project)
     if pid:
         _err(f"started the orch daemon (pid {pid}); log: {project.logs_dir / 'daemon.log'}")
 

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -63,6 +64,7 @@ class Daemon:
         self.retired: list[subprocess.Popen[bytes]] = []  # replaced, still to be reaped
         self.stopping = False
         self.pull_failed: set[tuple[str, int]] = set()
+        self.watcher = self.hub.watch()
 
     def worker_alive(self, worker: WorkerInfo) -> bool | None:
         """Local workers: is the process there? Others: unknown (lease decides)."""
@@ -145,8 +147,12 @@ class Daemon:
         self.pull_ready()
         self.supervise()
 
+    def poke(self) -> None:
+        """Tick now (signal handlers call this: it only sets an event)."""
+        self.watcher.notify()
+
     def run(self) -> None:
-        watcher = self.hub.watch()
+        watcher = self.watcher
         self.scheduler.recover()
         idle_since = time.monotonic()
         log.info("daemon up for %s (pid %d, %d local slot(s))", self.project.root,
@@ -181,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     except OrchError as exc:
         print(f"orch daemon: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    # Installed before the lock is taken: whoever sees the lock held may poke us.
+    woken = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: woken.set())
     fd = os.open(lock_path(project), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -195,9 +204,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_term(*_: object) -> None:
         daemon.stopping = True
+        daemon.poke()
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGUSR1, lambda *_: daemon.poke())
+    if woken.is_set():
+        daemon.poke()
     try:
         daemon.run()
     finally:

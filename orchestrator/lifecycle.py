@@ -49,6 +49,26 @@ def running_pid(project: Project) -> int | None:
         os.close(fd)
 
 
+def poke(project: Project) -> bool:
+    """Wake a running daemon now (SIGUSR1), so a new intent (submit, cancel, retry)
+    is acted on without waiting for its next tick. True if one was poked."""
+    pid = running_pid(project)
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def ensure_running(project: Project) -> int | None:
+    """Start the daemon, or wake the one running. Returns the pid of a new daemon."""
+    if poke(project):
+        return None
+    return start_background(project)
+
+
 def start_background(project: Project) -> int | None:
     """Start the daemon unless running. Returns the new process's pid, or None if
     one was already running. Cheap: no waiting for it to come up."""

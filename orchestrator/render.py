@@ -163,7 +163,7 @@ def live_table(read: Callable[[], list[Job]], done: Callable[[list[Job]], bool],
 
 
 def wait_progress(read: Callable[[], list[Job]], finished: Callable[[Job], bool],
-                  interval: float = 0.25) -> list[Job]:
+                  interval: float = 0.1) -> list[Job]:
     """``orch submit --wait``: one progress bar per job until all are finished."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -186,7 +186,7 @@ def wait_progress(read: Callable[[], list[Job]], finished: Callable[[Job], bool]
 
 
 def wait_plain(read: Callable[[], list[Job]], finished: Callable[[Job], bool],
-               emit: Callable[[str], None], interval: float = 0.25) -> list[Job]:
+               emit: Callable[[str], None], interval: float = 0.1) -> list[Job]:
     """``--wait`` without a terminal: one line per state change."""
     seen: dict[str, str] = {}
     while True:
