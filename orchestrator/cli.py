@@ -233,21 +233,34 @@ def status(
           + (f"; {hidden} older not shown (--all)" if hidden > 0 else ""))
 
 
-def _log_path(project: Any, job: Job) -> Path | None:
+def _log_text(project: Any, job: Job, offset: int = 0) -> str | None:
+    """The job's log from its hub, from byte ``offset`` (None: no log yet)."""
     from . import protocol as P
-    from .hubs import open_hub
+    from .errors import HubNotFound
+    from .hubs import project_hub
 
-    return open_hub(project.hub_url).local_path(P.log(job.id, job.attempt))
+    key = P.log(job.id, job.attempt)
+    hub = project_hub(project, job.hub)
+    path = hub.local_path(key)
+    try:
+        if path is not None:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        else:
+            data = hub.get_bytes(key)[offset:]
+    except (FileNotFoundError, HubNotFound):
+        return None
+    return data.decode("utf-8", "replace")
 
 
 def _status_one(project: Any, store: Any, ref: str, as_json: bool) -> None:
     from .render import job_detail
-    from .worker import tail
+    from .worker import tail_text
 
     job = store.resolve(ref)
     events, attempts = store.events(job.id), store.attempts(job.id)
-    path = _log_path(project, job)
-    log_tail = tail(path, 10) if path else ""
+    log_tail = tail_text(_log_text(project, job) or "", 10)
     if as_json:
         doc = _job_json(job)
         doc["events"] = [e.__dict__ for e in events]
@@ -268,22 +281,20 @@ def logs(
     project = _project()
     with _store(project) as store:
         current = store.resolve(job)
-        offset, attempt = 0, current.attempt
+        offset, attempt, seen = 0, current.attempt, False
         try:
             while True:
-                path = _log_path(project, current)
                 if current.attempt != attempt:
                     offset, attempt = 0, current.attempt
                     print(f"--- attempt {attempt} ---", flush=True)
-                if path and path.exists():
-                    with open(path, "rb") as f:
-                        f.seek(offset)
-                        chunk = f.read()
-                    offset += len(chunk)
-                    sys.stdout.write(chunk.decode("utf-8", "replace"))
+                text = _log_text(project, current, offset)
+                if text is not None:
+                    seen = True
+                    offset += len(text.encode("utf-8"))
+                    sys.stdout.write(text)
                     sys.stdout.flush()
                 if not follow or current.state in FINAL_STATES:
-                    if not (path and path.exists()) and not follow:
+                    if not seen:
                         _err(f"no log yet for {current.id} ({current.state.value})")
                     return
                 time.sleep(0.5)
@@ -375,11 +386,10 @@ def pull(
         "--verify", help="Load each model with TensorFlow and run one prediction.")] = False,
 ) -> None:
     """Fetch sealed results, verify checksums, and place outputs atomically. Idempotent."""
-    from .hubs import open_hub
+    from .hubs import project_hub
     from .pull import pull_job
 
     project = _project()
-    hub = open_hub(project.hub_url)
     failures = 0
     with _store(project) as store:
         if jobs:
@@ -394,7 +404,7 @@ def pull(
             print("nothing to pull")
         for job in targets:
             try:
-                placed = pull_job(project, store, hub, job, to=to)
+                placed = pull_job(project, store, project_hub(project, job.hub), job, to=to)
             except PullError as exc:
                 _err(f"orch: error: {exc}")
                 failures += 1

@@ -36,9 +36,14 @@ class Settings:
     worker_idle_timeout: float = 60.0  # a local worker exits after this long idle
     auto_pull: bool = True
     outputs_dir: str = "models"
-    hub: str = ""  # "" → the local folder hub in .orch/hub
+    hub: str = ""  # the project's remote hub, e.g. "drive:orch-hub/myproject" ("" = none)
+    drive_client_secrets: str = "client_secrets.json"  # your OAuth client (for `orch auth`)
+    drive_credentials: str = ""  # "" → .orch/drive-credentials.json (written by `orch auth`)
+    drive_shared_drive: str = ""  # a Shared Drive id to keep the hub in
+    drive_poll_interval: float = 2.0  # how stale a Drive hub's view may get
     heartbeat_interval: float = 1.0
-    lease_ttl: float = 20.0  # a worker silent this long loses its job
+    lease_ttl: float = 20.0  # a local worker silent this long loses its job
+    remote_lease_ttl: float = 120.0  # the same for workers on a remote hub (Drive lags)
     tick_interval: float = 1.0  # daemon polls at least this often
     max_snapshot_mb: float = 200.0
 
@@ -171,7 +176,17 @@ class Project:
 
     @property
     def hub_url(self) -> str:
-        return self.settings.hub or str(self.hub_dir)
+        """The local folder hub (local workers, and the blob store of submit)."""
+        return str(self.hub_dir)
+
+    @property
+    def drive_credentials(self) -> Path:
+        given = self.settings.drive_credentials
+        return (self.root / given) if given else self.state_dir / "drive-credentials.json"
+
+    @property
+    def drive_client_secrets(self) -> Path:
+        return (self.root / self.settings.drive_client_secrets).expanduser()
 
     @property
     def outputs_dir(self) -> Path:

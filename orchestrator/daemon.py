@@ -29,7 +29,7 @@ from typing import IO
 
 from .config import Project, open_project
 from .errors import OrchError, PullError
-from .hubs import open_hub
+from .hubs import Hub, open_hub, project_hub
 from .lifecycle import lock_path, pid_path
 from .models import JobState, WorkerInfo
 from .pull import pull_job
@@ -58,7 +58,9 @@ class Daemon:
         self.settings = project.settings
         self.store = Store(project.db_path)
         self.hub = open_hub(project.hub_url)
-        self.scheduler = Scheduler(project, self.store, self.hub, alive=self.worker_alive)
+        self.hubs: dict[str, Hub] = {"local": self.hub}
+        self.scheduler = Scheduler(project, self.store, self.hubs, alive=self.worker_alive)
+        self.remote_error: str | None = None
         self.slots = local_slots(project)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.retired: list[subprocess.Popen[bytes]] = []  # replaced, still to be reaped
@@ -126,8 +128,11 @@ class Daemon:
         for job in self.store.jobs([S.SUCCEEDED]):
             if (job.id, job.attempt) in self.pull_failed:
                 continue
+            hub = self.hubs.get(job.hub)
+            if hub is None:
+                continue
             try:
-                pull_job(self.project, self.store, self.hub, job)
+                pull_job(self.project, self.store, hub, job)
             except PullError as exc:
                 self.pull_failed.add((job.id, job.attempt))
                 self.store.update(job.id, error=f"pull failed: {exc}")
@@ -142,7 +147,23 @@ class Daemon:
         unpulled = counts.get(S.SUCCEEDED, 0) if self.settings.auto_pull else 0
         return waiting + unpulled - len(self.pull_failed) > 0
 
+    def connect_remote(self) -> None:
+        """Open the project's remote hub (Drive) if configured and not open yet. A
+        failure is logged once and retried next tick: local work goes on."""
+        if not self.settings.hub or "remote" in self.hubs:
+            return
+        try:
+            self.hubs["remote"] = project_hub(self.project, "remote")
+        except OrchError as exc:
+            if str(exc) != self.remote_error:
+                log.error("remote hub %s unavailable: %s", self.settings.hub, exc)
+            self.remote_error = str(exc)
+            return
+        log.info("remote hub %s connected", self.settings.hub)
+        self.remote_error = None
+
     def step(self) -> None:
+        self.connect_remote()
         self.scheduler.tick()
         self.pull_ready()
         self.supervise()

@@ -159,6 +159,7 @@ class Job:
     error: str | None = None
     cancel_requested: bool = False
     pulled_to: tuple[str, ...] = ()
+    hub: str = "local"  # the hub of the worker it was last assigned to
 
 
 @dataclass(frozen=True, eq=False)  # compared by id; eq costs CLI start-up time
@@ -202,6 +203,7 @@ class WorkerInfo:
     attempt: int | None
     last_seen: float
     gone: bool
+    hub: str = "local"  # which of the daemon's hubs it works on
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}

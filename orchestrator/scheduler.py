@@ -68,13 +68,20 @@ def preference(job: Job, worker: WorkerInfo) -> tuple[int, str]:
 
 
 class Scheduler:
-    def __init__(self, project: Project, store: Store, hub: Hub,
+    def __init__(self, project: Project, store: Store, hubs: Hub | dict[str, Hub],
                  alive: AliveCheck | None = None) -> None:
+        """``hubs`` by name; a single hub is the ``local`` one."""
         self.project = project
         self.store = store
-        self.hub = hub
+        self.hubs = hubs if isinstance(hubs, dict) else {"local": hubs}
         self.alive = alive or (lambda w: None)
         self.settings = project.settings
+
+    def hub_of(self, name: str) -> Hub | None:
+        hub = self.hubs.get(name)
+        if hub is None:
+            log.warning("hub %r is not configured any more; its jobs wait", name)
+        return hub
 
     # ---- the tick -----------------------------------------------------------
 
@@ -91,34 +98,40 @@ class Scheduler:
         now = time.time() if now is None else now
         self.store.refresh_worker_leases(now)
         for job in self.store.jobs([S.ASSIGNED]):
-            if job.worker_id is None:
+            hub = self.hub_of(job.hub)
+            if job.worker_id is None or hub is None:
                 continue
             key = P.inbox(job.worker_id, job.id, job.attempt)
-            if not self.hub.exists(key) and not self.hub.exists(P.status(job.id, job.attempt)):
+            if not hub.exists(key) and not hub.exists(P.status(job.id, job.attempt)):
                 log.info("re-writing the assignment of %s attempt %d", job.id, job.attempt)
-                self.write_assignment(job, job.worker_id)
+                self.write_assignment(job, job.worker_id, hub)
 
     # ---- steps --------------------------------------------------------------
 
     def sync_workers(self, now: float) -> None:
-        for wid in self.hub.list("workers"):
-            beat = self.hub.get_json(P.heartbeat(wid))
-            if not beat or beat.get("worker_id") != wid:
-                continue
-            new, _ = self.store.upsert_worker(beat, now)
-            if new:
-                log.info("worker %s joined (%s, gpu=%s)", wid,
-                         beat.get("capabilities", {}).get("kind"),
-                         beat.get("capabilities", {}).get("gpu"))
+        for name, hub in self.hubs.items():
+            for wid in hub.list("workers"):
+                self.sync_worker(name, hub, wid, now)
+
+    def sync_worker(self, hub_name: str, hub: Hub, wid: str, now: float) -> None:
+        beat = hub.get_json(P.heartbeat(wid))
+        if not beat or beat.get("worker_id") != wid:
+            return
+        new, _ = self.store.upsert_worker(beat, now, hub=hub_name)
+        if new:
+            log.info("worker %s joined %s (%s, gpu=%s)", wid, hub_name,
+                     beat.get("capabilities", {}).get("kind"),
+                     beat.get("capabilities", {}).get("gpu"))
 
     def sync_statuses(self) -> None:
         for job in self.store.jobs([S.ASSIGNED, S.RUNNING]):
-            status = self.hub.get_json(P.status(job.id, job.attempt))
-            if status is None or status.get("attempt") != job.attempt:
+            hub = self.hub_of(job.hub)
+            status = hub.get_json(P.status(job.id, job.attempt)) if hub else None
+            if hub is None or status is None or status.get("attempt") != job.attempt:
                 continue
-            self.apply_status(job, status)
+            self.apply_status(job, status, hub)
 
-    def apply_status(self, job: Job, status: dict[str, Any]) -> None:
+    def apply_status(self, job: Job, status: dict[str, Any], hub: Hub) -> None:
         phase = status.get("phase")
         progress = status.get("progress") or {}
         resumed = status.get("resumed_from_epoch")
@@ -136,7 +149,7 @@ class Scheduler:
             if progress and progress != job.progress:
                 self.store.update(job.id, on_attempt=job.attempt, progress=progress)
             if phase == P.PHASE_SUCCEEDED:
-                if self.hub.get_json(P.result_json(job.id, job.attempt)) is None:
+                if hub.get_json(P.result_json(job.id, job.attempt)) is None:
                     return  # status can show before the seal on lagging hubs
                 self.finish(job, S.SUCCEEDED, "result sealed", exit_code=0)
             elif phase == P.PHASE_FAILED:
@@ -144,7 +157,7 @@ class Scheduler:
                             exit_code=status.get("exit_code"), error=status.get("error"))
             elif phase == P.PHASE_CANCELLED:
                 self.finish(job, S.CANCELLED, "cancelled on the worker")
-                self.hub.delete(P.cancel(job.id))
+                hub.delete(P.cancel(job.id))
         except IllegalTransitionError as exc:
             log.info("status of %s ignored: %s", job.id, exc)
 
@@ -153,13 +166,15 @@ class Scheduler:
         self.store.transition(job.id, dst, message, expect=[S.ASSIGNED, S.RUNNING],
                               on_attempt=job.attempt, finished_at=now, **fields)
         self.store.update_attempt(job.id, job.attempt, ended_at=now, outcome=dst.value)
-        if job.worker_id:
-            self.hub.delete(P.inbox(job.worker_id, job.id, job.attempt))
+        hub = self.hubs.get(job.hub)
+        if job.worker_id and hub is not None:
+            hub.delete(P.inbox(job.worker_id, job.id, job.attempt))
         log.info("%s %s: %s", job.id, dst.value, message)
 
     def expire_leases(self, now: float) -> None:
-        ttl = self.settings.lease_ttl
         for worker in self.store.workers():
+            ttl = (self.settings.lease_ttl if worker.hub == "local"
+                   else self.settings.remote_lease_ttl)
             reason = None
             if worker.state == "stopped":
                 reason = "worker stopped"
@@ -174,8 +189,9 @@ class Scheduler:
             for job in self.store.jobs([S.ASSIGNED, S.RUNNING]):
                 if job.worker_id == worker.id:
                     self.lose(job, reason)
-            if worker.state == "stopped":
-                self.hub.delete(f"workers/{worker.id}")
+            hub = self.hubs.get(worker.hub)
+            if worker.state == "stopped" and hub is not None:
+                hub.delete(f"workers/{worker.id}")
 
     def lose(self, job: Job, reason: str) -> None:
         """Lease expired: LOST, withdraw the assignment (fences a zombie), re-queue."""
@@ -185,8 +201,9 @@ class Scheduler:
         except IllegalTransitionError:
             return
         self.store.update_attempt(job.id, job.attempt, ended_at=time.time(), outcome="LOST")
-        if job.worker_id:
-            self.hub.delete(P.inbox(job.worker_id, job.id, job.attempt))
+        hub = self.hubs.get(job.hub)
+        if job.worker_id and hub is not None:
+            hub.delete(P.inbox(job.worker_id, job.id, job.attempt))
         nxt = job.attempt + 1
         self.store.transition(
             job.id, S.QUEUED, f"re-queued as attempt {nxt} (resumes from its checkpoint)",
@@ -199,8 +216,9 @@ class Scheduler:
 
     def pass_cancels(self) -> None:
         for job in self.store.jobs([S.ASSIGNED, S.RUNNING]):
-            if job.cancel_requested and not self.hub.exists(P.cancel(job.id)):
-                self.hub.put_bytes(P.cancel(job.id), json.dumps({"at": time.time()}).encode())
+            hub = self.hubs.get(job.hub)
+            if job.cancel_requested and hub is not None and not hub.exists(P.cancel(job.id)):
+                hub.put_bytes(P.cancel(job.id), json.dumps({"at": time.time()}).encode())
                 log.info("cancel marker written for %s", job.id)
 
     def free_workers(self) -> list[WorkerInfo]:
@@ -226,11 +244,15 @@ class Scheduler:
             if not fitting:
                 continue
             worker = fitting[0]
+            hub = self.hubs.get(worker.hub)
+            if hub is None:
+                continue
             try:
-                self.publish(job)
+                self.publish(job, hub)
                 job = self.store.transition(
                     job.id, S.ASSIGNED, f"assigned to {worker.id} (attempt {job.attempt})",
                     expect=[S.QUEUED], on_attempt=job.attempt, worker_id=worker.id,
+                    hub=worker.hub,
                 )
             except IllegalTransitionError:
                 continue  # cancelled meanwhile
@@ -238,19 +260,20 @@ class Scheduler:
                 log.warning("cannot publish %s: %s", job.id, exc)
                 continue
             self.store.start_attempt(job.id, job.attempt, worker.id)
-            self.write_assignment(job, worker.id)
+            self.write_assignment(job, worker.id, hub)
             free.remove(worker)
 
-    def publish(self, job: Job) -> None:
-        """Make the job's blobs and manifest available on the hub (idempotent)."""
+    def publish(self, job: Job, hub: Hub) -> None:
+        """Make the job's blobs and manifest available on ``hub`` (idempotent; a
+        blob already there, by its sha256, is not sent again)."""
         local = self.project.hub_dir / "blobs"
         for sha in [job.snapshot_sha256, *(d.sha256 for d in job.data)]:
-            if not self.hub.exists(P.blob(sha)):
-                self.hub.put_file(P.blob(sha), local / sha)
-        self.hub.put_json(P.manifest(job.id), manifest_for(job))
+            if not hub.exists(P.blob(sha)):
+                hub.put_file(P.blob(sha), local / sha)
+        hub.put_json(P.manifest(job.id), manifest_for(job))
 
-    def write_assignment(self, job: Job, worker_id: str) -> None:
-        self.hub.put_json(
+    def write_assignment(self, job: Job, worker_id: str, hub: Hub) -> None:
+        hub.put_json(
             P.inbox(worker_id, job.id, job.attempt),
             {"job_id": job.id, "attempt": job.attempt, "assigned_at": time.time()},
         )

@@ -106,13 +106,19 @@ MIGRATIONS: tuple[str, ...] = (
         info TEXT NOT NULL DEFAULT '{}'
     );
     """,
+    # v2: several hubs (the local folder hub and a Drive hub): where each worker and
+    # each assigned job lives.
+    """
+    ALTER TABLE workers ADD COLUMN hub TEXT NOT NULL DEFAULT 'local';
+    ALTER TABLE jobs ADD COLUMN hub TEXT NOT NULL DEFAULT 'local';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _JOB_COLUMNS = (
     "id, seq, name, script, args, target, gpu, priority, estimate_s, snapshot_sha256, data, "
     "outputs, env, autotrack, state, attempt, worker_id, submitted_at, updated_at, started_at, "
-    "finished_at, progress, exit_code, error, cancel_requested, pulled_to"
+    "finished_at, progress, exit_code, error, cancel_requested, pulled_to, hub"
 )
 
 
@@ -144,6 +150,7 @@ def _job(row: sqlite3.Row) -> Job:
         error=row["error"],
         cancel_requested=bool(row["cancel_requested"]),
         pulled_to=tuple(json.loads(row["pulled_to"])),
+        hub=row["hub"],
     )
 
 
@@ -402,7 +409,8 @@ class Store:
 
     # ---- workers ----------------------------------------------------------
 
-    def upsert_worker(self, beat: dict[str, Any], seen_at: float) -> tuple[bool, bool]:
+    def upsert_worker(self, beat: dict[str, Any], seen_at: float,
+                      hub: str = "local") -> tuple[bool, bool]:
         """Record a heartbeat. Returns ``(new, advanced)``: whether the worker is new,
         and whether its heartbeat counter moved (only then is ``last_seen`` bumped,
         so liveness is judged by the daemon's clock, not the worker's)."""
@@ -422,6 +430,7 @@ class Store:
             "attempt": beat.get("attempt"),
             "seq": seq,
             "info": json.dumps(beat),
+            "hub": hub,
         }
         with self.tx() as db:
             if row is None:
@@ -447,7 +456,7 @@ class Store:
     def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         sql = (
             "SELECT id, name, kind, host, pid, gpu, gpu_name, state, job_id, attempt, last_seen, "
-            "gone FROM workers"
+            "gone, hub FROM workers"
         )
         if not include_gone:
             sql += " WHERE gone=0"

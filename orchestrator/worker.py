@@ -76,11 +76,11 @@ class WorkerConfig:
     session_hours: float | None = None
     only_job: str | None = None
     worker_id: str = field(default="")
+    credentials: str | None = None
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last ``lines`` lines of a text file ('' if absent); carriage-return
-    progress bars are collapsed to their last state."""
+    """The last ``lines`` lines of a text file ('' if absent)."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -88,7 +88,13 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    rows = [r.rsplit("\r", 1)[-1] for r in text.split("\n")]
+    return tail_text(text, lines)
+
+
+def tail_text(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` non-empty lines; carriage-return progress bars are
+    collapsed to their last state."""
+    rows = [r.rsplit("\r", 1)[-1] for r in text[-64 * 1024:].split("\n")]
     return "\n".join([r for r in rows if r.strip()][-lines:])
 
 
@@ -101,7 +107,9 @@ class Worker:
         wid = cfg.worker_id or f"{cfg.name}-{secrets.token_hex(3)}"
         self.cfg = cfg
         self.id = wid
-        self.hub = hub or open_hub(cfg.hub)
+        self.hub = hub or open_hub(cfg.hub, credentials=Path(cfg.credentials)
+                                   if cfg.credentials else None,
+                                   staleness=min(cfg.poll_interval, 2.0))
         self.work_dir = cfg.work_dir / wid
         self.started = time.time()
         self.deadline = (
@@ -534,7 +542,13 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
     p = argparse.ArgumentParser(prog="orch worker", description=__doc__.split("\n\n")[0])
     p.add_argument("--hub", required=True, help="hub folder (or URL) to work for")
     p.add_argument("--name", default=socket.gethostname(), help="worker name (display)")
-    p.add_argument("--kind", default="local", help="local | colab | ssh")
+    p.add_argument("--kind", default=None,
+                   help="local | remote | colab | ssh (default: local for a folder hub, "
+                        "else remote)")
+    p.add_argument("--credentials", default=None,
+                   help="Drive credentials file (default: $ORCH_DRIVE_CREDENTIALS)")
+    p.add_argument("--poll", type=float, default=None,
+                   help="seconds between inbox checks (default 0.2 on a folder, 2 on Drive)")
     p.add_argument("--work-dir", default=None, help="scratch folder for runs")
     p.add_argument("--burst", action="store_true", help="exit when the inbox is empty")
     p.add_argument("--idle-timeout", type=float, default=60.0, help="exit after S idle")
@@ -546,9 +560,14 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
     p.add_argument("--id", default="", help="fixed worker id (default: NAME-<random>)")
     a = p.parse_args(argv)
     work = Path(a.work_dir) if a.work_dir else Path.home() / ".cache" / "orch" / "work"
+    remote = a.hub.startswith("drive:")
     return WorkerConfig(
-        hub=a.hub, name=a.name, work_dir=work, kind=a.kind, burst=a.burst,
-        idle_timeout=a.idle_timeout, heartbeat_interval=a.heartbeat, gpu=a.gpu,
+        hub=a.hub, name=a.name, work_dir=work, kind=a.kind or ("remote" if remote else "local"),
+        burst=a.burst, credentials=a.credentials,
+        poll_interval=a.poll if a.poll is not None else (2.0 if remote else 0.2),
+        check_interval=5.0 if remote else 1.0, log_interval=10.0 if remote else 1.0,
+        heartbeat_interval=max(a.heartbeat, 5.0) if remote else a.heartbeat,
+        idle_timeout=a.idle_timeout, gpu=a.gpu,
         gpu_name=a.gpu_name, session_hours=a.session_hours, only_job=a.job, worker_id=a.id,
     )
 

@@ -274,7 +274,10 @@ def test_project_paths(tmp_path: Path) -> None:
     p = Project(tmp_path, Settings(outputs_dir="trained", hub=""))
     assert p.outputs_dir == tmp_path / "trained"
     assert p.hub_url == str(tmp_path / ".orch" / "hub")
-    assert Project(tmp_path, Settings(hub="/shared/hub")).hub_url == "/shared/hub"
+    # `hub` names the project's remote hub; local workers keep the folder hub
+    remote = Project(tmp_path, Settings(hub="drive:orch-hub/p"))
+    assert remote.hub_url == str(tmp_path / ".orch" / "hub")
+    assert remote.drive_credentials == tmp_path / ".orch" / "drive-credentials.json"
 
 
 def test_settings_cache_follows_edits_of_the_config_file(tmp_path: Path) -> None:

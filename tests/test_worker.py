@@ -93,9 +93,12 @@ def test_burst_worker_with_empty_inbox_exits_at_once(project: Project) -> None:
 def test_worker_cli_entry_point_and_bad_hub(project_dir: Path) -> None:
     out = run_orch(project_dir, "worker", "--help")
     assert out.returncode == 0 and "--burst" in out.stdout
-    bad = run_orch(project_dir, "worker", "--hub", "drive:somewhere", "--burst")
+    bad = run_orch(project_dir, "worker", "--hub", "sftp:box/hub", "--burst")
     assert bad.returncode == 2 and "not available" in bad.stderr
     assert "Traceback" not in bad.stderr
+    unsigned = run_orch(project_dir, "worker", "--hub", "drive:orch-hub/p", "--burst")
+    assert unsigned.returncode == 2 and "credentials" in unsigned.stderr
+    assert "Traceback" not in unsigned.stderr
 
 
 IMPORT_CHECK = """

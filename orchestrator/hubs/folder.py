@@ -41,8 +41,11 @@ class FolderHub(Hub):
         """``write(tmp)`` fills a hidden temporary file beside the target, which is
         then renamed over it: readers see the old file or the new one, never part."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:  # e.g. a file where a folder of the key should be
+            raise HubError(f"cannot write {key} to hub {self.url}: {exc.strerror}") from exc
         os.close(fd)
         tmp = Path(name)
         try:
@@ -96,8 +99,8 @@ class FolderHub(Hub):
                 shutil.rmtree(path)
             else:
                 path.unlink()
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # absent (or "below" a file): nothing to delete
 
     def watch(self) -> Watcher:
         """A watchdog observer on the hub folder; falls back to polling."""
