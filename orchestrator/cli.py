@@ -31,6 +31,9 @@ app = typer.Typer(
 daemon_app = typer.Typer(help="Start, stop or inspect the background daemon.",
                          no_args_is_help=True)
 app.add_typer(daemon_app, name="daemon")
+auth_app = typer.Typer(help="Sign in to Google Drive (for the Drive hub).",
+                       invoke_without_command=True)
+app.add_typer(auth_app, name="auth")
 
 
 def _project(create: bool = False) -> Any:
@@ -87,7 +90,9 @@ def submit(
     script_args: Annotated[Optional[list[str]], typer.Argument(
         help="Arguments for the script; put them after `--`.", show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option(help="Job name (default: script name).")] = None,
-    on: Annotated[str, typer.Option(help="Where to run: local, auto, colab or ssh:HOST.")] = "local",
+    on: Annotated[str, typer.Option(
+        help="Where to run: local, remote (workers on the project's Drive hub), auto, colab "
+             "or ssh:HOST.")] = "local",
     gpu: Annotated[Optional[bool], typer.Option(
         "--gpu/--cpu", help="Require a GPU, or run on the CPU only (default: either).",
         show_default=False)] = None,
@@ -471,6 +476,51 @@ def daemon_status() -> None:
         print(f"worker {w.id}: {w.kind} on {w.host} pid={w.pid} {w.state}{gpu}{job}")
     if not workers:
         print("no live workers")
+
+
+@auth_app.callback()
+def auth(
+    ctx: typer.Context,
+    no_browser: Annotated[bool, typer.Option(
+        "--no-browser", help="Print the sign-in address; paste back where it sends you.")]
+    = False,
+    service_account: Annotated[Optional[Path], typer.Option(
+        help="Use this service-account key instead of signing in (Shared Drives).")] = None,
+    client_secrets: Annotated[Optional[Path], typer.Option(
+        help="Your OAuth client JSON (default: the drive_client_secrets setting).")] = None,
+) -> None:
+    """Sign in to Google Drive and store the credentials in .orch/ (mode 0600)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .drive_auth import sign_in, use_service_account, whoami
+
+    project = _project(create=True)
+    saved = project.drive_credentials
+    if service_account is not None:
+        use_service_account(service_account, saved)
+        from .drive_auth import load_credentials
+
+        creds = load_credentials(saved)
+    else:
+        creds = sign_in(client_secrets or project.drive_client_secrets, saved,
+                        browser=not no_browser)
+    who = whoami(creds)
+    print(f"signed in as {who['email'] or who['name']} ({who['kind']}, scope {who['scope']}); "
+          f"credentials in {saved}")
+
+
+@auth_app.command("status")
+def auth_status() -> None:
+    """Who is signed in to Drive, and with which scope."""
+    from .drive_auth import load_credentials, whoami
+
+    project = _project()
+    who = whoami(load_credentials(project.drive_credentials))
+    print(f"signed in as {who['email'] or who['name']} ({who['kind']})")
+    print(f"scope: {who['scope']}")
+    print(f"credentials: {project.drive_credentials}")
+    if project.settings.hub:
+        print(f"project hub: {project.settings.hub}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,

@@ -85,7 +85,11 @@ def sign_in(client_secrets: Path, saved: Path, browser: bool = True,
             launch_browser: bool = True) -> Any:
     """Run the OAuth flow for the user's own OAuth client and save the credentials
     (refresh token included) to ``saved`` with mode 0600. Returns them."""
-    from pydrive2.auth import AuthenticationError, GoogleAuth, RefreshError
+    try:
+        from pydrive2.auth import AuthenticationError, GoogleAuth, RefreshError
+    except ImportError as exc:
+        raise UsageError("signing in to Drive needs orch's drive extra: "
+                         "pip install 'orch[drive]'") from exc
 
     if not client_secrets.is_file():
         raise UsageError(

@@ -56,6 +56,8 @@ def worker_fits(job: Job, worker: WorkerInfo) -> bool:
         return worker.kind == "ssh" and worker.name == target[4:]
     if target in ("local", "colab") and worker.kind != target:
         return False
+    if target == "remote" and worker.hub == "local":
+        return False
     if job.gpu is GpuNeed.REQUIRED and not worker.gpu:
         return False
     return True

@@ -24,7 +24,7 @@ log = get_logger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SWEEP_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-KNOWN_TARGETS = "local, auto, colab or ssh:HOST"
+KNOWN_TARGETS = "local, remote, auto, colab or ssh:HOST"
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,15 @@ class SubmitRequest:
     autotrack: bool = False
 
 
-def parse_target(on: str) -> str:
+def parse_target(on: str, remote_hub: str = "") -> str:
     target = on.strip().lower()
     if target in ("local", "auto"):
+        return target
+    if target == "remote":
+        if not remote_hub:
+            raise NotConfiguredError(
+                "--on remote: this project has no remote hub; set hub = \"drive:FOLDER\" in "
+                "its settings and run `orch auth`")
         return target
     if target == "colab":
         raise NotConfiguredError(
@@ -130,7 +136,7 @@ def sweep_name(base: str, combo: tuple[tuple[str, str], ...]) -> str:
 
 def submit(project: Project, req: SubmitRequest, store: Store | None = None) -> list[Job]:
     """Check, snapshot and store the request's job(s). Returns them, QUEUED."""
-    target = parse_target(req.on)
+    target = parse_target(req.on, project.settings.hub)
     script = resolve_script(project.root, req.script)
     estimate = parse_duration(req.estimate, "--estimate") if req.estimate else None
     env = parse_env(req.env)

@@ -30,10 +30,20 @@ def root_url(given: str | None = None) -> str:
     return url.rstrip("/") + "/"
 
 
+def _require() -> Any:
+    try:
+        import googleapiclient
+    except ImportError as exc:
+        from ..errors import UsageError
+
+        raise UsageError("the Drive hub needs orch's drive extra: pip install 'orch[drive]'") \
+            from exc
+    return googleapiclient
+
+
 def discovery_document(url: str | None = None) -> dict[str, Any]:
     """The bundled Drive v3 discovery document, pointed at ``url``."""
-    import googleapiclient
-
+    googleapiclient = _require()
     path = Path(googleapiclient.__file__).parent / "discovery_cache/documents/drive.v3.json"
     doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     root = root_url(url)
