@@ -161,3 +161,43 @@ model.fit(x, y, epochs=a.epochs, batch_size=32, verbose=2, callbacks=[Slow(), *c
 model.save(output_dir() / a.out)
 print("saved", a.out)
 '''
+
+
+# ---- the local Drive v3 server -------------------------------------------------------
+
+_FAKE_DRIVE: Any = None
+
+
+def fake_drive() -> Any:
+    """One local Drive v3 server for the whole test session (tests keep to their own
+    folders). Started on first use; stopped when the session ends."""
+    global _FAKE_DRIVE
+    if _FAKE_DRIVE is None:
+        import atexit
+
+        from tests.fakedrive import FakeDrive
+
+        _FAKE_DRIVE = FakeDrive()
+        atexit.register(_FAKE_DRIVE.stop)
+    return _FAKE_DRIVE
+
+
+@pytest.fixture
+def drive() -> Iterator[Any]:
+    """The session's fake Drive, with faults and lag cleared before and after."""
+    fake = fake_drive()
+    fake.faults.clear()
+    fake.require_auth = True
+    yield fake
+    fake.faults.clear()
+
+
+def drive_hub(folder: str, **kw: Any) -> Any:
+    """A DriveHub on the fake server with test-friendly timings."""
+    from orchestrator.hubs.drive import DriveHub
+
+    fake = fake_drive()
+    kw.setdefault("backoff", 0.01)
+    kw.setdefault("max_backoff", 0.2)
+    kw.setdefault("staleness", 0.2)
+    return DriveHub(folder, credentials=fake.credentials(), api_url=fake.url, **kw)

@@ -44,7 +44,7 @@ from orchestrator.hubs.folder import FolderHub
 pytestmark = pytest.mark.timeout(300)
 
 #: Every kind of hub the contract runs against. One line per kind.
-HUB_KINDS = ["folder"]
+HUB_KINDS = ["folder", "drive"]
 
 #: How long another party may take to see a change (and a watcher to wake).
 VISIBILITY_DEADLINE = 20.0
@@ -57,9 +57,10 @@ def make_hub(kind: str, tmp_path: Path) -> Hub:
     of the same storage (the second one plays "another party")."""
     if kind == "folder":
         return FolderHub(tmp_path / "hub")
-    # one branch per further kind, e.g.:
-    # if kind == "drive":
-    #     ...build the client, or pytest.skip("why it can't be set up here")
+    if kind == "drive":  # the real Drive client against the local Drive v3 server
+        from .conftest import drive_hub
+
+        return drive_hub(f"contract/{tmp_path.parent.name}-{tmp_path.name}")
     pytest.skip(f"no factory for hub kind {kind!r}")
 
 

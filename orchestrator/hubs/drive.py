@@ -28,6 +28,7 @@ the index is guarded by a lock. Imports googleapiclient lazily.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -35,7 +36,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,9 @@ class DriveHub(Hub):
         self.max_backoff = max_backoff
         self.chunk_size = max(CHUNK, chunk_size // CHUNK * CHUNK)
         self.multipart_limit = multipart_limit
-        self._folders: dict[str, Folder] = {}
-        self._path_of: dict[str, str] = {}
+        self._folders: dict[str, Folder] = {}  # indexed folders by path ("" = the hub)
+        self._path_of: dict[str, str] = {}  # folder id → path
+        self._where: dict[str, str] = {}  # indexed file id → its folder's path
         self._content: dict[str, tuple[int, bytes]] = {}
         self._token: str | None = None
         self._synced = 0.0
@@ -226,7 +228,7 @@ class DriveHub(Hub):
         files: list[DriveFile] = []
         token = None
         while True:
-            resp = self._call("files.list", key, lambda s, t=token: s.files().list(
+            resp = self._call("files.list", key, lambda s, t=token: s.files().list(  # type: ignore[misc]
                 q=q, fields=f"nextPageToken, files({FILE_FIELDS})", pageSize=1000,
                 pageToken=t, **self._list_args()))
             files += [DriveFile.of(f) for f in resp.get("files", [])]
@@ -240,37 +242,66 @@ class DriveHub(Hub):
             fields=FILE_FIELDS, supportsAllDrives=True))
         return DriveFile.of(meta)
 
-    def _remember(self, f: DriveFile) -> None:
-        """Put ``f`` in the index (lock held), replacing an older copy of itself."""
-        self._forget(f.id)
-        parent_path = self._path_of.get(f.parent or "")
-        if parent_path is None:
+    def _entry(self, file_id: str) -> DriveFile | None:
+        """The indexed metadata of ``file_id`` (lock held)."""
+        folder = self._folders.get(self._where.get(file_id, "\0"))
+        if folder is None:
+            return None
+        return next((x for xs in folder.children.values() for x in xs if x.id == file_id), None)
+
+    def _drop_entry(self, file_id: str) -> None:
+        """Remove ``file_id`` from its folder's children (lock held)."""
+        folder = self._folders.get(self._where.pop(file_id, "\0"))
+        if folder is None:
             return
+        for name, files in list(folder.children.items()):
+            kept = [x for x in files if x.id != file_id]
+            if len(kept) != len(files):
+                if kept:
+                    folder.children[name] = kept
+                else:
+                    del folder.children[name]
+
+    def _forget_tree(self, path: str) -> None:
+        """Drop the folder at ``path`` and everything indexed under it (lock held)."""
+        for p in [p for p in self._folders if p == path or p.startswith(path + "/")]:
+            folder = self._folders.pop(p)
+            self._path_of.pop(folder.id, None)
+            for files in folder.children.values():
+                for x in files:
+                    self._where.pop(x.id, None)
+                    self._content.pop(x.id, None)
+
+    def _remember(self, f: DriveFile) -> bool:
+        """Index ``f`` (lock held). False if the index already had it as it is."""
+        parent_path = self._path_of.get(f.parent or "")
+        if self._entry(f.id) == f and self._where.get(f.id) == parent_path:
+            return False
+        self._drop_entry(f.id)
+        path = (f"{parent_path}/{f.name}" if parent_path else f.name) \
+            if parent_path is not None else None
+        if f.folder and f.id in self._path_of and self._path_of[f.id] != path:
+            self._forget_tree(self._path_of[f.id])  # moved or renamed
+        if parent_path is None:
+            return False
         folder = self._folders.get(parent_path)
         if folder is not None:
             folder.children.setdefault(f.name, []).append(f)
-        if f.folder:
-            path = f"{parent_path}/{f.name}" if parent_path else f.name
-            known = self._folders.get(path)
-            if known is None or (known.id != f.id and not known.complete):
-                self._folders[path] = Folder(f.id, {}, complete=False)
-                self._path_of[f.id] = path
+            self._where[f.id] = parent_path
+        if f.folder and path is not None and path not in self._folders:
+            self._folders[path] = Folder(f.id, {})
+            self._path_of[f.id] = path
+        return True
 
-    def _forget(self, file_id: str) -> None:
-        """Drop a file (and, for a folder, all under it) from the index (lock held)."""
-        for folder in self._folders.values():
-            for name, files in list(folder.children.items()):
-                kept = [x for x in files if x.id != file_id]
-                if len(kept) != len(files):
-                    if kept:
-                        folder.children[name] = kept
-                    else:
-                        del folder.children[name]
-        path = self._path_of.pop(file_id, None)
-        if path is not None and path != "":
-            for p in [p for p in self._folders if p == path or p.startswith(path + "/")]:
-                self._path_of.pop(self._folders.pop(p).id, None)
+    def _forget(self, file_id: str) -> bool:
+        """Drop a deleted file or folder from the index (lock held)."""
+        known = file_id in self._where or file_id in self._path_of
+        self._drop_entry(file_id)
         self._content.pop(file_id, None)
+        path = self._path_of.get(file_id)
+        if path:
+            self._forget_tree(path)
+        return known
 
     def sync(self) -> int:
         """Apply the changes feed to the index. Returns how many changes concern this
@@ -278,7 +309,7 @@ class DriveHub(Hub):
         changed = 0
         token = self._token
         while token:
-            resp = self._call("changes.list", "", lambda s, t=token: s.changes().list(
+            resp = self._call("changes.list", "", lambda s, t=token: s.changes().list(  # type: ignore[misc]
                 pageToken=t, pageSize=1000, includeRemoved=True, spaces="drive",
                 fields=f"nextPageToken, newStartPageToken, changes(fileId, removed, "
                        f"file({FILE_FIELDS}))", **self._list_args()))
@@ -296,19 +327,12 @@ class DriveHub(Hub):
         return changed
 
     def _apply(self, change: dict[str, Any]) -> int:
+        """One entry of the changes feed; 1 if it changed what this hub knows."""
         file_id = change.get("fileId", "")
         raw = change.get("file")
         if change.get("removed") or raw is None or raw.get("trashed"):
-            known = file_id in self._path_of or any(
-                file_id == x.id for f in self._folders.values()
-                for xs in f.children.values() for x in xs)
-            self._forget(file_id)
-            return int(known)
-        f = DriveFile.of(raw)
-        if f.parent not in self._path_of:
-            return 0
-        self._remember(f)
-        return 1
+            return int(self._forget(file_id))
+        return int(self._remember(DriveFile.of(raw)))
 
     def _fresh(self) -> None:
         if time.monotonic() - self._synced >= self.staleness:
@@ -333,8 +357,12 @@ class DriveHub(Hub):
                 found = oldest(candidates)
                 folder = Folder(found.id, {})
             elif create:
+                parent = self._listed(parent_path) or parent  # to see what is in the way
+                if any(not f.folder for f in parent.children.get(name, [])):
+                    raise HubError(f"cannot make folder {path} on {self.url}: a file has its name")
                 made = self._create_folder(name, parent.id)
                 parent.children.setdefault(name, []).append(made)
+                self._where[made.id] = parent_path
                 folder = Folder(made.id, {}, complete=True)  # new: nothing in it yet
             else:
                 return None
@@ -349,9 +377,13 @@ class DriveHub(Hub):
             return folder
         files = self._query(f"'{folder.id}' in parents and trashed = false", path)
         with self._lock:
+            for old in folder.children.values():
+                for x in old:
+                    self._where.pop(x.id, None)
             folder.children = {}
             for f in files:
                 folder.children.setdefault(f.name, []).append(f)
+                self._where[f.id] = path
                 if f.folder:
                     sub = f"{path}/{f.name}" if path else f.name
                     if sub not in self._folders:
@@ -371,13 +403,23 @@ class DriveHub(Hub):
 
     # ---- the Hub interface ----------------------------------------------------------
 
-    def exists(self, key: str) -> bool:
+    @contextlib.contextmanager
+    def _about(self, key: str, doing: str) -> Iterator[None]:
+        """Name the key in errors raised while working on it."""
+        try:
+            yield
+        except HubError as exc:
+            if key and key not in str(exc):
+                raise type(exc)(f"{exc} ({doing} {key})") from exc
+            raise
+
+    def _exists(self, key: str) -> bool:
         if self._files(key):
             return True
         self._fresh()
         return self._folder(check_key(key)) is not None
 
-    def list(self, prefix: str) -> list[str]:
+    def _list(self, prefix: str) -> list[str]:
         self._fresh()
         folder = self._listed(check_key(prefix) if prefix else "")
         if folder is None:
@@ -385,29 +427,45 @@ class DriveHub(Hub):
         with self._lock:
             return sorted(n for n, fs in folder.children.items() if fs and not n.startswith("."))
 
-    def get_bytes(self, key: str) -> bytes:
-        """The newest file of ``key``; small files are served from a cache while
-        their Drive version is unchanged."""
-        for _ in range(3):
-            files = self._files(key)
-            if not files:
-                break
-            f = newest(files)
+    def _get_bytes(self, key: str) -> bytes:
+        """The newest file of ``key``, checked against Drive's md5Checksum. Small files
+        are served from a cache while their Drive version is unchanged.
+
+        A download that does not match the indexed md5 is checked against the file's
+        metadata read again: if they match, a newer complete version was read (the
+        writer replaced the file meanwhile) and it is returned."""
+        files = self._files(key)
+        if not files:
+            raise HubNotFound(f"{key} not in hub {self.url}")
+        f: DriveFile | None = newest(files)
+        for _ in range(self.retries + 1):
+            assert f is not None
             with self._lock:
                 cached = self._content.get(f.id)
             if cached and cached[0] == f.version:
                 return cached[1]
-            data = self._call("files.get_media", key, lambda s, i=f.id: s.files().get_media(
+            data = self._call("files.get_media", key, lambda s, i=f.id: s.files().get_media(  # type: ignore[misc]
                 fileId=i, supportsAllDrives=True), missing_ok=True)
-            if data is not None and (f.md5 is None or hashlib.md5(data).hexdigest() == f.md5):
-                if len(data) <= SMALL:
-                    with self._lock:
-                        self._content[f.id] = (f.version, data)
-                return data  # type: ignore[no-any-return]
-            self._refresh(key, f.id)  # deleted or replaced since it was indexed
-        else:
-            raise HubError(f"Drive download of {key} keeps changing under the reader")
-        raise HubNotFound(f"{key} not in hub {self.url}")
+            digest = hashlib.md5(data).hexdigest() if data is not None else None
+            if data is not None and f.md5 in (None, digest):
+                return self._keep(f, data)
+            now = self._refresh(key, f.id)
+            if now is None:  # deleted meanwhile: an older duplicate may remain
+                rest = self._files(key)
+                if not rest:
+                    raise HubNotFound(f"{key} not in hub {self.url}")
+                f = newest(rest)
+                continue
+            if data is not None and now.md5 == digest:
+                return self._keep(now, data)
+            f = now
+        raise HubError(f"Drive download of {key} does not match its md5Checksum")
+
+    def _keep(self, f: DriveFile, data: bytes) -> bytes:
+        if len(data) <= SMALL:
+            with self._lock:
+                self._content[f.id] = (f.version, data)
+        return data
 
     def _refresh(self, key: str, file_id: str) -> DriveFile | None:
         """Re-read one file's metadata into the index (None if it is gone)."""
@@ -421,7 +479,7 @@ class DriveHub(Hub):
             self._remember(f)
             return f
 
-    def get_file(self, key: str, dest: Path) -> None:
+    def _get_file(self, key: str, dest: Path) -> None:
         files = self._files(key)
         if not files:
             raise HubNotFound(f"{key} not in hub {self.url}")
@@ -466,14 +524,14 @@ class DriveHub(Hub):
                 h.update(block)
         return h.hexdigest()
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def _put_bytes(self, key: str, data: bytes) -> None:
         from googleapiclient.http import MediaIoBaseUpload
 
         self._put(key, lambda resumable: MediaIoBaseUpload(
             io.BytesIO(data), "application/octet-stream", resumable=resumable,
             chunksize=self.chunk_size), len(data), data if len(data) <= SMALL else None)
 
-    def put_file(self, key: str, src: Path) -> None:
+    def _put_file(self, key: str, src: Path) -> None:
         from googleapiclient.http import MediaFileUpload
 
         size = src.stat().st_size
@@ -484,6 +542,7 @@ class DriveHub(Hub):
     def _put(self, key: str, media: Callable[[bool], Any], size: int,
              small: bytes | None) -> None:
         parent_path, _, name = check_key(key).rpartition("/")
+        self._fresh()
         folder = self._listed(parent_path, create=True)
         assert folder is not None
         with self._lock:
@@ -496,7 +555,7 @@ class DriveHub(Hub):
                 media, resumable)
             for stale in existing:  # duplicates of a key only its writer can clean
                 if stale.id != keep.id:
-                    self._call("files.delete", key, lambda s, i=stale.id: s.files().delete(
+                    self._call("files.delete", key, lambda s, i=stale.id: s.files().delete(  # type: ignore[misc]
                         fileId=i, supportsAllDrives=True), missing_ok=True)
                     with self._lock:
                         self._forget(stale.id)
@@ -575,7 +634,7 @@ class DriveHub(Hub):
             return None
         raise HubError(f"Drive upload of {key}: session answered HTTP {status}")
 
-    def delete(self, key: str) -> None:
+    def _delete(self, key: str) -> None:
         check_key(key)
         targets = self._files(key)
         if not targets:
@@ -584,10 +643,38 @@ class DriveHub(Hub):
                 return
             targets = [DriveFile(folder.id, key.rpartition("/")[2], True, None, None, 0, 0, "", "")]
         for f in targets:
-            self._call("files.delete", key, lambda s, i=f.id: s.files().delete(
+            self._call("files.delete", key, lambda s, i=f.id: s.files().delete(  # type: ignore[misc]
                 fileId=i, supportsAllDrives=True), missing_ok=True)
             with self._lock:
                 self._forget(f.id)
+
+    def exists(self, key: str) -> bool:
+        with self._about(key, "checking"):
+            return self._exists(key)
+
+    def list(self, prefix: str) -> list[str]:
+        with self._about(prefix, "listing"):
+            return self._list(prefix)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._about(key, "reading"):
+            return self._get_bytes(key)
+
+    def get_file(self, key: str, dest: Path) -> None:
+        with self._about(key, "reading"):
+            self._get_file(key, dest)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._about(key, "writing"):
+            self._put_bytes(key, data)
+
+    def put_file(self, key: str, src: Path) -> None:
+        with self._about(key, "writing"):
+            self._put_file(key, src)
+
+    def delete(self, key: str) -> None:
+        with self._about(key, "deleting"):
+            self._delete(key)
 
     def watch(self) -> Watcher:
         return DriveWatcher(self)

@@ -1,0 +1,18 @@
+"""A local fake of the Google Drive v3 REST API for tests, with injectable faults.
+
+The real google-api-python-client talks to it (``build_service(url=fake.url)``).
+See :class:`FakeDrive` for the in-process API, ``python -m tests.fakedrive`` for
+a standalone server, and the modules: ``server`` (HTTP), ``state`` (files,
+changes, sessions), ``query`` (the ``q`` language), ``fields`` (``fields``
+selections), ``uploads`` (wire formats), ``auth`` (tokens), ``faults``.
+"""
+
+from .errors import DriveError
+from .fake import FakeDrive, Stats
+from .faults import KINDS as FAULT_KINDS
+from .faults import Faults
+from .resources import FOLDER_MIME
+from .state import ROOT_ID
+
+__all__ = ["FAULT_KINDS", "FOLDER_MIME", "ROOT_ID", "DriveError", "FakeDrive", "Faults",
+           "Stats"]

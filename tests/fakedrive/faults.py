@@ -1,0 +1,170 @@
+"""Injectable faults: error responses, dropped connections, listing lag.
+
+Faults apply to API requests only (``/drive/...``, ``/upload/...``, and the
+``/resumable/...`` alias), never to ``/token`` or ``/_fake/...``.
+Per request, the first queued :meth:`Faults.fail_next` entry whose ``match``
+fits wins; otherwise, with ``rate > 0``, one draw from a ``random.Random(seed)``
+decides whether to fail and a second which of ``kinds``: the sequence is the
+same on every run for the same seed and order of requests.
+
+Kinds (see :data:`KINDS`): ``rateLimitExceeded`` and ``userRateLimitExceeded``
+(403, domain usageLimits), ``429``, ``500``, ``503`` (reason backendError) and
+``drop``: the server reads half of the request body (none if there is no body),
+then resets the connection (TCP RST) without answering. For a resumable
+upload chunk the bytes read are discarded, so the session holds nothing of that
+chunk, unless ``drop_keeps_partial`` is set, in which case the session keeps
+exactly the first half it read (an offset that is not a multiple of 256 KiB).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+#: kind -> (HTTP status, domain, reason, message); ``drop`` has no response.
+KINDS: dict[str, tuple[int, str, str, str] | None] = {
+    "rateLimitExceeded": (403, "usageLimits", "rateLimitExceeded", "Rate Limit Exceeded"),
+    "userRateLimitExceeded": (403, "usageLimits", "userRateLimitExceeded",
+                              "User Rate Limit Exceeded"),
+    "429": (429, "usageLimits", "rateLimitExceeded", "Too Many Requests"),
+    "500": (500, "global", "backendError", "Backend Error"),
+    "503": (503, "global", "backendError", "Service Unavailable"),
+    "drop": None,
+}
+ALIASES = {"403": "rateLimitExceeded", "rate_limit": "rateLimitExceeded",
+           "user_rate_limit": "userRateLimitExceeded"}
+
+
+def canonical_kind(kind: str) -> str:
+    """The canonical name of ``kind`` (accepts ``"403"`` etc.); ValueError if unknown."""
+    kind = ALIASES.get(str(kind), str(kind))
+    if kind not in KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(KINDS)}")
+    return kind
+
+
+@dataclass
+class _Queued:
+    remaining: int
+    kind: str
+    match: re.Pattern[str] | None
+
+
+class Faults:
+    """Fault settings of one fake Drive; safe to change while requests run.
+
+    Attributes may be set directly (``fake.faults.lag = 2``) or through
+    :meth:`configure` (which also reseeds).
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self._lock = threading.Lock()
+        self.rate = 0.0
+        self.kinds: list[str] = list(KINDS)
+        self.lag = 0.0
+        self.drop_keeps_partial = False
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._queue: list[_Queued] = []
+        self.injected: dict[str, int] = {}
+
+    def configure(self, rate: float | None = None, kinds: list[str] | None = None,
+                  seed: int | None = None, lag: float | None = None,
+                  drop_keeps_partial: bool | None = None) -> None:
+        """Change some settings; a given ``seed`` restarts the random sequence."""
+        with self._lock:
+            if rate is not None:
+                if not 0.0 <= float(rate) <= 1.0:
+                    raise ValueError("rate must be within [0, 1]")
+                self.rate = float(rate)
+            if kinds is not None:
+                chosen = [canonical_kind(k) for k in kinds]
+                if not chosen:
+                    raise ValueError("kinds must not be empty")
+                self.kinds = chosen
+            if seed is not None:
+                self.seed = int(seed)
+                self._rng = random.Random(self.seed)
+            if lag is not None:
+                self.lag = max(0.0, float(lag))
+            if drop_keeps_partial is not None:
+                self.drop_keeps_partial = bool(drop_keeps_partial)
+
+    def fail_next(self, n: int = 1, kind: str = "500", match: str | None = None) -> None:
+        """Fail the next ``n`` API requests (whose ``"METHOD /path?query"`` matches
+        the regular expression ``match``, if given) with ``kind``."""
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        entry = _Queued(n, canonical_kind(kind), re.compile(match) if match else None)
+        with self._lock:
+            self._queue.append(entry)
+
+    def clear(self) -> None:
+        """No faults: rate 0, empty queue, no lag, all kinds, reseeded."""
+        with self._lock:
+            self.rate = 0.0
+            self.kinds = list(KINDS)
+            self.lag = 0.0
+            self.drop_keeps_partial = False
+            self._queue.clear()
+            self._rng = random.Random(self.seed)
+
+    def injected_counts(self, reset: bool = False) -> dict[str, int]:
+        """How many faults of each kind were injected (optionally zeroing the counts)."""
+        with self._lock:
+            out = dict(self.injected)
+            if reset:
+                self.injected.clear()
+            return out
+
+    def pending(self) -> int:
+        """How many queued failures are still to be injected."""
+        with self._lock:
+            return sum(q.remaining for q in self._queue)
+
+    def decide(self, method: str, target: str) -> str | None:
+        """The fault for this request (``target`` is the path with query), or None."""
+        line = f"{method} {target}"
+        with self._lock:
+            kind: str | None = None
+            for q in self._queue:
+                if q.match is None or q.match.search(line):
+                    q.remaining -= 1
+                    kind = q.kind
+                    if q.remaining <= 0:
+                        self._queue.remove(q)
+                    break
+            if kind is None and self.rate > 0 and self._rng.random() < self.rate:
+                kind = self._rng.choice(self.kinds)
+            if kind is not None:
+                self.injected[kind] = self.injected.get(kind, 0) + 1
+            return kind
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON (what ``GET /_fake/faults`` answers)."""
+        with self._lock:
+            return {"rate": self.rate, "kinds": list(self.kinds), "seed": self.seed,
+                    "lag": self.lag, "drop_keeps_partial": self.drop_keeps_partial,
+                    "pending": sum(q.remaining for q in self._queue),
+                    "injected": dict(self.injected)}
+
+    def apply_json(self, body: dict[str, Any]) -> None:
+        """Apply a ``POST /_fake/faults`` document::
+
+            {"clear": true, "rate": 0.1, "kinds": ["500", "drop"], "seed": 7, "lag": 2,
+             "drop_keeps_partial": false,
+             "fail_next": [{"n": 1, "kind": "drop", "match": "^PUT /upload/"}]}
+        """
+        if body.get("clear"):
+            self.clear()
+        self.configure(rate=body.get("rate"), kinds=body.get("kinds"), seed=body.get("seed"),
+                       lag=body.get("lag"), drop_keeps_partial=body.get("drop_keeps_partial"))
+        nexts = body.get("fail_next") or []
+        if isinstance(nexts, dict):
+            nexts = [nexts]
+        for item in nexts:
+            self.fail_next(int(item.get("n", 1)), str(item.get("kind", "500")),
+                           item.get("match"))

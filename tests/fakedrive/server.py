@@ -1,0 +1,522 @@
+"""HTTP front of the fake Drive: routing, the Drive v3 methods, uploads, auth,
+faults; ``/token`` and ``/_fake`` are answered by :mod:`.control`. Stdlib only.
+
+Each request: count it, (API requests only) decide a fault, read the body, check
+the bearer token, then run the method under the state lock and build a
+:class:`Reply`, written after the lock is released.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import struct
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from . import fields as F
+from .control import Reply, control, token
+from .errors import DriveError, auth_error, bad_request, invalid
+from .faults import KINDS
+from .state import CHUNK_GRANULARITY, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UploadSession, new_id
+from .uploads import parse_content_range, parse_multipart, parse_range
+
+if TYPE_CHECKING:
+    from .fake import FakeDrive
+
+log = logging.getLogger(__name__)
+
+_ROUTES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^/drive/v3/files$"), "/drive/v3/files"),
+    (re.compile(r"^/drive/v3/files/(?P<fileId>[^/]+)$"), "/drive/v3/files/{fileId}"),
+    (re.compile(r"^/drive/v3/changes$"), "/drive/v3/changes"),
+    (re.compile(r"^/drive/v3/changes/startPageToken$"), "/drive/v3/changes/startPageToken"),
+    (re.compile(r"^/drive/v3/about$"), "/drive/v3/about"),
+    (re.compile(r"^/(?:resumable/)?upload/drive/v3/files$"), "/upload/drive/v3/files"),
+    (re.compile(r"^/(?:resumable/)?upload/drive/v3/files/(?P<fileId>[^/]+)$"),
+     "/upload/drive/v3/files/{fileId}"),
+    (re.compile(r"^/token$"), "/token"),
+    (re.compile(r"^/_fake/(?P<what>[a-z/_]+)$"), "/_fake"),
+]
+
+
+def _bool(params: dict[str, str], name: str, default: bool) -> bool:
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise invalid(f"Invalid value '{value}'. Values must match the following regular "
+                  "expression: '(?i)(true|false)'", location=name)
+
+
+def _page_size(params: dict[str, str]) -> int:
+    raw = params.get("pageSize")
+    if raw is None or raw == "":
+        return DEFAULT_PAGE_SIZE
+    try:
+        n = int(raw)
+    except ValueError:
+        raise invalid(f"Invalid value '{raw}'.", location="pageSize") from None
+    if n < 1:
+        raise invalid(f"Invalid value '{raw}'. Values must be within the range: [1, 1000]",
+                      location="pageSize")
+    return min(n, MAX_PAGE_SIZE)
+
+
+def _fields(params: dict[str, str]) -> F.Tree | None:
+    raw = params.get("fields")
+    return F.parse(raw) if raw else None
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except ValueError:
+        raise DriveError(400, "parseError", "Invalid JSON payload received.") from None
+    if not isinstance(obj, dict):
+        raise DriveError(400, "parseError", "Invalid JSON payload received.")
+    return obj
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One connection; HTTP/1.1 keep-alive like Google's front ends."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeDrive/1.0"
+    timeout = 60  # idle keep-alive connections and stalled bodies end after this
+    server: _Server
+
+    # ------------------------------------------------------------ plumbing
+    @property
+    def fake(self) -> FakeDrive:
+        return self.server.fake
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _content_length(self) -> int | None:
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return None
+        try:
+            return max(0, int(raw))
+        except ValueError:
+            return None
+
+    def _read_body(self, count: bool = True) -> bytes:
+        n = self._content_length()
+        if n is not None:
+            data = self.rfile.read(n) if n else b""
+        elif "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                out += self.rfile.read(size)
+                self.rfile.readline()
+            data = bytes(out)
+        else:
+            data = b""
+        if count:
+            self.fake.counters.received(len(data))
+        return data
+
+    def _send(self, reply: Reply, count: bool = True) -> None:
+        self.send_response(reply.status)
+        for k, v in reply.headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(reply.body)))
+        # headers and body in one write (two small writes meet Nagle + delayed ACK)
+        self._headers_buffer.append(b"\r\n" + reply.body)  # type: ignore[attr-defined]
+        self.flush_headers()
+        if count:
+            self.fake.counters.sent(len(reply.body))
+
+    def _reset_connection(self) -> None:
+        """Close with a TCP RST (no FIN first), so the client sees a reset
+        connection and httplib2 does not quietly retry as it does after a clean
+        close."""
+        self.close_connection = True
+        sock = self.connection
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.server.track(sock, False)
+            os.close(sock.detach())
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------ dispatch
+    def _dispatch(self, method: str) -> None:
+        split = urlsplit(self.path)
+        params = dict(parse_qsl(split.query, keep_blank_values=True))
+        route, groups = "", {}
+        for pattern, name in _ROUTES:
+            m = pattern.match(split.path)
+            if m:
+                route, groups = name, m.groupdict()
+                break
+        # googleapiclient sends over-long GETs as POST + X-HTTP-Method-Override: GET,
+        # with the query string as a form body
+        override = self.headers.get("X-HTTP-Method-Override")
+        overridden = bool(override) and method == "POST"
+        if overridden and override:
+            method = override.upper()
+        try:
+            if route == "/_fake":
+                self._send(control(self.fake, method, groups["what"], self._read_body(False)),
+                           False)
+                return
+            self.fake.counters.count(method,
+                                     self._stat_route(method, route or split.path, params))
+            if route == "/token":
+                self._send(token(self.fake, method, self._read_body()))
+                return
+            if not route:
+                self._read_body()
+                raise DriveError(404, "notFound", f"Not Found: {split.path}")
+            fault = self.fake.faults.decide(method, self.path)
+            if fault == "drop":
+                self._drop(route, params)
+                return
+            body = self._read_body()
+            if fault is not None:
+                status, domain, reason, message = KINDS[fault]  # type: ignore[misc]
+                raise DriveError(status, reason, message, domain=domain)
+            if overridden:
+                params.update(parse_qsl(body.decode("latin-1"), keep_blank_values=True))
+                body = b""
+            is_session = route.startswith("/upload/") and "upload_id" in params
+            email = None if is_session else self._authenticate(params)
+            with self.fake.state.lock:
+                reply = self._api(method, route, groups, params, body, email)
+        except DriveError as e:
+            reply = Reply.json(e.code, e.body(), e.headers)
+        except Exception as e:  # a bug in the fake: answer like Drive's 500, and log it
+            log.exception("fake drive failed on %s %s", method, self.path)
+            reply = Reply.json(500, DriveError(500, "internalError", f"Internal Error: {e!r}")
+                               .body())
+        self._send(reply)
+
+    @staticmethod
+    def _stat_route(method: str, route: str, params: dict[str, str]) -> str:
+        if route.startswith("/upload/"):
+            if "upload_id" in params:
+                return f"{method} {route}?upload_id"
+            return f"{method} {route}?uploadType={params.get('uploadType', '')}"
+        if route == "/drive/v3/files/{fileId}" and params.get("alt") == "media":
+            return f"{method} {route}?alt=media"
+        return f"{method} {route}"
+
+    def _authenticate(self, params: dict[str, str]) -> str | None:
+        header = self.headers.get("Authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else \
+            params.get("access_token", "")
+        email = self.fake.tokens.email_for(token) if token else None
+        if email is None and self.fake.require_auth:
+            raise auth_error()
+        return email or self.fake.user_email
+
+    def _drop(self, route: str, params: dict[str, str]) -> None:
+        n = self._content_length() or 0
+        partial = self.rfile.read(n // 2) if n // 2 else b""
+        self.fake.counters.received(len(partial))
+        if partial and route.startswith("/upload/") and "upload_id" in params \
+                and self.fake.faults.drop_keeps_partial:
+            with self.fake.state.lock:
+                s = self.fake.state.sessions.get(params["upload_id"])
+                try:
+                    start, _, total = parse_content_range(self.headers.get("Content-Range"))
+                except DriveError:
+                    start, total = None, None
+                if s is not None and s.result_id is None and start == s.received:
+                    room = (total if total is not None else 1 << 62) - s.received
+                    s.data += partial[:max(0, room)]
+        self._reset_connection()
+
+    # ------------------------------------------------------------ Drive API
+    def _api(self, method: str, route: str, groups: dict[str, str], params: dict[str, str],
+             body: bytes, email: str | None) -> Reply:
+        st = self.fake.state
+        fid = groups.get("fileId", "")
+        if route == "/drive/v3/files":
+            if method == "GET":
+                return self._files_list(params)
+            if method == "POST":
+                rec = st.create(_json_body(body))
+                return self._file_reply(rec.id, params)
+        elif route == "/drive/v3/files/{fileId}":
+            if method == "GET" and fid == "generateIds":
+                n = int(params.get("count") or 10)
+                return Reply.json(200, {"kind": "drive#generatedIds", "space": "drive",
+                                        "ids": [new_id() for _ in range(min(max(n, 1), 1000))]})
+            if method == "DELETE" and fid == "trash":
+                st.empty_trash()
+                return Reply(204)
+            if method == "GET":
+                if params.get("alt") == "media":
+                    return self._media(fid)
+                st.get(fid)
+                return self._file_reply(fid, params)
+            if method == "PATCH":
+                rec = st.update(fid, _json_body(body), None, params.get("addParents", ""),
+                                params.get("removeParents", ""))
+                return self._file_reply(rec.id, params)
+            if method == "DELETE":
+                st.delete(fid)
+                return Reply(204)
+        elif route == "/drive/v3/changes/startPageToken" and method == "GET":
+            tree = F.select(_fields(params), F.START_PAGE_TOKEN,
+                            {"kind": None, "startPageToken": None})
+            return Reply.json(200, F.apply({"kind": "drive#startPageToken",
+                                            "startPageToken": st.start_page_token()}, tree))
+        elif route == "/drive/v3/changes" and method == "GET":
+            return self._changes_list(params)
+        elif route == "/drive/v3/about" and method == "GET":
+            selection = _fields(params)
+            if selection is None:
+                raise DriveError(400, "required",
+                                 "The 'fields' parameter is required for this method.",
+                                 location="fields")
+            F.validate(selection, F.ABOUT)
+            return Reply.json(200, F.apply(st.about(email), selection))
+        elif route.startswith("/upload/"):
+            if method == "PUT" and "upload_id" in params:
+                return self._upload_chunk(params, body)
+            if (method, route) in (("POST", "/upload/drive/v3/files"),
+                                   ("PATCH", "/upload/drive/v3/files/{fileId}")):
+                return self._upload_start(route, fid or None, params, body)
+        raise DriveError(404, "notFound", f"Method not found: {method} {route}")
+
+    def _file_reply(self, file_id: str, params: dict[str, str], status: int = 200) -> Reply:
+        st = self.fake.state
+        tree = F.select(_fields(params), F.FILE, F.DEFAULT_FILE)
+        return Reply.json(status, F.apply(st.resource(st.get(file_id)), tree))
+
+    def _media(self, file_id: str) -> Reply:
+        st = self.fake.state
+        rec = st.get(file_id)
+        data = st.content(file_id)
+        headers = {"Content-Type": rec.mime_type, "Accept-Ranges": "bytes",
+                   "X-Goog-Hash": f"md5={rec.md5}"}
+        rng = parse_range(self.headers.get("Range", ""), len(data)) if data else None
+        if rng is None:
+            return Reply(200, data, headers)
+        start, end = rng
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        return Reply(206, data[start:end + 1], headers)
+
+    def _check_list_params(self, params: dict[str, str]) -> None:
+        for s in (params.get("spaces") or "drive").split(","):
+            if s.strip() not in ("drive", "appDataFolder", "photos"):
+                raise invalid(f"Invalid Value: {s}", location="spaces")
+        corpora = params.get("corpora")
+        if corpora and corpora not in ("user", "domain", "drive", "allDrives"):
+            raise invalid(f"Invalid Value: {corpora}", location="corpora")
+        for name in ("supportsAllDrives", "includeItemsFromAllDrives", "supportsTeamDrives",
+                     "includeTeamDriveItems"):
+            _bool(params, name, False)
+
+    def _files_list(self, params: dict[str, str]) -> Reply:
+        self._check_list_params(params)
+        st = self.fake.state
+        tree = F.select(_fields(params), F.FILE_LIST, F.DEFAULT_FILE_LIST)
+        spaces = {s.strip() for s in (params.get("spaces") or "drive").split(",")}
+        if "drive" in spaces:
+            recs, nxt = st.list_files(params.get("q"), params.get("orderBy"),
+                                      _page_size(params), params.get("pageToken") or None,
+                                      self.fake.faults.lag)
+        else:
+            recs, nxt = [], None
+        out: dict[str, Any] = {"kind": "drive#fileList", "incompleteSearch": False,
+                               "files": [st.resource(r) for r in recs]}
+        if nxt:
+            out["nextPageToken"] = nxt
+        return Reply.json(200, F.apply(out, tree))
+
+    def _changes_list(self, params: dict[str, str]) -> Reply:
+        self._check_list_params(params)
+        st = self.fake.state
+        token = params.get("pageToken")
+        if not token:
+            raise DriveError(400, "required", "Required parameter: pageToken",
+                             location="pageToken")
+        tree = F.select(_fields(params), F.CHANGE_LIST, F.DEFAULT_CHANGE_LIST)
+        _bool(params, "restrictToMyDrive", False)
+        changes, nxt, new_start = st.list_changes(
+            token, _page_size(params), _bool(params, "includeRemoved", True),
+            self.fake.faults.lag)
+        out: dict[str, Any] = {"kind": "drive#changeList",
+                               "changes": [st.change_resource(c) for c in changes]}
+        if nxt:
+            out["nextPageToken"] = nxt
+        if new_start:
+            out["newStartPageToken"] = new_start
+        return Reply.json(200, F.apply(out, tree))
+
+    # ------------------------------------------------------------ uploads
+    def _upload_start(self, route: str, file_id: str | None, params: dict[str, str],
+                      body: bytes) -> Reply:
+        st = self.fake.state
+        kind = params.get("uploadType", "")
+        F.select(_fields(params), F.FILE, F.DEFAULT_FILE)  # reject bad fields up front
+        adds, removes = params.get("addParents", ""), params.get("removeParents", "")
+        if kind == "media":
+            mime = self.headers.get("Content-Type")
+            if file_id is None:
+                rec = st.create({}, body, mime)
+            else:
+                rec = st.update(file_id, {}, body, adds, removes)
+            return self._file_reply(rec.id, params)
+        if kind == "multipart":
+            meta, media, mime = parse_multipart(body, self.headers.get("Content-Type", ""))
+            if file_id is None:
+                rec = st.create(meta, media, mime)
+            else:
+                rec = st.update(file_id, meta, media, adds, removes)
+            return self._file_reply(rec.id, params)
+        if kind == "resumable":
+            raw_total = self.headers.get("X-Upload-Content-Length")
+            try:
+                total = int(raw_total) if raw_total not in (None, "") else None
+            except ValueError:
+                raise bad_request("Invalid X-Upload-Content-Length header.") from None
+            keep = {k: v for k, v in params.items() if k in (
+                "fields", "addParents", "removeParents", "supportsAllDrives")}
+            s = st.new_session(file_id, _json_body(body), keep,
+                               self.headers.get("X-Upload-Content-Type"), total)
+            host = self.headers.get("Host") or f"{self.fake.host}:{self.fake.port}"
+            path = "/upload/drive/v3/files" + (f"/{file_id}" if file_id else "")
+            location = f"http://{host}{path}?uploadType=resumable&upload_id={s.id}"
+            return Reply(200, b"", {"Location": location, "X-GUploader-UploadID": s.id})
+        raise bad_request(f"Invalid uploadType: '{kind}'. Use media, multipart or resumable.")
+
+    def _upload_chunk(self, params: dict[str, str], body: bytes) -> Reply:
+        s = self.fake.state.session(params["upload_id"])
+        start, end, total = parse_content_range(self.headers.get("Content-Range"))
+        if s.result_id is not None:
+            return self._file_reply(s.result_id, s.params)
+        if total is not None:
+            if s.total is not None and s.total != total:
+                raise bad_request(f"The total size {total} differs from the declared "
+                                  f"{s.total}.")
+            if total < s.received:
+                raise bad_request("The total size is less than the bytes already received.")
+            s.total = total
+        if start is None and end is None and self.headers.get("Content-Range"):
+            # status query: bytes */TOTAL
+            if s.total is not None and s.received >= s.total:
+                return self._complete(s)
+            return self._incomplete(s)
+        if start is None:  # no Content-Range: the body is the rest of the upload
+            start, total = s.received, s.received + len(body)
+            end = total - 1
+            s.total = total
+        assert end is not None
+        if len(body) != end - start + 1:
+            raise bad_request(f"The Content-Range {start}-{end} does not match the "
+                              f"{len(body)} bytes received.")
+        if start > s.received:
+            raise bad_request(f"Invalid request: the chunk starts at byte {start} but the "
+                              f"session has only {s.received} bytes.")
+        final = s.total is not None and end + 1 >= s.total
+        if not final and len(body) % CHUNK_GRANULARITY:
+            raise bad_request(
+                "Invalid request. The number of bytes uploaded is required to be a multiple "
+                f"of {CHUNK_GRANULARITY}, except for the final request. The received request "
+                f"contained {len(body)} bytes, which does not meet this requirement.")
+        s.data += body[s.received - start:]  # overlapping bytes were already received
+        if s.total is not None and s.received > s.total:
+            del s.data[s.total:]
+            raise bad_request("More bytes were sent than the declared total size.")
+        if s.total is not None and s.received == s.total:
+            return self._complete(s)
+        return self._incomplete(s)
+
+    def _incomplete(self, s: UploadSession) -> Reply:
+        headers = {"X-GUploader-UploadID": s.id}
+        if s.received:
+            headers["Range"] = f"bytes=0-{s.received - 1}"
+        return Reply(308, b"", headers)
+
+    def _complete(self, s: UploadSession) -> Reply:
+        rec = self.fake.state.finish_session(s)
+        return self._file_reply(rec.id, s.params)
+
+
+class _Server(ThreadingHTTPServer):
+    """The threading server, knowing its :class:`FakeDrive` and open connections."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], fake: FakeDrive) -> None:
+        self.fake = fake
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(address, Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log (instead of printing) errors that escaped a handler; a client that
+        went away is routine."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+            log.debug("connection from %s ended: %r", client_address, exc)
+        else:
+            log.exception("fake drive: error serving %s", client_address)
+
+    def track(self, sock: socket.socket, open_: bool) -> None:
+        with self._conns_lock:
+            (self._conns.add if open_ else self._conns.discard)(sock)
+
+    def close_connections(self) -> None:
+        """Shut every open connection (so kept-alive clients see the server go)."""
+        with self._conns_lock:
+            conns = list(self._conns)
+            self._conns.clear()
+        for sock in conns:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -1,0 +1,559 @@
+"""The fake Drive's store: files, contents, the change log, upload sessions.
+
+Everything here runs under :attr:`DriveState.lock` (the HTTP layer takes it
+around each operation). Times are integer epoch milliseconds, strictly
+increasing across writes, so ``modifiedTime`` strings (which carry
+milliseconds) order writes exactly and ``modifiedTime > 'X'`` queries behave.
+
+Listing lag: every write appends a change holding a metadata snapshot and the
+monotonic time of the write. With ``lag > 0`` files.list and changes.list are
+computed from the changes older than ``lag`` seconds, while files.get reads the
+current state: Drive's eventually consistent listings.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import query as q_lang
+from . import resources as R
+from .errors import DriveError, invalid, not_found
+from .resources import FOLDER_MIME
+
+ROOT_ID = "0AFakeDriveRootFolderUk9PVA"
+ROOT_NAME = "My Drive"
+CHUNK_GRANULARITY = 256 * 1024
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+MAX_PROPERTY_BYTES = 124
+MAX_PROPERTIES = 30
+
+_READ_ONLY = {
+    "kind", "md5Checksum", "sha1Checksum", "sha256Checksum", "size", "version",
+    "quotaBytesUsed", "headRevisionId", "ownedByMe", "owners", "lastModifyingUser",
+    "capabilities", "webViewLink", "webContentLink", "iconLink", "explicitlyTrashed",
+    "trashedTime", "trashingUser", "spaces", "fileExtension", "fullFileExtension",
+    "hasThumbnail", "thumbnailLink", "thumbnailVersion", "modifiedByMe", "viewedByMe",
+    "shared", "sharingUser", "permissionIds", "permissions", "driveId", "teamDriveId",
+    "isAppAuthorized", "exportLinks", "hasAugmentedPermissions", "linkShareMetadata",
+    "resourceKey", "labelInfo", "imageMediaMetadata", "videoMediaMetadata",
+}
+_WRITABLE = {"id", "name", "mimeType", "parents", "appProperties", "properties",
+             "description", "starred", "trashed", "modifiedTime", "createdTime",
+             "originalFilename", "viewedByMeTime", "folderColorRgb", "contentHints",
+             "copyRequiresWriterPermission", "writersCanShare", "shortcutDetails",
+             "contentRestrictions", "downloadRestrictions", "inheritedPermissionsDisabled"}
+
+
+def new_id() -> str:
+    """A Drive-like file id: 33 URL-safe characters starting with ``1``."""
+    return "1" + secrets.token_urlsafe(24)[:32]
+
+
+def _is_google_type(mime: str) -> bool:
+    return mime.startswith("application/vnd.google-apps.")
+
+
+@dataclass
+class FileRecord:
+    """One file's metadata (content lives in :attr:`DriveState.contents`)."""
+
+    id: str
+    name: str
+    mime_type: str
+    parents: list[str]
+    created: int
+    modified: int
+    version: int
+    seq: int
+    trashed: bool = False
+    explicitly_trashed: bool = False
+    trashed_time: int | None = None
+    starred: bool = False
+    description: str = ""
+    original_filename: str | None = None
+    app_properties: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, str] = field(default_factory=dict)
+    size: int | None = None
+    md5: str | None = None
+    sha1: str | None = None
+    sha256: str | None = None
+    head_revision: str | None = None
+
+    @property
+    def is_folder(self) -> bool:
+        return self.mime_type == FOLDER_MIME
+
+    def snapshot(self) -> FileRecord:
+        """An independent copy (for the change log)."""
+        return copy.deepcopy(self)
+
+
+@dataclass
+class Change:
+    """One entry of the change log; ``snapshot`` is None for a removal."""
+
+    id: int
+    file_id: str
+    time: int
+    mono: float
+    snapshot: FileRecord | None
+
+
+@dataclass
+class UploadSession:
+    """A resumable upload: what to do when complete, and the bytes so far."""
+
+    id: str
+    file_id: str | None  # None: create a file; else update this one
+    metadata: dict[str, Any]
+    params: dict[str, str]
+    mime_type: str | None
+    total: int | None
+    data: bytearray = field(default_factory=bytearray)
+    result_id: str | None = None  # set once the upload completed
+
+    @property
+    def received(self) -> int:
+        return len(self.data)
+
+
+class DriveState:
+    """One user's My Drive: the file tree, contents, change log and sessions."""
+
+    def __init__(self, user_email: str = "tester@example.com",
+                 list_trashed_by_default: bool = True,
+                 coalesce_changes: bool = True) -> None:
+        self.lock = threading.RLock()
+        self.user_email = user_email
+        self.list_trashed_by_default = list_trashed_by_default
+        self.coalesce_changes = coalesce_changes
+        self.reset()
+
+    # ------------------------------------------------------------------ basics
+    def reset(self) -> None:
+        """Forget every file, change and upload session (the root stays)."""
+        with self.lock:
+            self._last_ms = 0
+            self._seq = 0
+            now = self._now()
+            self.root = FileRecord(ROOT_ID, ROOT_NAME, FOLDER_MIME, [], now, now, 1, 0)
+            self.files: dict[str, FileRecord] = {}
+            self.contents: dict[str, bytes] = {}
+            self.changes: list[Change] = []
+            self.sessions: dict[str, UploadSession] = {}
+
+    def _now(self) -> int:
+        ms = max(int(time.time() * 1000), self._last_ms + 1)
+        self._last_ms = ms
+        return ms
+
+    def resolve(self, file_id: str) -> str:
+        """``root`` → the root folder's id; other ids unchanged."""
+        return ROOT_ID if file_id == "root" else file_id
+
+    def get(self, file_id: str) -> FileRecord:
+        """The current record of ``file_id`` (404 if unknown or deleted)."""
+        fid = self.resolve(file_id)
+        if fid == ROOT_ID:
+            return self.root
+        rec = self.files.get(fid)
+        if rec is None:
+            raise not_found(file_id)
+        return rec
+
+    def content(self, file_id: str) -> bytes:
+        """The bytes of a binary file (403 fileNotDownloadable for folders)."""
+        rec = self.get(file_id)
+        if rec.size is None:
+            raise DriveError(403, "fileNotDownloadable",
+                             "Only files with binary content can be downloaded. Use Export "
+                             "with Docs Editors files.", location="alt")
+        return self.contents.get(rec.id, b"")
+
+    def _record(self, file_id: str, rec: FileRecord | None) -> None:
+        self.changes.append(Change(len(self.changes) + 1, file_id, self._now(),
+                                   time.monotonic(), rec.snapshot() if rec else None))
+
+    # ------------------------------------------------------------- rendering
+    def user(self, email: str | None = None) -> dict[str, Any]:
+        """A ``drive#user`` for ``email`` (default: the drive's owner)."""
+        return R.user(email or self.user_email)
+
+    def resource(self, rec: FileRecord) -> dict[str, Any]:
+        """The full ``drive#file`` resource of ``rec`` (``fields`` filters it later)."""
+        return R.file_resource(rec, self.user_email)
+
+    def change_resource(self, ch: Change) -> dict[str, Any]:
+        """A ``drive#change`` for ``ch``."""
+        return R.change_resource(ch, self.user_email)
+
+    def about(self, email: str | None) -> dict[str, Any]:
+        """about.get's full resource for the signed-in ``email``."""
+        return R.about(self.files.values(), email or self.user_email)
+
+    # ---------------------------------------------------------------- writes
+    def _check_metadata(self, meta: dict[str, Any], creating: bool) -> None:
+        if not isinstance(meta, dict):
+            raise invalid("Invalid JSON payload received.", reason="parseError")
+        for key in meta:
+            if key in _READ_ONLY or (key == "parents" and not creating) or \
+                    (key in ("id", "createdTime") and not creating):
+                msg = ("The parents field is not directly writable in update requests. Use "
+                       "the addParents and removeParents parameters instead."
+                       if key == "parents" else
+                       "The resource body includes fields which are not directly writable.")
+                raise DriveError(403, "fieldNotWritable", msg)
+            if key not in _WRITABLE:
+                raise invalid(f"Invalid JSON payload received. Unknown name \"{key}\": "
+                              "Cannot find field.", reason="parseError")
+        for key in ("appProperties", "properties"):
+            if key in meta and not isinstance(meta[key], dict):
+                raise invalid(f"Invalid value for {key}", reason="invalid")
+
+    def _merge_props(self, current: dict[str, str], given: dict[str, Any]) -> dict[str, str]:
+        out = dict(current)
+        for k, v in given.items():
+            if v is None:
+                out.pop(k, None)
+                continue
+            v = str(v)
+            if len(k.encode()) + len(v.encode()) > MAX_PROPERTY_BYTES:
+                raise invalid(f"The size of the property '{k}' exceeds the limit of "
+                              f"{MAX_PROPERTY_BYTES} bytes (key + value, UTF-8).",
+                              reason="invalidProperty")
+            out[k] = v
+        if len(out) > MAX_PROPERTIES:
+            raise invalid(f"A file may carry at most {MAX_PROPERTIES} properties per app.",
+                          reason="invalidProperty")
+        return out
+
+    def _set_content(self, rec: FileRecord, data: bytes) -> None:
+        self.contents[rec.id] = bytes(data)
+        rec.size = len(data)
+        rec.md5 = hashlib.md5(data).hexdigest()
+        rec.sha1 = hashlib.sha1(data).hexdigest()
+        rec.sha256 = hashlib.sha256(data).hexdigest()
+        rec.head_revision = "0B" + secrets.token_urlsafe(18)[:24]
+
+    def _check_parent(self, parent_id: str) -> str:
+        pid = self.resolve(parent_id)
+        parent = self.root if pid == ROOT_ID else self.files.get(pid)
+        if parent is None:
+            raise not_found(parent_id)
+        if not parent.is_folder:
+            raise DriveError(403, "cannotAddParent",
+                             "The specified parent is not a folder.")
+        return pid
+
+    def create(self, meta: dict[str, Any], data: bytes | None = None,
+               media_mime: str | None = None) -> FileRecord:
+        """files.create: ``meta`` is the request body, ``data`` the media (if any)."""
+        self._check_metadata(meta, creating=True)
+        parents = [self._check_parent(p) for p in (meta.get("parents") or ["root"])]
+        if len(parents) > 1:
+            raise DriveError(403, "cannotAddParent",
+                             "A file can have only one parent folder.")
+        fid = meta.get("id") or new_id()
+        if fid in self.files or fid == ROOT_ID:
+            raise DriveError(409, "duplicate", "A file already exists with the provided ID.")
+        mime = meta.get("mimeType") or media_mime or "application/octet-stream"
+        now = self._now()
+        created = _meta_time(meta, "createdTime", now)
+        self._seq += 1
+        rec = FileRecord(fid, str(meta.get("name") or "Untitled"), mime, parents, created,
+                         _meta_time(meta, "modifiedTime", now), 1, self._seq,
+                         starred=bool(meta.get("starred", False)),
+                         description=str(meta.get("description") or ""),
+                         original_filename=meta.get("originalFilename"),
+                         app_properties=self._merge_props({}, meta.get("appProperties") or {}),
+                         properties=self._merge_props({}, meta.get("properties") or {}))
+        if not _is_google_type(mime):
+            self._set_content(rec, data or b"")
+        if meta.get("trashed"):
+            rec.trashed = rec.explicitly_trashed = True
+            rec.trashed_time = now
+        self.files[fid] = rec
+        self._record(fid, rec)
+        return rec
+
+    def update(self, file_id: str, meta: dict[str, Any], data: bytes | None = None,
+               add_parents: str = "", remove_parents: str = "") -> FileRecord:
+        """files.update: PATCH ``meta``, move between parents, replace content."""
+        self._check_metadata(meta, creating=False)
+        rec = self.get(file_id)
+        if rec.id == ROOT_ID:
+            raise DriveError(403, "insufficientFilePermissions",
+                             "The user does not have sufficient permissions for this file.")
+        adds = [self._check_parent(p) for p in add_parents.split(",") if p.strip()]
+        removes = [self.resolve(p.strip()) for p in remove_parents.split(",") if p.strip()]
+        parents = [p for p in rec.parents if p not in removes]
+        for p in adds:
+            if p not in parents:
+                parents.append(p)
+        if len(parents) > 1:
+            raise DriveError(403, "cannotAddParent",
+                             "Increasing the number of parents is not allowed. A file can "
+                             "only have one parent folder.")
+        for p in adds:
+            if p == rec.id or p in self._descendant_ids(rec.id):
+                raise DriveError(400, "invalidParent", "A folder cannot contain itself.")
+        now = self._now()
+        touched = data is not None or any(k in meta for k in (
+            "name", "mimeType", "description", "appProperties", "properties",
+            "originalFilename"))
+        rec.parents = parents
+        if "name" in meta:
+            rec.name = str(meta["name"])
+        if meta.get("mimeType"):
+            rec.mime_type = str(meta["mimeType"])
+        if "description" in meta:
+            rec.description = str(meta["description"] or "")
+        if "starred" in meta:
+            rec.starred = bool(meta["starred"])
+        if "originalFilename" in meta:
+            rec.original_filename = meta["originalFilename"]
+        if "appProperties" in meta:
+            rec.app_properties = self._merge_props(rec.app_properties, meta["appProperties"])
+        if "properties" in meta:
+            rec.properties = self._merge_props(rec.properties, meta["properties"])
+        if data is not None:
+            self._set_content(rec, data)
+        if touched:
+            rec.modified = now
+        if "modifiedTime" in meta:
+            rec.modified = _meta_time(meta, "modifiedTime", now)
+        rec.version += 1
+        cascade: list[FileRecord] = []
+        if "trashed" in meta and bool(meta["trashed"]) != rec.explicitly_trashed:
+            trash = bool(meta["trashed"])
+            rec.trashed = rec.explicitly_trashed = trash
+            rec.trashed_time = now if trash else None
+            for did in self._descendant_ids(rec.id):
+                d = self.files[did]
+                if d.explicitly_trashed or d.trashed == trash:
+                    continue
+                d.trashed = trash
+                d.trashed_time = now if trash else None
+                d.version += 1
+                cascade.append(d)
+        self._record(rec.id, rec)
+        for d in cascade:
+            self._record(d.id, d)
+        return rec
+
+    def _descendant_ids(self, folder_id: str) -> list[str]:
+        children: dict[str, list[str]] = {}
+        for f in self.files.values():
+            for p in f.parents:
+                children.setdefault(p, []).append(f.id)
+        out: list[str] = []
+        stack = [folder_id]
+        while stack:
+            for c in children.get(stack.pop(), []):
+                if c not in out:
+                    out.append(c)
+                    stack.append(c)
+        return out
+
+    def delete(self, file_id: str) -> None:
+        """files.delete: remove the file and, for a folder, all under it."""
+        rec = self.get(file_id)
+        if rec.id == ROOT_ID:
+            raise DriveError(403, "insufficientFilePermissions",
+                             "The user does not have sufficient permissions for this file.")
+        for fid in [rec.id, *self._descendant_ids(rec.id)]:
+            self.files.pop(fid, None)
+            self.contents.pop(fid, None)
+            self._record(fid, None)
+
+    def empty_trash(self) -> None:
+        """files.emptyTrash: delete every explicitly trashed file (and its subtree)."""
+        for rec in [f for f in self.files.values() if f.explicitly_trashed]:
+            if rec.id in self.files:
+                self.delete(rec.id)
+
+    # ------------------------------------------------------------- listings
+    def _view(self, lag: float) -> dict[str, FileRecord]:
+        """The files as listings see them: current, or as of ``lag`` seconds ago."""
+        if lag <= 0:
+            return self.files
+        cutoff = time.monotonic() - lag
+        view: dict[str, FileRecord] = {}
+        for ch in self.changes:
+            if ch.mono > cutoff:
+                break
+            if ch.snapshot is None:
+                view.pop(ch.file_id, None)
+            else:
+                view[ch.file_id] = ch.snapshot
+        return view
+
+    def list_files(self, q: str | None, order_by: str | None, page_size: int,
+                   page_token: str | None, lag: float) -> tuple[list[FileRecord], str | None]:
+        """files.list: the page of matching records and the next page token."""
+        pred = q_lang.compile_query(q, self.user_email, {"root": ROOT_ID})
+        hide_trashed = not self.list_trashed_by_default and not q_lang.mentions_trashed(q)
+        matches = [f for f in self._view(lag).values()
+                   if pred(f) and not (hide_trashed and f.trashed)]
+        matches = _sort(matches, order_by)
+        digest = hashlib.sha1(f"{q}\0{order_by}".encode()).hexdigest()[:12]
+        offset = 0
+        if page_token:
+            try:
+                tok = json.loads(base64.urlsafe_b64decode(page_token.encode()))
+                offset = int(tok["o"])
+                if tok["h"] != digest:
+                    raise ValueError
+            except (ValueError, KeyError, TypeError):
+                raise invalid("Invalid Value", location="pageToken") from None
+        page = matches[offset:offset + page_size]
+        nxt = None
+        if offset + page_size < len(matches):
+            raw = json.dumps({"o": offset + page_size, "h": digest}).encode()
+            nxt = base64.urlsafe_b64encode(raw).decode()
+        return page, nxt
+
+    def start_page_token(self) -> str:
+        """changes.getStartPageToken: the id the next change will get."""
+        return str(len(self.changes) + 1)
+
+    def list_changes(self, page_token: str, page_size: int, include_removed: bool,
+                     lag: float) -> tuple[list[Change], str | None, str | None]:
+        """changes.list: (changes, nextPageToken, newStartPageToken).
+
+        With coalescing (Drive's behaviour) a file that changed several times
+        appears once, at its latest visible change.
+        """
+        try:
+            start = int(page_token)
+            if start < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise invalid("Invalid Value", location="pageToken") from None
+        cutoff = time.monotonic() - lag
+        visible = len(self.changes)
+        if lag > 0:
+            while visible > 0 and self.changes[visible - 1].mono > cutoff:
+                visible -= 1
+        latest: dict[str, int] = {}
+        if self.coalesce_changes:
+            for ch in self.changes[start - 1:visible]:
+                latest[ch.file_id] = ch.id
+        out: list[Change] = []
+        pos = start
+        while pos <= visible and len(out) < page_size:
+            ch = self.changes[pos - 1]
+            pos += 1
+            if self.coalesce_changes and latest.get(ch.file_id) != ch.id:
+                continue
+            if ch.snapshot is None and not include_removed:
+                continue
+            out.append(ch)
+        if pos > visible:
+            return out, None, str(max(visible + 1, start))
+        return out, str(pos), None
+
+    # ------------------------------------------------------------ sessions
+    def new_session(self, file_id: str | None, meta: dict[str, Any], params: dict[str, str],
+                    mime_type: str | None, total: int | None) -> UploadSession:
+        """Start a resumable upload (metadata is checked now, as Drive does)."""
+        if file_id is not None:
+            self._check_metadata(meta, creating=False)
+            file_id = self.get(file_id).id
+        else:
+            self._check_metadata(meta, creating=True)
+            for p in meta.get("parents") or []:
+                self._check_parent(p)
+        sid = "ADPyc" + secrets.token_urlsafe(48)
+        s = UploadSession(sid, file_id, meta, params, mime_type, total)
+        self.sessions[sid] = s
+        return s
+
+    def session(self, upload_id: str) -> UploadSession:
+        """An upload session by id (404 when unknown, as for an expired session)."""
+        s = self.sessions.get(upload_id)
+        if s is None:
+            raise DriveError(404, "notFound", "Upload session not found or expired.")
+        return s
+
+    def finish_session(self, s: UploadSession) -> FileRecord:
+        """Create or update the file from a complete session's bytes."""
+        if s.result_id is not None:
+            return self.get(s.result_id)
+        if s.file_id is None:
+            rec = self.create(s.metadata, bytes(s.data), s.mime_type)
+        else:
+            rec = self.update(s.file_id, s.metadata, bytes(s.data),
+                              s.params.get("addParents", ""),
+                              s.params.get("removeParents", ""))
+        s.result_id = rec.id
+        return rec
+
+    def dump(self) -> list[dict[str, Any]]:
+        """Every file's full resource, in creation order (for inspection)."""
+        return [self.resource(f) for f in sorted(self.files.values(), key=lambda f: f.seq)]
+
+    def path_of(self, rec: FileRecord) -> str:
+        """``a/b/c`` from the root (for inspection; first parent only)."""
+        parts = [rec.name]
+        seen = {rec.id}
+        cur = rec
+        while cur.parents and cur.parents[0] != ROOT_ID:
+            nxt = self.files.get(cur.parents[0])
+            if nxt is None or nxt.id in seen:
+                break
+            seen.add(nxt.id)
+            parts.append(nxt.name)
+            cur = nxt
+        return "/".join(reversed(parts))
+
+
+def _meta_time(meta: dict[str, Any], key: str, default: int) -> int:
+    if not meta.get(key):
+        return default
+    try:
+        return q_lang.parse_time(str(meta[key]))
+    except DriveError:
+        raise invalid(f"Invalid value for {key}: {meta[key]}", reason="invalid") from None
+
+
+_SORT_KEYS = {
+    "createdTime": lambda f: f.created, "modifiedTime": lambda f: f.modified,
+    "modifiedByMeTime": lambda f: f.modified, "viewedByMeTime": lambda f: f.modified,
+    "recency": lambda f: f.modified, "sharedWithMeTime": lambda f: 0,
+    "name": lambda f: (f.name.lower(), f.name),
+    "name_natural": lambda f: _natural(f.name),
+    "folder": lambda f: (not f.is_folder, f.name.lower()),
+    "quotaBytesUsed": lambda f: f.size or 0, "starred": lambda f: f.starred,
+}
+
+
+def _natural(name: str) -> list[Any]:
+    import re
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p.lower())
+            for p in re.split(r"(\d+)", name) if p]
+
+
+def _sort(files: list[FileRecord], order_by: str | None) -> list[FileRecord]:
+    out = sorted(files, key=lambda f: f.seq)  # default: creation order
+    if not order_by:
+        return out
+    keys = []
+    for part in order_by.split(","):
+        words = part.split()
+        if not words or len(words) > 2 or words[0] not in _SORT_KEYS or \
+                (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
+            raise invalid("Invalid Value", location="orderBy")
+        keys.append((words[0], len(words) == 2 and words[1].lower() == "desc"))
+    for key, desc in reversed(keys):
+        out.sort(key=_SORT_KEYS[key], reverse=desc)
+    return out
