@@ -92,7 +92,7 @@ def find_root(start: Path | None = None) -> Path | None:
 def _read_tables(root: Path, found: list[Path]) -> dict[str, Any]:
     import tomllib
 
-    
+
     table: dict[str, Any] = {}
     for path in found:
         try:
