@@ -552,7 +552,8 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
     p.add_argument("--work-dir", default=None, help="scratch folder for runs")
     p.add_argument("--burst", action="store_true", help="exit when the inbox is empty")
     p.add_argument("--idle-timeout", type=float, default=60.0, help="exit after S idle")
-    p.add_argument("--heartbeat", type=float, default=1.0, help="heartbeat interval (s)")
+    p.add_argument("--heartbeat", type=float, default=None,
+                   help="heartbeat interval in seconds (default 1 on a folder, 5 on Drive)")
     p.add_argument("--gpu", default=None, help="CUDA device index this worker owns")
     p.add_argument("--gpu-name", default=None)
     p.add_argument("--session-hours", type=float, default=None)
@@ -566,7 +567,7 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
         burst=a.burst, credentials=a.credentials,
         poll_interval=a.poll if a.poll is not None else (2.0 if remote else 0.2),
         check_interval=5.0 if remote else 1.0, log_interval=10.0 if remote else 1.0,
-        heartbeat_interval=max(a.heartbeat, 5.0) if remote else a.heartbeat,
+        heartbeat_interval=a.heartbeat or (5.0 if remote else 1.0),
         idle_timeout=a.idle_timeout, gpu=a.gpu,
         gpu_name=a.gpu_name, session_hours=a.session_hours, only_job=a.job, worker_id=a.id,
     )

@@ -91,7 +91,7 @@ def test_refused_credentials_fail_once_with_a_clear_error(drive: Any, tmp_path: 
     with pytest.raises(HubError) as err:  # a forged token, and nothing to refresh it with
         DriveHub(folder_for(tmp_path), api_url=drive.url, backoff=0.01,
                  credentials=AccessTokenCredentials("forged", "orch-tests"))
-    assert "Drive files.list failed" in str(err.value)
+    assert str(err.value).startswith("Drive ") and " failed for " in str(err.value)
     assert drive.stats["total_requests"] == 1  # a refusal is not retried
 
 

@@ -221,7 +221,7 @@ def test_get_file_replaces_dest_atomically(hub: Hub, tmp_path: Path) -> None:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        for rounds in range(3):
+        for _rounds in range(3):
             for i in range(len(versions)):
                 hub.get_file(f"versions/{i}", dest)
                 assert unframe(dest.read_bytes()) == i

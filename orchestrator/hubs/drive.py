@@ -80,17 +80,24 @@ def newest(files: list[DriveFile]) -> DriveFile:
     return max(files, key=lambda f: (f.modified, f.version, f.id))
 
 
-def oldest(files: list[DriveFile]) -> DriveFile:
-    return min(files, key=lambda f: (f.created, f.id))
-
-
 @dataclass
 class Folder:
-    """An indexed Drive folder. ``complete``: every child is in ``children``."""
+    """An indexed hub folder: one or more Drive folders of the same path.
 
-    id: str
+    Two parties that do not yet see each other's new folder (Drive's listings lag)
+    each create one: Drive keeps both. Reads merge their children; writes go to the
+    oldest (``id``). ``complete``: every child of every one of them is indexed."""
+
+    ids: list[str]
     children: dict[str, list[DriveFile]]
     complete: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.ids[0]
+
+    def parents_query(self) -> str:
+        return "(" + " or ".join(f"'{i}' in parents" for i in self.ids) + ")"
 
 
 class Retry(Exception):
@@ -115,6 +122,7 @@ class DriveHub(Hub):
         max_backoff: float = 30.0,
         chunk_size: int = 32 * CHUNK * 4,
         multipart_limit: int = 5 << 20,
+        settle: float = 60.0,
     ) -> None:
         from .drive_api import build_service
 
@@ -135,14 +143,20 @@ class DriveHub(Hub):
         self._folders: dict[str, Folder] = {}  # indexed folders by path ("" = the hub)
         self._path_of: dict[str, str] = {}  # folder id → path
         self._where: dict[str, str] = {}  # indexed file id → its folder's path
+        self._chain: list[list[str]] = []  # ids of each folder on the hub's own path
         self._content: dict[str, tuple[int, bytes]] = {}
         self._token: str | None = None
         self._synced = 0.0
         self.requests = 0
-        self._root_id = self._resolve_root()
+        # The feed's start comes first: whatever happens after it reaches us through
+        # the feed. What happened shortly before it may be missing from our first
+        # listings too (they lag): for `settle` seconds the hub's path is looked up
+        # again and its folders re-listed every few seconds.
         self._token = self._call("changes.getStartPageToken", "", lambda s: s.changes()
                                  .getStartPageToken(**self._drive_args()))["startPageToken"]
-        self._synced = time.monotonic()
+        self._root_id = self._resolve_root()
+        self._synced = self._rescanned = time.monotonic()
+        self._settle_until = self._synced + settle
 
     def __repr__(self) -> str:  # never shows credentials
         return f"DriveHub({self.folder_path!r})"
@@ -213,16 +227,40 @@ class DriveHub(Hub):
 
     # ---- the index ----------------------------------------------------------------
 
-    def _resolve_root(self) -> str:
-        parent = self.shared_drive or "root"
-        for part in self.folder_path.split("/"):
-            found = self._query(f"name = '{_q(part)}' and '{parent}' in parents and "
-                                f"mimeType = '{FOLDER}' and trashed = false", part)
-            parent = oldest(found).id if found else self._create_folder(part, parent).id
+    def _rescan(self) -> None:
+        """While settling: merge duplicates of the hub's path made by parties that
+        started at the same time, and re-list what was listed."""
+        chain = self._chain
+        for k, name in enumerate(self.folder_path.split("/")):
+            found = self._query(f"name = '{_q(name)}' and {Folder(chain[k], {}).parents_query()}"
+                                f" and mimeType = '{FOLDER}' and trashed = false", name)
+            with self._lock:
+                for f in found:
+                    self._extends_chain(f)
         with self._lock:
-            self._folders[""] = Folder(parent, {})
-            self._path_of[parent] = ""
-        return parent
+            for folder in self._folders.values():
+                folder.complete = False
+            self._rescanned = time.monotonic()
+
+    def _resolve_root(self) -> str:
+        """Find (or make) the hub's folder. Every level of its path is remembered
+        with all its duplicates, so a copy another party made concurrently (not yet
+        visible to our listing) is merged in when the changes feed shows it."""
+        top = self.shared_drive or self._call("files.get", "root", lambda s: s.files().get(
+            fileId="root", fields="id", supportsAllDrives=True))["id"]  # its real id
+        level = Folder([top], {})
+        self._chain = [list(level.ids)]
+        for part in self.folder_path.split("/"):
+            found = self._query(f"name = '{_q(part)}' and {level.parents_query()} and "
+                                f"mimeType = '{FOLDER}' and trashed = false", part)
+            level = Folder(_by_age(found) if found else [self._create_folder(part, level.id).id],
+                           {})
+            self._chain.append(list(level.ids))
+        with self._lock:
+            self._folders[""] = level
+            for i in level.ids:
+                self._path_of[i] = ""
+        return level.id
 
     def _query(self, q: str, key: str) -> list[DriveFile]:
         files: list[DriveFile] = []
@@ -266,7 +304,8 @@ class DriveHub(Hub):
         """Drop the folder at ``path`` and everything indexed under it (lock held)."""
         for p in [p for p in self._folders if p == path or p.startswith(path + "/")]:
             folder = self._folders.pop(p)
-            self._path_of.pop(folder.id, None)
+            for i in folder.ids:
+                self._path_of.pop(i, None)
             for files in folder.children.values():
                 for x in files:
                     self._where.pop(x.id, None)
@@ -277,6 +316,8 @@ class DriveHub(Hub):
         parent_path = self._path_of.get(f.parent or "")
         if self._entry(f.id) == f and self._where.get(f.id) == parent_path:
             return False
+        if self._path_of.get(f.id) == "":
+            return False  # a copy of the hub root: never moved by us
         self._drop_entry(f.id)
         path = (f"{parent_path}/{f.name}" if parent_path else f.name) \
             if parent_path is not None else None
@@ -288,10 +329,20 @@ class DriveHub(Hub):
         if folder is not None:
             folder.children.setdefault(f.name, []).append(f)
             self._where[f.id] = parent_path
-        if f.folder and path is not None and path not in self._folders:
-            self._folders[path] = Folder(f.id, {})
-            self._path_of[f.id] = path
+        if f.folder and path is not None:
+            self._add_folder_id(path, f)
         return True
+
+    def _add_folder_id(self, path: str, f: DriveFile) -> None:
+        """Record Drive folder ``f`` as (one of) the folder(s) at ``path`` (lock held).
+        A duplicate found later makes the path incomplete: its children get listed."""
+        known = self._folders.get(path)
+        if known is None:
+            self._folders[path] = Folder([f.id], {})
+        elif f.id not in known.ids:
+            known.ids.append(f.id)
+            known.complete = False
+        self._path_of[f.id] = path
 
     def _forget(self, file_id: str) -> bool:
         """Drop a deleted file or folder from the index (lock held)."""
@@ -301,6 +352,12 @@ class DriveHub(Hub):
         path = self._path_of.get(file_id)
         if path:
             self._forget_tree(path)
+        elif path == "":  # a copy of the hub root deleted: keep the others
+            root = self._folders[""]
+            if len(root.ids) > 1:
+                root.ids.remove(file_id)
+                self._path_of.pop(file_id, None)
+                root.complete = False
         return known
 
     def sync(self) -> int:
@@ -332,18 +389,37 @@ class DriveHub(Hub):
         raw = change.get("file")
         if change.get("removed") or raw is None or raw.get("trashed"):
             return int(self._forget(file_id))
-        return int(self._remember(DriveFile.of(raw)))
+        f = DriveFile.of(raw)
+        if f.folder and any(f.id in level for level in self._chain):
+            return 0  # the hub's own folder or one above it: its metadata is not ours
+        if f.folder and self._extends_chain(f):
+            return 1
+        return int(self._remember(f))
+
+    def _extends_chain(self, f: DriveFile) -> bool:
+        """Is ``f`` a duplicate of a folder on the hub's own path? (lock held)"""
+        parts = self.folder_path.split("/")
+        for k, name in enumerate(parts):
+            if f.name == name and f.parent in self._chain[k] and f.id not in self._chain[k + 1]:
+                self._chain[k + 1].append(f.id)
+                if k + 1 == len(parts):
+                    self._add_folder_id("", f)  # another copy of the hub root
+                return True
+        return False
 
     def _fresh(self) -> None:
-        if time.monotonic() - self._synced >= self.staleness:
+        now = time.monotonic()
+        if now - self._synced >= self.staleness:
             self.sync()
+            if now < self._settle_until and now - self._rescanned >= 3 * self.staleness:
+                self._rescan()
 
     def _folder(self, path: str, create: bool = False) -> Folder | None:
         """The indexed folder at ``path`` ("" is the hub root), looked up (and with
         ``create`` made) on Drive if not indexed yet."""
         with self._lock:
-            if path in self._folders:
-                return self._folders[path]
+            if path in self._folders or path == "":
+                return self._folders[path]  # the root is always indexed
             parent_path, _, name = path.rpartition("/")
             parent = self._folder(parent_path, create)
             if parent is None:
@@ -351,11 +427,10 @@ class DriveHub(Hub):
             candidates = [f for f in parent.children.get(name, []) if f.folder]
             if not candidates and not parent.complete:
                 candidates = self._query(
-                    f"name = '{_q(name)}' and '{parent.id}' in parents and "
+                    f"name = '{_q(name)}' and {parent.parents_query()} and "
                     f"mimeType = '{FOLDER}' and trashed = false", path)
             if candidates:
-                found = oldest(candidates)
-                folder = Folder(found.id, {})
+                folder = Folder(_by_age(candidates), {})
             elif create:
                 parent = self._listed(parent_path) or parent  # to see what is in the way
                 if any(not f.folder for f in parent.children.get(name, [])):
@@ -363,11 +438,12 @@ class DriveHub(Hub):
                 made = self._create_folder(name, parent.id)
                 parent.children.setdefault(name, []).append(made)
                 self._where[made.id] = parent_path
-                folder = Folder(made.id, {}, complete=True)  # new: nothing in it yet
+                folder = Folder([made.id], {}, complete=True)  # new: nothing in it yet
             else:
                 return None
             self._folders[path] = folder
-            self._path_of[folder.id] = path
+            for i in folder.ids:
+                self._path_of[i] = path
             return folder
 
     def _listed(self, path: str, create: bool = False) -> Folder | None:
@@ -375,20 +451,17 @@ class DriveHub(Hub):
         folder = self._folder(path, create)
         if folder is None or folder.complete:
             return folder
-        files = self._query(f"'{folder.id}' in parents and trashed = false", path)
+        files = self._query(f"{folder.parents_query()} and trashed = false", path)
         with self._lock:
-            for old in folder.children.values():
-                for x in old:
-                    self._where.pop(x.id, None)
-            folder.children = {}
+            # Merge, never replace: a listing may lag behind what this hub wrote or
+            # learned from the feed (deletions reach the index through the feed).
             for f in files:
+                if self._entry(f.id) is not None:
+                    self._drop_entry(f.id)
                 folder.children.setdefault(f.name, []).append(f)
                 self._where[f.id] = path
                 if f.folder:
-                    sub = f"{path}/{f.name}" if path else f.name
-                    if sub not in self._folders:
-                        self._folders[sub] = Folder(f.id, {})
-                        self._path_of[f.id] = sub
+                    self._add_folder_id(f"{path}/{f.name}" if path else f.name, f)
             folder.complete = True
         return folder
 
@@ -641,7 +714,8 @@ class DriveHub(Hub):
             folder = self._folder(key)
             if folder is None:
                 return
-            targets = [DriveFile(folder.id, key.rpartition("/")[2], True, None, None, 0, 0, "", "")]
+            targets = [DriveFile(i, key.rpartition("/")[2], True, None, None, 0, 0, "", "")
+                       for i in folder.ids]
         for f in targets:
             self._call("files.delete", key, lambda s, i=f.id: s.files().delete(  # type: ignore[misc]
                 fileId=i, supportsAllDrives=True), missing_ok=True)
@@ -702,6 +776,11 @@ class DriveWatcher(Watcher):
                 return False
             if super().wait(min(left, self.hub.staleness)):
                 return True
+
+
+def _by_age(folders: list[DriveFile]) -> list[str]:
+    """Ids of duplicate folders, oldest first (the one writers use)."""
+    return [f.id for f in sorted(folders, key=lambda f: (f.created, f.id))]
 
 
 def _q(text: str) -> str:

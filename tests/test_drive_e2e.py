@@ -1,0 +1,191 @@
+"""The whole system over the Drive hub: the real CLI and daemon (following the
+changes feed), real worker processes on ``--hub drive:…``, the real Google client,
+and the local Drive v3 server, with faults and lag."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.models import JobState
+from orchestrator.store import Store
+
+from .conftest import FAST_SETTINGS, kill_processes_of, orch_env, read_job, run_orch, wait_for
+
+S = JobState
+
+SAVE = """\
+import os, pathlib, sys, time
+time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)
+out = pathlib.Path(os.environ["ORCH_OUTPUT_DIR"])
+(out / "model.bin").write_bytes(os.environ["ORCH_JOB_ID"].encode() * 1000)
+print("trained", os.environ["ORCH_JOB_ID"], "attempt", os.environ["ORCH_ATTEMPT"])
+"""
+
+
+def save_credentials(fake: Any, path: Path) -> None:
+    """What `orch auth` leaves behind: oauth2client credentials, mode 0600."""
+    from oauth2client.file import Storage
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Storage(str(path)).put(fake.credentials())
+    os.chmod(path, 0o600)
+
+
+class DriveProject:
+    """A project whose remote hub is a folder on the local Drive server."""
+
+    def __init__(self, root: Path, fake: Any, lease: float = 30.0) -> None:
+        self.root = root
+        self.fake = fake
+        self.folder = f"orch-hub/{root.parent.name}"
+        (root / "orch.toml").write_text(FAST_SETTINGS.replace("lease_ttl = 4\n", "") + (
+            f'hub = "drive:{self.folder}"\nlocal_slots = 0\ngpus = "none"\n'
+            f"lease_ttl = 4\nremote_lease_ttl = {lease}\ndrive_poll_interval = 0.3\n"))
+        (root / "save.py").write_text(SAVE)
+        self.credentials = root / ".orch" / "drive-credentials.json"
+        save_credentials(fake, self.credentials)
+        self.env = {"ORCH_DRIVE_ROOT_URL": fake.url}
+        self.workers: list[subprocess.Popen[str]] = []
+
+    def orch(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return run_orch(self.root, *args, env=self.env, **kw)
+
+    def worker(self, name: str, heartbeat: float = 1.0) -> subprocess.Popen[str]:
+        log = open(self.root.parent / f"{name}.log", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.worker", "--hub", f"drive:{self.folder}",
+             "--credentials", str(self.credentials), "--name", name, "--idle-timeout", "120",
+             "--heartbeat", str(heartbeat), "--poll", "0.3",
+             "--work-dir", str(self.root.parent / f"work-{name}")],
+            env=orch_env(self.env), stdout=log, stderr=subprocess.STDOUT, text=True)
+        self.workers.append(proc)
+        return proc
+
+    def submit(self, *args: str) -> str:
+        return self.orch("submit", "--on", "remote", *args, check=True).stdout.split()[0]
+
+
+@pytest.fixture
+def dproj(project_dir: Path, drive: Any) -> Iterator[DriveProject]:
+    p = DriveProject(project_dir, drive)
+    yield p
+    for w in p.workers:
+        w.kill()
+    kill_processes_of(project_dir.parent)
+
+
+def pulled(root: Path, job_id: str) -> bool:
+    return read_job(root, job_id).state is S.PULLED
+
+
+def test_job_runs_on_a_drive_worker_and_comes_back(dproj: DriveProject) -> None:
+    dproj.worker("remote-1")
+    proc = dproj.orch("submit", "--on", "remote", "--wait", "save.py", check=True)
+    job = read_job(dproj.root, proc.stdout.split()[0])
+    assert job.state is S.PULLED and job.hub == "remote"
+    assert job.worker_id and job.worker_id.startswith("remote-1-")
+    model = dproj.root / "models" / "save" / "model.bin"
+    assert model.read_bytes() == job.id.encode() * 1000
+    detail = dproj.orch("status", job.id, check=True).stdout
+    assert f"trained {job.id} attempt 1" in detail  # the log, read from Drive
+    logs = dproj.orch("logs", job.id, check=True).stdout
+    assert f"trained {job.id}" in logs
+    # credentials never reach a log
+    refresh = dproj.fake.credentials().refresh_token
+    for log in (dproj.root / ".orch" / "logs").iterdir():
+        assert refresh not in log.read_text(errors="replace")
+
+
+def test_second_job_reuses_blobs_already_on_drive(dproj: DriveProject) -> None:
+    (dproj.root / "data.bin").write_bytes(os.urandom(300_000))
+    dproj.worker("remote-1")
+    first = dproj.submit("--wait", "--data", "data.bin", "save.py")
+    dproj.fake.reset_stats()
+    second = dproj.submit("--wait", "--data", "data.bin", "--name", "again", "save.py")
+    assert pulled(dproj.root, first) and pulled(dproj.root, second)
+    # the snapshot and the data were on Drive already: only small files went up
+    assert dproj.fake.stats["bytes_received"] < 100_000
+
+
+def test_every_job_lands_exactly_once_with_ten_percent_of_requests_failing(
+        dproj: DriveProject) -> None:
+    dproj.fake.faults.configure(rate=0.1, seed=11, kinds=[
+        "rateLimitExceeded", "userRateLimitExceeded", "429", "500", "503", "drop"])
+    dproj.worker("remote-1")
+    dproj.worker("remote-2")
+    ids = [dproj.submit("--name", f"j{i}", "save.py", "0.5") for i in range(4)]
+    for job_id in ids:
+        wait_for(lambda j=job_id: pulled(dproj.root, j), timeout=240, interval=0.5,
+                 message=f"{job_id} pulled despite faults")
+    injected = dproj.fake.stats["faults_injected"]
+    dproj.fake.faults.clear()
+    assert sum(injected.values()) >= 10, injected
+    with Store(dproj.root / ".orch" / "state.db") as store:
+        for job_id in ids:
+            events = [e.dst for e in store.events(job_id)]
+            assert events.count("PULLED") == 1 and events.count("SUCCEEDED") == 1, events
+            assert len(store.attempts(job_id)) == 1
+            job = store.get(job_id)
+            model = dproj.root / "models" / job.name / "model.bin"
+            assert model.read_bytes() == job_id.encode() * 1000
+    # nothing duplicated on Drive: one file of each name per run
+    paths = dproj.fake.paths()
+    for job_id in ids:
+        run_folder = paths[f"{dproj.folder}/runs/{job_id}/1"]
+        for name in ("result.json", "result.tar", "status.json"):
+            assert len(dproj.fake.find(name=name, parent=run_folder, trashed=False)) == 1
+
+
+def test_lease_expires_while_drive_lags_and_the_zombie_writes_nothing(
+        project_dir: Path, drive: Any) -> None:
+    p = DriveProject(project_dir, drive, lease=6.0)
+    try:
+        drive.faults.lag = 1.5  # listings and the changes feed see writes 1.5 s late
+        first = p.worker("remote-a", heartbeat=1.0)
+        job_id = p.submit("save.py", "25")
+        wait_for(lambda: read_job(project_dir, job_id).state is S.RUNNING, timeout=60,
+                 message="running on remote-a")
+        status_key = f"{p.folder}/runs/{job_id}/1/status.json"
+        wait_for(lambda: status_key in drive.paths(), timeout=30, message="status on Drive")
+        trainer = json.loads(drive.content(drive.paths()[status_key]))["pid"]
+        os.kill(first.pid, signal.SIGSTOP)  # silent: no heartbeats, run frozen
+        os.killpg(trainer, signal.SIGSTOP)
+        try:
+            wait_for(lambda: read_job(project_dir, job_id).attempt == 2, timeout=60,
+                     message="lease expired, re-queued")
+            p.worker("remote-b", heartbeat=1.0)
+            wait_for(lambda: read_job(project_dir, job_id).state is S.RUNNING, timeout=60,
+                     message="attempt 2 running")
+            frozen = drive.content(drive.paths()[status_key])
+        finally:
+            os.killpg(trainer, signal.SIGCONT)
+            os.kill(first.pid, signal.SIGCONT)
+        wait_for(lambda: pulled(project_dir, job_id), timeout=120, message="pulled")
+        wait_for(lambda: not _alive(trainer), timeout=30, message="zombie's run killed")
+        assert drive.content(drive.paths()[status_key]) == frozen  # nothing more for #1
+        assert f"{p.folder}/runs/{job_id}/1/result.json" not in drive.paths()
+        with Store(project_dir / ".orch" / "state.db") as store:
+            assert [a.outcome for a in store.attempts(job_id)] == ["LOST", "SUCCEEDED"]
+        model = project_dir / "models" / "save" / "model.bin"
+        assert model.read_bytes() == job_id.encode() * 1000
+    finally:
+        drive.faults.clear()
+        for w in p.workers:
+            w.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
