@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import urllib.parse
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -69,14 +70,16 @@ def _settings(client_secrets: Path, saved: Path) -> dict[str, Any]:
 def code_from(answer: str) -> str:
     """The authorization code in a pasted redirect address (or a bare code)."""
     answer = answer.strip()
-    if "code=" not in answer:
-        if not answer or "://" in answer:
-            raise UsageError("no authorization code in what was pasted")
-        return answer
+    if "://" not in answer and "=" not in answer:
+        if not answer:
+            raise UsageError("nothing was pasted: no authorization code")
+        return answer  # a bare code
     query = urllib.parse.urlparse(answer).query or answer.split("?", 1)[-1]
     params = urllib.parse.parse_qs(query)
     if "error" in params:
         raise AuthError(f"Google refused the sign-in: {params['error'][0]}")
+    if "code" not in params:
+        raise UsageError("no authorization code in what was pasted")
     return params["code"][0]
 
 
@@ -99,7 +102,9 @@ def sign_in(client_secrets: Path, saved: Path, browser: bool = True,
     saved.parent.mkdir(parents=True, exist_ok=True)
     gauth = GoogleAuth(settings=_settings(client_secrets, saved))
     try:
-        with _private_files():
+        with _private_files(), warnings.catch_warnings():
+            # oauth2client warns that the credentials file does not exist yet: expected
+            warnings.filterwarnings("ignore", message="Cannot access", category=UserWarning)
             if browser:
                 gauth.LocalWebserverAuth(port_numbers=list(ports),
                                          launch_browser=launch_browser)

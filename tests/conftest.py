@@ -100,11 +100,14 @@ def orch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_orch(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300,
-             check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI (``python -m orchestrator``) in ``cwd``."""
+             check: bool = False, input_text: str | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI (``python -m orchestrator``) in ``cwd``; ``input_text`` is
+    its standard input (default: none at all, as in CI)."""
+    stdin = {"input": input_text} if input_text is not None else {"stdin": subprocess.DEVNULL}
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=orch_env(env),
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=timeout, **stdin,  # type: ignore[call-overload]
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"orch {' '.join(args)} exited {proc.returncode}:\n"
