@@ -180,6 +180,14 @@ class Project:
         return str(self.hub_dir)
 
     @property
+    def remote_hub_url(self) -> str:
+        """The ``hub`` setting, with ``drive`` alone meaning ``drive:orch-hub/<project>``."""
+        hub = self.settings.hub.strip()
+        if hub in ("drive", "drive:"):
+            return f"drive:orch-hub/{self.root.name}"
+        return hub
+
+    @property
     def drive_credentials(self) -> Path:
         given = self.settings.drive_credentials
         return (self.root / given) if given else self.state_dir / "drive-credentials.json"

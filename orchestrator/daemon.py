@@ -156,10 +156,10 @@ class Daemon:
             self.hubs["remote"] = project_hub(self.project, "remote")
         except OrchError as exc:
             if str(exc) != self.remote_error:
-                log.error("remote hub %s unavailable: %s", self.settings.hub, exc)
+                log.error("remote hub %s unavailable: %s", self.project.remote_hub_url, exc)
             self.remote_error = str(exc)
             return
-        log.info("remote hub %s connected", self.settings.hub)
+        log.info("remote hub %s connected", self.project.remote_hub_url)
         self.remote_error = None
 
     def step(self) -> None:

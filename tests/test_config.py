@@ -278,6 +278,9 @@ def test_project_paths(tmp_path: Path) -> None:
     remote = Project(tmp_path, Settings(hub="drive:orch-hub/p"))
     assert remote.hub_url == str(tmp_path / ".orch" / "hub")
     assert remote.drive_credentials == tmp_path / ".orch" / "drive-credentials.json"
+    assert remote.remote_hub_url == "drive:orch-hub/p"
+    default = Project(tmp_path, Settings(hub="drive"))
+    assert default.remote_hub_url == f"drive:orch-hub/{tmp_path.name}"
 
 
 def test_settings_cache_follows_edits_of_the_config_file(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def project_hub(project: object, name: str) -> Hub:
     if name == "local":
         return open_hub(project.hub_url)
     if name == "remote" and project.settings.hub:
-        return open_hub(project.settings.hub, credentials=project.drive_credentials,
+        return open_hub(project.remote_hub_url, credentials=project.drive_credentials,
                         shared_drive=project.settings.drive_shared_drive,
                         staleness=project.settings.drive_poll_interval)
     raise UsageError(f"this project has no hub {name!r} (set `hub` in its settings)")
