@@ -146,7 +146,14 @@ def submit(
 
 
 def _warn_if_nothing_can_run(project: Any, req: Any) -> None:
-    """A job no local slot can take waits for a worker started by hand: say so."""
+    """A job no worker can take yet waits for one: say how to start one."""
+    if req.on.strip().lower() == "colab":
+        with _store(project) as store:
+            alive = [w for w in store.workers() if w.kind == "colab"]
+        if not alive:
+            _err("no Colab worker is running: start one with `orch colab` and open the link "
+                 "it prints (Runtime → Run all)")
+        return
     if req.on.strip().lower() != "local":
         return
     settings = project.settings
@@ -521,6 +528,55 @@ def auth_status() -> None:
     print(f"credentials: {project.drive_credentials}")
     if project.settings.hub:
         print(f"project hub: {project.settings.hub}")
+
+
+@app.command()
+def colab(
+    job: Annotated[Optional[str], typer.Option(
+        help="Make the per-job notebook for this job (runs it, then stops).")] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the link in a browser.")]
+    = False,
+    idle: Annotated[str, typer.Option(help="The worker notebook stops after this long idle.")]
+    = "30m",
+    session: Annotated[str, typer.Option(help="Length of a Colab session.")] = "12h",
+) -> None:
+    """Put the Colab worker notebook on the project's Drive hub and print its link."""
+    import hashlib
+
+    import nbformat
+
+    from . import protocol as P
+    from .colab import COLAB_URL, build_wheel, notebook, notebook_key
+    from .errors import NotConfiguredError
+    from .hubs import project_hub
+    from .models import parse_duration
+
+    project = _project()
+    if not project.settings.hub:
+        raise NotConfiguredError('orch colab needs a Drive hub: set hub = "drive" in the '
+                                 "project's settings and run `orch auth`")
+    job_id = None
+    if job:
+        with _store(project) as store:
+            job_id = store.resolve(job).id
+    hub = project_hub(project, "remote")
+    wheel_name, wheel = build_wheel()
+    sha = hashlib.sha256(wheel).hexdigest()
+    if not hub.exists(P.blob(sha)):
+        hub.put_bytes(P.blob(sha), wheel)
+    nb = notebook(project.remote_hub_url.partition(":")[2], wheel_name, sha, job=job_id,
+                  idle_minutes=parse_duration(idle, "--idle") / 60,
+                  session_hours=parse_duration(session, "--session") / 3600)
+    key = notebook_key(job_id)
+    hub.put_bytes(key, nbformat.writes(nb).encode())
+    url = COLAB_URL.format(file_id=hub.file_id(key))  # type: ignore[attr-defined]
+    print(url)
+    _err(f"{'per-job' if job_id else 'worker'} notebook on Drive: {hub.url}/{key}; open the "
+         "link, choose a GPU runtime, then Runtime → Run all")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,

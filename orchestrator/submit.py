@@ -52,14 +52,15 @@ def parse_target(on: str, remote_hub: str = "") -> str:
     if target == "remote":
         if not remote_hub:
             raise NotConfiguredError(
-                "--on remote: this project has no remote hub; set hub = \"drive:FOLDER\" in "
-                "its settings and run `orch auth`")
+                "--on remote: no remote hub is configured for this project: set "
+                "hub = \"drive\" in its settings and run `orch auth`")
         return target
     if target == "colab":
-        raise NotConfiguredError(
-            "--on colab: Colab workers are not configured for this project yet; "
-            "use --on local or --on auto"
-        )
+        if not remote_hub:
+            raise NotConfiguredError(
+                "--on colab: Colab is not configured for this project (it needs a Drive hub): "
+                "set hub = \"drive\" in its settings and run `orch auth`")
+        return target
     if target.startswith("ssh:"):
         host = target[4:]
         if not host:

@@ -750,6 +750,13 @@ class DriveHub(Hub):
         with self._about(key, "deleting"):
             self._delete(key)
 
+    def file_id(self, key: str) -> str:
+        """The Drive id of the newest file of ``key`` (for links such as Colab's)."""
+        files = self._files(key)
+        if not files:
+            raise HubNotFound(f"{key} not in hub {self.url}")
+        return newest(files).id
+
     def watch(self) -> Watcher:
         return DriveWatcher(self)
 

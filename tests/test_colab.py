@@ -1,0 +1,133 @@
+"""Colab notebooks: generated with nbformat, put on the Drive hub by `orch colab`,
+and executed with nbclient on a local kernel (a stand-in ``google.colab`` signs in
+to the local Drive server) so that jobs submitted locally run inside the notebook
+and their models come back to the project."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.models import JobState
+
+from .conftest import REPO, read_job, wait_for
+from .test_drive_e2e import DriveProject
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+S = JobState
+STANDIN = Path(__file__).parent / "colab_standin"
+
+
+def colab_kernel_env(monkeypatch: pytest.MonkeyPatch, fake: Any, tmp_path: Path) -> None:
+    """The environment a Colab kernel would give the notebook, for the local server."""
+    adc = tmp_path / "adc.json"
+    creds = fake.credentials()
+    # google-auth always refreshes authorized-user files at Google's own endpoint, so
+    # the stand-in hands over a ready access token, as Colab's sign-in does.
+    adc.write_text(json.dumps({
+        "type": "authorized_user", "client_id": creds.client_id,
+        "client_secret": creds.client_secret, "refresh_token": creds.refresh_token,
+        "token": fake.issue_token(ttl=24 * 3600), "expiry": "2099-01-01T00:00:00Z"}))
+    monkeypatch.setenv("ORCH_TEST_ADC", str(adc))
+    monkeypatch.setenv("ORCH_DRIVE_ROOT_URL", fake.url)
+    monkeypatch.setenv("ORCH_NOTEBOOK_PIP_TARGET", str(tmp_path / "site"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(STANDIN), str(REPO)]))
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+
+
+def fetch_notebook(p: DriveProject, link: str) -> Any:
+    assert link.startswith("https://colab.research.google.com/drive/")
+    nb = nbformat.reads(p.fake.content(link.rsplit("/", 1)[1]).decode(), as_version=4)
+    nbformat.validate(nb)
+    return nb
+
+
+def set_param(nb: Any, name: str, value: Any) -> None:
+    cell = nb.cells[1]
+    lines = [f"{name} = {value!r}" if ln.startswith(f"{name} = ") else ln
+             for ln in cell.source.splitlines()]
+    cell.source = "\n".join(lines)
+
+
+def run_notebook(nb: Any, timeout: float = 300) -> Any:
+    return nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3").execute()
+
+
+def test_worker_notebook_runs_jobs_sent_to_colab(project_dir: Path, drive: Any,
+                                                 tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    p = DriveProject(project_dir, drive)
+    link = p.orch("colab", "--idle", "4s", check=True).stdout.strip()
+    nb = fetch_notebook(p, link)
+    assert nb.metadata["accelerator"] == "GPU"
+    queued = p.orch("submit", "--on", "colab", "save.py", check=True)
+    assert "no Colab worker is running" in queued.stderr
+    jobs = [queued.stdout.split()[0],
+            p.orch("submit", "--on", "colab", "--name", "second", "save.py",
+                   check=True).stdout.split()[0]]
+    colab_kernel_env(monkeypatch, drive, tmp_path)
+    set_param(nb, "WORK_DIR", str(tmp_path / "content"))
+    done = run_notebook(nb)
+    outputs = "".join(o.get("text", "") for c in done.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    assert "signed in to Drive" in outputs and "installed" in outputs
+    assert "2 job(s) run" in outputs
+    for job_id in jobs:
+        wait_for(lambda j=job_id: read_job(project_dir, j).state is S.PULLED, timeout=60,
+                 message=f"{job_id} pulled")
+        job = read_job(project_dir, job_id)
+        assert job.worker_id and job.worker_id.startswith("colab-")
+        model = project_dir / "models" / job.name / "model.bin"
+        assert model.read_bytes() == job_id.encode() * 1000
+
+
+def test_per_job_notebook_runs_one_job_and_stops(project_dir: Path, drive: Any, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    p = DriveProject(project_dir, drive)
+    first = p.orch("submit", "--on", "colab", "save.py", check=True).stdout.split()[0]
+    other = p.orch("submit", "--on", "colab", "--name", "later", "save.py",
+                   check=True).stdout.split()[0]
+    link = p.orch("colab", "--job", first, check=True).stdout.strip()
+    nb = fetch_notebook(p, link)
+    assert f"JOB = {first!r}" in nb.cells[1].source
+    colab_kernel_env(monkeypatch, drive, tmp_path)
+    set_param(nb, "WORK_DIR", str(tmp_path / "content"))
+    run_notebook(nb)
+    wait_for(lambda: read_job(project_dir, first).state is S.PULLED, timeout=60,
+             message="the notebook's job pulled")
+    assert read_job(project_dir, other).state is S.QUEUED
+
+
+def test_notebooks_are_valid_and_the_wheel_is_reproducible() -> None:
+    from orchestrator.colab import build_wheel, notebook
+
+    name, wheel = build_wheel()
+    assert name.startswith("orch-") and name.endswith("-py3-none-any.whl")
+    assert build_wheel()[1] == wheel
+    import zipfile
+    from io import BytesIO
+
+    names = zipfile.ZipFile(BytesIO(wheel)).namelist()
+    assert "orchestrator/worker.py" in names and any(n.endswith("/RECORD") for n in names)
+    for job in (None, "abc123"):
+        nb = notebook("orch-hub/p", name, "0" * 64, job=job)
+        nbformat.validate(nb)
+        assert nb.nbformat == 4
+        source = "\n".join(c.source for c in nb.cells)
+        assert "/content/drive" not in source.replace("/content/drive`", "")  # API, not mount
+        assert "auth.authenticate_user()" in source and "nvidia-smi" in source
+
+
+def test_colab_needs_a_drive_hub(project_dir: Path) -> None:
+    from .conftest import run_orch
+
+    run_orch(project_dir, "init", check=True)
+    proc = run_orch(project_dir, "colab")
+    assert proc.returncode == 2 and "needs a Drive hub" in proc.stderr
+    assert "Traceback" not in proc.stderr
