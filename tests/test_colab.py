@@ -131,3 +131,64 @@ def test_colab_needs_a_drive_hub(project_dir: Path) -> None:
     proc = run_orch(project_dir, "colab")
     assert proc.returncode == 2 and "needs a Drive hub" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_killed_kernel_then_rerun_resumes_from_the_checkpoint(project_dir: Path, drive: Any,
+                                                             tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """A Colab runtime that disconnects mid-training: the job's lease expires, it is
+    re-queued, and the notebook run again resumes it from its checkpoint on Drive."""
+    import threading
+
+    from orchestrator import protocol as P
+    from orchestrator.store import Store
+
+    from .conftest import TINY_KERAS_SCRIPT
+
+    p = DriveProject(project_dir, drive, lease=5.0)
+    (project_dir / "train.py").write_text(TINY_KERAS_SCRIPT)
+    job_id = p.orch("submit", "--on", "colab", "--name", "resume", "train.py", "--",
+                    "--epochs", "10", "--sleep", "0.6", check=True).stdout.split()[0]
+    link = p.orch("colab", "--idle", "3s", check=True).stdout.strip()
+    colab_kernel_env(monkeypatch, drive, tmp_path)
+    ckpt = f"{p.folder}/{P.ckpt(job_id, 1)}"
+
+    first = fetch_notebook(p, link)
+    set_param(first, "WORK_DIR", str(tmp_path / "content-1"))
+    client = nbclient.NotebookClient(first, timeout=300, kernel_name="python3")
+    errors: list[BaseException] = []
+
+    def execute() -> None:
+        try:
+            client.execute()
+        except BaseException as exc:  # noqa: BLE001 - the kernel dies: expected
+            errors.append(exc)
+
+    runner = threading.Thread(target=execute)
+    runner.start()
+    wait_for(lambda: ckpt in drive.paths() and
+             (read_job(project_dir, job_id).progress.get("completed_epochs") or 0) >= 3,
+             timeout=180, interval=0.3, message="3 epochs and a checkpoint on Drive")
+    assert client.km is not None and client.km.provisioner is not None
+    import signal
+
+    os.kill(client.km.provisioner.pid, signal.SIGKILL)  # the runtime disconnects
+    runner.join(60)
+    assert errors, "the notebook should have died with its kernel"
+    wait_for(lambda: read_job(project_dir, job_id).attempt == 2, timeout=60,
+             message="lease expired; re-queued as attempt 2")
+
+    second = fetch_notebook(p, link)
+    set_param(second, "WORK_DIR", str(tmp_path / "content-2"))
+    run_notebook(second)
+    wait_for(lambda: read_job(project_dir, job_id).state is S.PULLED, timeout=60,
+             message="resumed job pulled")
+    with Store(project_dir / ".orch" / "state.db") as store:
+        attempts = store.attempts(job_id)
+    assert [a.outcome for a in attempts] == ["LOST", "SUCCEEDED"]
+    assert attempts[1].resumed_from_epoch is not None and attempts[1].resumed_from_epoch >= 3
+    detail = p.orch("status", job_id, check=True).stdout
+    assert "try 2" in detail and "resumed at epoch" in detail
+    assert sorted(x.name for x in (project_dir / "models" / "resume").iterdir()) == \
+        ["model.keras"]
