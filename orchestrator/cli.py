@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .errors import OrchError, PullError
+from .errors import OrchError, PullError, UsageError
 from .logs import get_logger
 from .models import FINAL_STATES, GpuNeed, Job, JobState
 
@@ -288,11 +288,23 @@ def logs(
     job: Annotated[str, typer.Argument(help="A job id, id prefix or name.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until it ends.")]
     = False,
+    attempt: Annotated[Optional[int], typer.Option(
+        help="An earlier attempt's log (e.g. the partial log of a LOST attempt).")] = None,
 ) -> None:
-    """Print a job's log (its current attempt)."""
+    """Print a job's log (its current attempt, or --attempt N)."""
+    import dataclasses
+
     project = _project()
     with _store(project) as store:
         current = store.resolve(job)
+        if attempt is not None:
+            if not 1 <= attempt <= current.attempt:
+                raise UsageError(f"job {current.id} has attempts 1 to {current.attempt}")
+            text = _log_text(project, dataclasses.replace(current, attempt=attempt))
+            if text is None:
+                raise UsageError(f"no log for attempt {attempt} of {current.id}")
+            sys.stdout.write(text)
+            return
         offset, attempt, seen = 0, current.attempt, False
         try:
             while True:

@@ -127,6 +127,7 @@ class JobSpec:
     env: tuple[tuple[str, str], ...]
     autotrack: bool = False
     sweep: tuple[tuple[str, str], ...] = ()
+    checkpoints: bool = False  # uses orch's callbacks (or --auto-track): can resume
 
 
 @dataclass(frozen=True, eq=False)  # compared by id; eq costs CLI start-up time
@@ -160,6 +161,7 @@ class Job:
     cancel_requested: bool = False
     pulled_to: tuple[str, ...] = ()
     hub: str = "local"  # the hub of the worker it was last assigned to
+    checkpoints: bool = False
 
 
 @dataclass(frozen=True, eq=False)  # compared by id; eq costs CLI start-up time
@@ -204,6 +206,11 @@ class WorkerInfo:
     last_seen: float
     gone: bool
     hub: str = "local"  # which of the daemon's hubs it works on
+    session_left: float | None = None  # seconds of its session left at last_seen (Colab)
+
+    def time_left(self, now: float) -> float | None:
+        """Seconds of session left now (None: no session limit)."""
+        return None if self.session_left is None else self.session_left - (now - self.last_seen)
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}

@@ -50,7 +50,12 @@ def manifest_for(job: Job) -> dict[str, Any]:
     }
 
 
-def worker_fits(job: Job, worker: WorkerInfo) -> bool:
+def worker_fits(job: Job, worker: WorkerInfo, now: float | None = None) -> bool:
+    """Can ``worker`` take ``job``? Place, GPU, and (for Colab) whether the session
+    lasts long enough for the job's estimate unless the job checkpoints."""
+    left = worker.time_left(time.time() if now is None else now)
+    if left is not None and job.estimate_s and job.estimate_s > left and not job.checkpoints:
+        return False
     target = job.target
     if target.startswith("ssh:"):
         return worker.kind == "ssh" and worker.name == target[4:]

@@ -112,13 +112,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE workers ADD COLUMN hub TEXT NOT NULL DEFAULT 'local';
     ALTER TABLE jobs ADD COLUMN hub TEXT NOT NULL DEFAULT 'local';
     """,
+    # v3: Colab sessions end: whether a job checkpoints (it may start on a worker whose
+    # session is shorter than the job), and the session time a worker has left.
+    """
+    ALTER TABLE jobs ADD COLUMN checkpoints INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workers ADD COLUMN session_left REAL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _JOB_COLUMNS = (
     "id, seq, name, script, args, target, gpu, priority, estimate_s, snapshot_sha256, data, "
     "outputs, env, autotrack, state, attempt, worker_id, submitted_at, updated_at, started_at, "
-    "finished_at, progress, exit_code, error, cancel_requested, pulled_to, hub"
+    "finished_at, progress, exit_code, error, cancel_requested, pulled_to, hub, checkpoints"
 )
 
 
@@ -151,6 +157,7 @@ def _job(row: sqlite3.Row) -> Job:
         cancel_requested=bool(row["cancel_requested"]),
         pulled_to=tuple(json.loads(row["pulled_to"])),
         hub=row["hub"],
+        checkpoints=bool(row["checkpoints"]),
     )
 
 
@@ -228,8 +235,8 @@ class Store:
                 db.execute(
                     "INSERT INTO jobs (id, seq, name, script, args, target, gpu, priority, "
                     "estimate_s, snapshot_sha256, data, outputs, env, autotrack, sweep, state, "
-                    "attempt, submitted_at, updated_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "attempt, submitted_at, updated_at, checkpoints) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job_id, seq, spec.name, spec.script, json.dumps(list(spec.args)),
                         spec.target, spec.gpu.value, spec.priority, spec.estimate_s,
@@ -237,7 +244,7 @@ class Store:
                         json.dumps([o.__dict__ for o in spec.outputs]),
                         json.dumps([list(kv) for kv in spec.env]), int(spec.autotrack),
                         json.dumps([list(kv) for kv in spec.sweep]), JobState.QUEUED.value,
-                        1, now, now,
+                        1, now, now, int(spec.checkpoints),
                     ),
                 )
                 db.execute(
@@ -431,6 +438,7 @@ class Store:
             "seq": seq,
             "info": json.dumps(beat),
             "hub": hub,
+            "session_left": caps.get("session_left"),
         }
         with self.tx() as db:
             if row is None:
@@ -456,7 +464,7 @@ class Store:
     def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         sql = (
             "SELECT id, name, kind, host, pid, gpu, gpu_name, state, job_id, attempt, last_seen, "
-            "gone, hub FROM workers"
+            "gone, hub, session_left FROM workers"
         )
         if not include_gone:
             sql += " WHERE gone=0"

@@ -126,6 +126,14 @@ def resolve_script(project_root: Path, script: str) -> str:
     return path.relative_to(project_root).as_posix()
 
 
+def _uses_orch_callbacks(script: Path) -> bool:
+    """Does the script checkpoint with orch's Keras callbacks (so it can resume)?"""
+    try:
+        return "orchestrator.keras" in script.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
 def sweep_name(base: str, combo: tuple[tuple[str, str], ...]) -> str:
     """``train`` + ``(lr, 0.1), (cfg, configs/a.yaml)`` → ``train_lr=0.1_cfg=configs_a.yaml``:
     a name that is safe as a folder name (it becomes models/<name>/)."""
@@ -162,6 +170,7 @@ def submit(project: Project, req: SubmitRequest, store: Store | None = None) -> 
     if script not in names:
         raise UsageError(f"script {script} is excluded from the snapshot (ignored by git, "
                          ".orchignore, or orch's credential rules)")
+    checkpoints = req.autotrack or _uses_orch_callbacks(project.root / script)
     combos = list(itertools.product(*[[(k, v) for v in values] for k, values in axes])) or [()]
     specs = []
     for combo in combos:
@@ -172,7 +181,7 @@ def submit(project: Project, req: SubmitRequest, store: Store | None = None) -> 
             name=sweep_name(base, combo) if combo else base, script=script, args=tuple(args),
             target=target, gpu=req.gpu, priority=req.priority, estimate_s=estimate,
             snapshot_sha256=snap, data=data, outputs=outputs, env=env,
-            autotrack=req.autotrack, sweep=combo,
+            autotrack=req.autotrack, sweep=combo, checkpoints=checkpoints,
         ))
     own = store is None
     db = store or Store(project.db_path)

@@ -135,6 +135,8 @@ class Worker:
             "cuda_visible_devices": self.cfg.gpu,
             "cpus": os.cpu_count(),
             "session_deadline": self.deadline,
+            # relative, so the daemon's clock is the only one that matters
+            "session_left": None if self.deadline is None else self.deadline - time.time(),
             "python": platform.python_version(),
             "orch": __version__,
         }
@@ -426,9 +428,13 @@ class Attempt:
                 kill_tree(proc)
                 self.push_files(force=True)
                 return None  # the daemon will see this worker stop and re-queue
+            before = progress_mtime
             progress_mtime = self.forward_progress(mtime=progress_mtime)
             ckpt_mtime = self.upload_checkpoint(ckpt_mtime)
-            if now >= next_push:
+            # the log goes out on its interval, and with progress (at most every 2 s), so
+            # a run that dies leaves its partial log on the hub, not nothing
+            if now >= next_push or (progress_mtime != before and
+                                    now >= next_push - self.w.cfg.log_interval + 2.0):
                 next_push = now + self.w.cfg.log_interval
                 self.push_files()
             time.sleep(self.w.cfg.poll_interval)

@@ -190,5 +190,8 @@ def test_killed_kernel_then_rerun_resumes_from_the_checkpoint(project_dir: Path,
     assert attempts[1].resumed_from_epoch is not None and attempts[1].resumed_from_epoch >= 3
     detail = p.orch("status", job_id, check=True).stdout
     assert "try 2" in detail and "resumed at epoch" in detail
+    lost_log = p.orch("logs", job_id, "--attempt", "1", check=True).stdout
+    assert "Epoch 1/10" in lost_log  # the lost attempt's partial log, from Drive
+    assert "saved model.keras" not in lost_log
     assert sorted(x.name for x in (project_dir / "models" / "resume").iterdir()) == \
         ["model.keras"]

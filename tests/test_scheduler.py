@@ -176,3 +176,31 @@ def test_remote_worker_is_never_judged_by_local_pids(project: Project, store: St
     beat(hub, "colab-1", kind="colab")
     sched.tick()
     assert calls and store.workers()[0].kind == "colab"
+
+
+def colab_beat(hub: FolderHub, wid: str, session_left: float) -> None:
+    hub.put_json(P.heartbeat(wid), {
+        "worker_id": wid, "name": wid, "host": "colab", "pid": None, "seq": 1, "state": "idle",
+        "capabilities": {"kind": "colab", "gpu": True, "gpu_name": "Tesla T4",
+                         "session_left": session_left}})
+
+
+def test_a_long_job_skips_a_short_session_unless_it_checkpoints(project: Project,
+                                                                store: Store) -> None:
+    project = Project(project.root, project.settings.__class__(
+        **{**project.settings.__dict__, "hub": "drive"}))
+    hub = FolderHub(project.hub_dir)
+    sched = Scheduler(project, store, hub)
+    (project.root / "plain.py").write_text("print('no checkpoints')\n")
+    (project.root / "resumable.py").write_text("from orchestrator.keras import callbacks\n")
+    plain = submit(project, SubmitRequest(script=str(project.root / "plain.py"), on="colab",
+                                          estimate="3h"), store=store)[0]
+    resumable = submit(project, SubmitRequest(script=str(project.root / "resumable.py"),
+                                              on="colab", estimate="3h"), store=store)[0]
+    assert not plain.checkpoints and resumable.checkpoints
+    colab_beat(hub, "colab-1", session_left=3600)  # one hour of session left
+    sched.tick()
+    assert store.get(plain.id).state is S.QUEUED  # would be cut off: waits for a longer one
+    assert store.get(resumable.id).state is S.ASSIGNED  # resumes in the next session
+    w = store.workers()[0]
+    assert w.gpu_name == "Tesla T4" and w.time_left(w.last_seen + 60) == 3540
