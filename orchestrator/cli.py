@@ -551,6 +551,11 @@ def colab(
     idle: Annotated[str, typer.Option(help="The worker notebook stops after this long idle.")]
     = "30m",
     session: Annotated[str, typer.Option(help="Length of a Colab session.")] = "12h",
+    launch: Annotated[bool, typer.Option(
+        "--launch", help="Start a runtime with Google's `colab` CLI and run the notebook on "
+                         "it (stopped when the worker is idle).")] = False,
+    gpu: Annotated[Optional[str], typer.Option(help="GPU for --launch: T4, L4, A100, H100.")]
+    = None,
 ) -> None:
     """Put the Colab worker notebook on the project's Drive hub and print its link."""
     import hashlib
@@ -585,6 +590,18 @@ def colab(
     print(url)
     _err(f"{'per-job' if job_id else 'worker'} notebook on Drive: {hub.url}/{key}; open the "
          "link, choose a GPU runtime, then Runtime → Run all")
+    if launch:
+        import secrets
+
+        from .colab_launch import launch as start
+
+        local = project.state_dir / "colab" / key.rpartition("/")[2]
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(nbformat.writes(nb))
+        name = start(local, f"orch-{project.root.name}-{secrets.token_hex(3)}", gpu,
+                     project.logs_dir / "colab-launch.log")
+        _err(f"launched Colab session {name} ({gpu or 'CPU'}); it stops when the worker is "
+             f"idle; log: {project.logs_dir / 'colab-launch.log'}")
     if open_browser:
         import webbrowser
 

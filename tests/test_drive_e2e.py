@@ -57,7 +57,7 @@ class DriveProject:
         self.workers: list[subprocess.Popen[str]] = []
 
     def orch(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        return run_orch(self.root, *args, env=self.env, **kw)
+        return run_orch(self.root, *args, env={**self.env, **kw.pop("env", {})}, **kw)
 
     def worker(self, name: str, heartbeat: float = 1.0) -> subprocess.Popen[str]:
         log = open(self.root.parent / f"{name}.log", "w")

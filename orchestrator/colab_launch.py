@@ -1,0 +1,69 @@
+"""Starting a Colab runtime without the browser, through Google's `colab` CLI
+(``pip install google-colab-cli``), when it is installed and signed in.
+
+``launch()`` provisions a session (``colab new -s NAME [--gpu T4]``) and hands the
+notebook to a detached helper (``python -m orchestrator.colab_launch``) that runs it
+(``colab exec -s NAME -f NOTEBOOK``: the worker runs until idle) and then releases the
+session (``colab stop -s NAME``), so an idle runtime does not hold a GPU.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import NotConfiguredError, OrchError
+
+CLI = "colab"
+GPUS = ("T4", "L4", "A100", "H100")
+
+
+class LaunchError(OrchError):
+    """The `colab` CLI refused to provision or run the session."""
+
+
+def available() -> str | None:
+    return shutil.which(CLI)
+
+
+def launch(notebook: Path, name: str, gpu: str | None, log: Path) -> str:
+    """Provision a Colab session and run ``notebook`` on it in the background;
+    returns the session name."""
+    exe = available()
+    if exe is None:
+        raise NotConfiguredError(
+            "the `colab` command-line tool is not installed (pip install google-colab-cli); "
+            "open the notebook link instead")
+    if gpu is not None and gpu not in GPUS:
+        raise NotConfiguredError(f"--gpu {gpu}: choose one of {', '.join(GPUS)}")
+    cmd = [exe, "new", "-s", name] + (["--gpu", gpu] if gpu else [])
+    made = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if made.returncode != 0:
+        reason = (made.stderr or made.stdout).strip().splitlines()[-1:] or ["no reason given"]
+        raise LaunchError(f"`colab new` failed ({made.returncode}): {reason[0]} "
+                          "(is the colab CLI signed in?)")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        subprocess.Popen([sys.executable, "-m", "orchestrator.colab_launch", exe, name,
+                          str(notebook)], stdin=subprocess.DEVNULL, stdout=out,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    return name
+
+
+def run_then_stop(exe: str, name: str, notebook: str) -> int:
+    """Run the notebook on the session, then release the session whatever happened."""
+    started = time.time()
+    try:
+        code = subprocess.run([exe, "exec", "-s", name, "-f", notebook]).returncode
+    finally:
+        stopped = subprocess.run([exe, "stop", "-s", name]).returncode
+    print(f"colab session {name}: notebook exited {code} after {time.time() - started:.0f} s; "
+          f"stop exited {stopped}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(run_then_stop(*sys.argv[1:4]))
