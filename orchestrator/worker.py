@@ -328,10 +328,20 @@ class Attempt:
         self.seal(manifest)
 
     def fetch_blob(self, sha: str, dest: Path) -> None:
-        self.hub.get_file(P.blob(sha), dest)
-        got = sha256_file(dest)
-        if got != sha:
-            raise HubError(f"blob {sha[:12]} arrived corrupt (sha256 {got[:12]})")
+        """Copy blob ``sha`` to ``dest``, from this machine's blob cache when it is
+        there (blobs are immutable: a second job sharing data downloads nothing)."""
+        cache = self.w.cfg.work_dir / "blobs"
+        cached = cache / sha
+        if not cached.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = cache / f".{sha}.{os.getpid()}.part"
+            self.hub.get_file(P.blob(sha), tmp)
+            got = sha256_file(tmp)
+            if got != sha:
+                tmp.unlink(missing_ok=True)
+                raise HubError(f"blob {sha[:12]} arrived corrupt (sha256 {got[:12]})")
+            os.replace(tmp, cached)
+        shutil.copyfile(cached, dest)
 
     def prepare(self, manifest: dict[str, Any]) -> None:
         """Unpack the code snapshot and data, restore the newest checkpoint."""

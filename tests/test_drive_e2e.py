@@ -189,3 +189,13 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_downloads_shared_data_once(dproj: DriveProject) -> None:
+    (dproj.root / "data.bin").write_bytes(os.urandom(400_000))
+    dproj.worker("remote-1")
+    first = dproj.submit("--wait", "--data", "data.bin", "save.py")
+    dproj.fake.reset_stats()
+    second = dproj.submit("--wait", "--data", "data.bin", "--name", "again", "save.py")
+    assert pulled(dproj.root, first) and pulled(dproj.root, second)
+    assert dproj.fake.stats["bytes_sent"] < 100_000  # the data came from the worker's cache

@@ -1,0 +1,275 @@
+"""Helpers shared by the Drive benchmarks (bench/drive_*.py): a project whose
+remote hub is a folder on the local fake Drive v3 server (tests/fakedrive), the
+real CLI and daemon, real worker processes, and a counting relay that tells one
+client's requests from the others'.
+
+Everything runs on 127.0.0.1; the fake is started in-process by each benchmark.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ORCH, env
+
+DRIVE_ENV = "ORCH_DRIVE_ROOT_URL"
+
+
+def save_credentials(fake: Any, path: Path) -> None:
+    """What `orch auth` leaves behind: oauth2client credentials, mode 0600."""
+    from oauth2client.file import Storage
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Storage(str(path)).put(fake.credentials())
+    os.chmod(path, 0o600)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
+             interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class DriveProject:
+    """A project folder whose hub is ``drive:<folder>`` on the fake server."""
+
+    def __init__(self, root: Path, fake: Any, folder: str, settings: str = "") -> None:
+        self.root = root
+        self.fake = fake
+        self.folder = folder
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "orch.toml").write_text(
+            f'hub = "drive:{folder}"\nlocal_slots = 0\ngpus = "none"\n{settings}')
+        self.credentials = root / ".orch" / "drive-credentials.json"
+        save_credentials(fake, self.credentials)
+        self.env = env({DRIVE_ENV: fake.url})
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.db = root / ".orch" / "state.db"
+
+    def orch(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*ORCH, *args], check=False, cwd=self.root, env=self.env, text=True,
+                              capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
+        if proc.returncode != 0:
+            raise SystemExit(f"orch {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr[-2000:]}")
+        return proc
+
+    def worker(self, name: str, *extra: str, api_url: str | None = None) -> subprocess.Popen[bytes]:
+        """A Drive worker process (`python -m orchestrator.worker --hub drive:…`), with
+        orch's default poll and heartbeat unless ``extra`` says otherwise. ``api_url``
+        points it at another endpoint (a :class:`CountingRelay`)."""
+        worker_env = dict(self.env)
+        if api_url:
+            worker_env[DRIVE_ENV] = api_url
+        with open(self.root.parent / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator.worker", "--hub", f"drive:{self.folder}",
+                 "--credentials", str(self.credentials), "--name", name,
+                 "--idle-timeout", "900", "--work-dir", str(self.root.parent / f"work-{name}"),
+                 *extra],
+                env=worker_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.root.parent)
+        self.workers.append(proc)
+        return proc
+
+    def stop_worker(self, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # idle: exits at once, heartbeat "stopped"
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        subprocess.run([*ORCH, "daemon", "stop"], check=False, cwd=self.root, env=self.env,
+                       capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+
+
+# ---- per-client accounting ----------------------------------------------------------
+
+def route_of(method: str, target: str, override: str | None) -> tuple[str, str]:
+    """(method, route label) exactly as the fake's Stats names them."""
+    from tests.fakedrive.server import _ROUTES, Handler
+
+    split = urlsplit(target)
+    params = dict(parse_qsl(split.query, keep_blank_values=True))
+    route = split.path
+    for pattern, name in _ROUTES:
+        if pattern.match(split.path):
+            route = name
+            break
+    if override and method == "POST":
+        method = override.upper()
+    label = Handler._stat_route(method, route, params)
+    return method, label if label.startswith(method + " ") else f"{method} {label}"
+
+
+class CountingRelay:
+    """A plain HTTP relay in front of the fake Drive that counts the requests and
+    body bytes of the clients pointed at it (per route, as the fake does), so a
+    benchmark can split the fake's totals between, say, the daemon and a worker.
+    The Host header is passed on, so resumable-upload session URLs come back to
+    the relay too."""
+
+    def __init__(self, upstream_host: str, upstream_port: int,
+                 namer: Callable[[str], str | None] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._namer = namer
+        self._sessions: dict[str, str] = {}  # upload_id → file name
+        self.reset()
+        relay = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _relay(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                conn = getattr(self, "_up", None)
+                if conn is None:
+                    conn = self._up = http.client.HTTPConnection(upstream_host, upstream_port,
+                                                                 timeout=120)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("connection", "keep-alive", "content-length")}
+                headers["Content-Length"] = str(len(body))
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                relay.count(self.command, self.path, self.headers.get("X-HTTP-Method-Override"),
+                            len(body), len(data))
+                relay.attribute(self.path, body, data, resp.getheader("Location"))
+                self.send_response_only(resp.status, resp.reason)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("connection", "keep-alive", "content-length",
+                                         "transfer-encoding", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests: dict[str, int] = {}
+            self.bytes_received = 0
+            self.bytes_sent = 0
+            self.by_name: dict[str, list[int]] = {}  # name → [requests, bytes up, bytes down]
+
+    def count(self, method: str, target: str, override: str | None, sent_up: int,
+              came_back: int) -> None:
+        if urlsplit(target).path.startswith("/_fake"):
+            return
+        _, label = route_of(method, target, override)
+        with self._lock:
+            self.requests[label] = self.requests.get(label, 0) + 1
+            self.bytes_received += sent_up
+            self.bytes_sent += came_back
+
+    def attribute(self, target: str, body: bytes, data: bytes, location: str | None) -> None:
+        """Charge a request to the Drive file it concerns, by name (when a ``namer``
+        that maps file ids to names was given)."""
+        import json
+        import re
+
+        if self._namer is None or urlsplit(target).path.startswith("/_fake"):
+            return
+        split = urlsplit(target)
+        params = dict(parse_qsl(split.query))
+        name = None
+        if "upload_id" in params:
+            name = self._sessions.get(params["upload_id"])
+        m = re.match(r"^/(?:upload/)?drive/v3/files/([^/]+)$", split.path)
+        if name is None and m and params.get("alt") == "media":
+            name = self._namer(m.group(1))  # the body is the file's content, not metadata
+        if name is None:
+            try:
+                reply = json.loads(data) if data[:1] == b"{" else {}
+            except ValueError:
+                reply = {}
+            if isinstance(reply.get("name"), str):
+                name = reply["name"]
+            elif "files" in reply or "changes" in reply:
+                name = "(listing)"
+        if name is None and m:
+            name = self._namer(m.group(1))
+        if name is None and params.get("uploadType") == "resumable" and body[:1] == b"{":
+            name = json.loads(body).get("name")
+        if location and "upload_id=" in location and name:
+            self._sessions[dict(parse_qsl(urlsplit(location).query))["upload_id"]] = name
+        name = name or "(other)"
+        with self._lock:
+            row = self.by_name.setdefault(name, [0, 0, 0])
+            row[0] += 1
+            row[1] += len(body)
+            row[2] += len(data)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"requests": dict(self.requests),
+                    "total_requests": sum(self.requests.values()),
+                    "bytes_received": self.bytes_received, "bytes_sent": self.bytes_sent}
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def minus(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """Stats of ``total`` without ``part`` (both in the fake's Stats format)."""
+    routes = {k: total["requests"].get(k, 0) - part["requests"].get(k, 0)
+              for k in set(total["requests"]) | set(part["requests"])}
+    routes = {k: v for k, v in routes.items() if v}
+    return {"requests": routes, "total_requests": sum(routes.values()),
+            "bytes_received": total["bytes_received"] - part["bytes_received"],
+            "bytes_sent": total["bytes_sent"] - part["bytes_sent"]}
+
+
+def print_routes(stats: dict[str, Any], seconds: float | None = None, indent: str = "    ") -> None:
+    for route, n in sorted(stats["requests"].items(), key=lambda kv: (-kv[1], kv[0])):
+        rate = f"  ({n / seconds:.2f}/s)" if seconds else ""
+        print(f"{indent}{n:6d}  {route}{rate}")
+    if not stats["requests"]:
+        print(f"{indent}(no requests)")
+
+
+def mb(n: float) -> str:
+    return f"{n / (1 << 20):.2f} MiB"
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
