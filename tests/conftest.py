@@ -57,6 +57,15 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie awaiting its parent counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def kill_processes_of(path: Path) -> None:
     """SIGKILL every process whose command line or environment names ``path``."""
     for pid in _processes_mentioning(str(path)):
