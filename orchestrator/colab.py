@@ -136,7 +136,7 @@ except FileNotFoundError:
 hub = DriveHub(HUB_FOLDER, credentials=CREDS, staleness=2.0)
 config = WorkerConfig(
     hub="drive:" + HUB_FOLDER, name=WORKER_NAME, kind="colab", work_dir=Path(WORK_DIR),
-    idle_timeout=IDLE_MINUTES * 60, heartbeat_interval=5.0, poll_interval=2.0,
+    idle_timeout=IDLE_MINUTES * 60, heartbeat_interval=HEARTBEAT_SECONDS, poll_interval=2.0,
     check_interval=5.0, log_interval=10.0, gpu="0" if gpu_name else None, gpu_name=gpu_name,
     session_hours=SESSION_HOURS, only_job=JOB)
 worker = Worker(config, hub=hub)
@@ -147,7 +147,8 @@ print(f"worker {worker.id} finished: {ran} job(s) run")'''
 
 def notebook(hub_folder: str, wheel_name: str, wheel_sha: str, job: str | None = None,
              idle_minutes: float = 30.0, session_hours: float = 12.0,
-             work_dir: str = "/content/orch-work", worker_name: str = "colab") -> Any:
+             work_dir: str = "/content/orch-work", worker_name: str = "colab",
+             heartbeat: float = 5.0) -> Any:
     """The worker notebook (or, with ``job``, the per-job notebook), as nbformat v4."""
     import nbformat
 
@@ -164,6 +165,7 @@ def notebook(hub_folder: str, wheel_name: str, wheel_sha: str, job: str | None =
         f"SESSION_HOURS = {session_hours!r}",
         f"WORK_DIR = {work_dir!r}",
         f"WORKER_NAME = {worker_name!r}",
+        f"HEARTBEAT_SECONDS = {heartbeat!r}",
     ])
     nb.cells = [
         nbformat.v4.new_markdown_cell(

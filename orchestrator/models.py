@@ -207,6 +207,7 @@ class WorkerInfo:
     gone: bool
     hub: str = "local"  # which of the daemon's hubs it works on
     session_left: float | None = None  # seconds of its session left at last_seen (Colab)
+    heartbeat_interval: float | None = None  # how often it says it beats
 
     def time_left(self, now: float) -> float | None:
         """Seconds of session left now (None: no session limit)."""

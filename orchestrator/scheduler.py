@@ -182,6 +182,8 @@ class Scheduler:
         for worker in self.store.workers():
             ttl = (self.settings.lease_ttl if worker.hub == "local"
                    else self.settings.remote_lease_ttl)
+            # never shorter than three of the worker's own heartbeats
+            ttl = max(ttl, 3 * (worker.heartbeat_interval or 0))
             reason = None
             if worker.state == "stopped":
                 reason = "worker stopped"

@@ -464,14 +464,18 @@ class Store:
     def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         sql = (
             "SELECT id, name, kind, host, pid, gpu, gpu_name, state, job_id, attempt, last_seen, "
-            "gone, hub, session_left FROM workers"
+            "gone, hub, session_left, info FROM workers"
         )
         if not include_gone:
             sql += " WHERE gone=0"
         rows = self.db.execute(sql + " ORDER BY name, id")
-        return [
-            WorkerInfo(**{**dict(r), "gpu": bool(r["gpu"]), "gone": bool(r["gone"])}) for r in rows
-        ]
+        out = []
+        for r in rows:
+            fields = {k: r[k] for k in r.keys() if k != "info"}
+            caps = json.loads(r["info"] or "{}").get("capabilities") or {}
+            out.append(WorkerInfo(**{**fields, "gpu": bool(r["gpu"]), "gone": bool(r["gone"]),
+                                     "heartbeat_interval": caps.get("heartbeat_interval")}))
+        return out
 
     def mark_worker_gone(self, worker_id: str) -> None:
         with self.tx() as db:

@@ -134,6 +134,7 @@ class Worker:
             "gpu_name": self.cfg.gpu_name,
             "cuda_visible_devices": self.cfg.gpu,
             "cpus": os.cpu_count(),
+            "heartbeat_interval": self.cfg.heartbeat_interval,
             "session_deadline": self.deadline,
             # relative, so the daemon's clock is the only one that matters
             "session_left": None if self.deadline is None else self.deadline - time.time(),

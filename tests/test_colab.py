@@ -156,6 +156,7 @@ def test_killed_kernel_then_rerun_resumes_from_the_checkpoint(project_dir: Path,
 
     first = fetch_notebook(p, link)
     set_param(first, "WORK_DIR", str(tmp_path / "content-1"))
+    set_param(first, "HEARTBEAT_SECONDS", 1.0)
     client = nbclient.NotebookClient(first, timeout=300, kernel_name="python3")
     errors: list[BaseException] = []
 
@@ -181,6 +182,7 @@ def test_killed_kernel_then_rerun_resumes_from_the_checkpoint(project_dir: Path,
 
     second = fetch_notebook(p, link)
     set_param(second, "WORK_DIR", str(tmp_path / "content-2"))
+    set_param(second, "HEARTBEAT_SECONDS", 1.0)
     run_notebook(second)
     wait_for(lambda: read_job(project_dir, job_id).state is S.PULLED, timeout=60,
              message="resumed job pulled")

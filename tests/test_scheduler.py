@@ -204,3 +204,19 @@ def test_a_long_job_skips_a_short_session_unless_it_checkpoints(project: Project
     assert store.get(resumable.id).state is S.ASSIGNED  # resumes in the next session
     w = store.workers()[0]
     assert w.gpu_name == "Tesla T4" and w.time_left(w.last_seen + 60) == 3540
+
+
+def test_a_lease_is_never_shorter_than_three_heartbeats(project: Project, store: Store) -> None:
+    hub = FolderHub(project.hub_dir)
+    sched = Scheduler(project, store, hub)
+    job_id = queue(project, store, "j")
+    hub.put_json(P.heartbeat("slow"), {
+        "worker_id": "slow", "name": "slow", "seq": 1, "state": "idle",
+        "capabilities": {"kind": "local", "heartbeat_interval": 10.0}})
+    now = time.time()
+    sched.tick(now)
+    assert store.get(job_id).state is S.ASSIGNED
+    sched.tick(now + project.settings.lease_ttl + 1)  # past the 4 s lease, within 3 beats
+    assert store.get(job_id).state is S.ASSIGNED
+    sched.tick(now + 31)
+    assert store.get(job_id).state is S.QUEUED and store.get(job_id).attempt == 2
