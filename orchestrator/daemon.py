@@ -174,6 +174,7 @@ class Daemon:
 
     def run(self) -> None:
         watcher = self.watcher
+        self.connect_remote()  # before recovery: jobs assigned on Drive are recovered too
         self.scheduler.recover()
         idle_since = time.monotonic()
         log.info("daemon up for %s (pid %d, %d local slot(s))", self.project.root,

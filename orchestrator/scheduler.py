@@ -83,11 +83,16 @@ class Scheduler:
         self.hubs = hubs if isinstance(hubs, dict) else {"local": hubs}
         self.alive = alive or (lambda w: None)
         self.settings = project.settings
+        self._missing: set[str] = set()  # hubs warned about
 
     def hub_of(self, name: str) -> Hub | None:
         hub = self.hubs.get(name)
-        if hub is None:
-            log.warning("hub %r is not configured any more; its jobs wait", name)
+        if hub is None and name not in self._missing:
+            self._missing.add(name)
+            log.warning("hub %r is not connected (or no longer configured); its jobs wait",
+                        name)
+        elif hub is not None:
+            self._missing.discard(name)
         return hub
 
     # ---- the tick -----------------------------------------------------------
