@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ORCH, compile_package, interleave, report, timed  # noqa: E402
+from bench.common import ORCH, compile_package, interleave, report, temp_project, timed  # noqa: E402
 from orchestrator.config import Project, load_settings  # noqa: E402
 from orchestrator.models import GpuNeed, JobSpec, JobState  # noqa: E402
 from orchestrator.store import Store  # noqa: E402
@@ -40,11 +39,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=10_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "proj"
-        root.mkdir()
-        (root / "orch.toml").write_text("local_slots = 0\ndaemon_idle_timeout = 600\n")
-        (root / "train.py").write_text("print('train')\n")
+    with temp_project("local_slots = 0\ndaemon_idle_timeout = 600\n",
+                      {"train.py": "print('train')\n"}) as root:
         project = Project(root, load_settings(root))
         project.init()
         compile_package()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,6 +28,18 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     e["TF_CPP_MIN_LOG_LEVEL"] = "2"
     e.update(extra or {})
     return e
+
+
+@contextlib.contextmanager
+def temp_project(settings: str, files: dict[str, str]) -> Iterator[Path]:
+    """A throw-away project folder with ``orch.toml`` = ``settings`` and ``files``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "proj"
+        root.mkdir()
+        (root / "orch.toml").write_text(settings)
+        for name, text in files.items():
+            (root / name).write_text(text)
+        yield root
 
 
 def compile_package() -> None:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ORCH, compile_package, interleave, report, timed  # noqa: E402
+from bench.common import ORCH, compile_package, interleave, report, temp_project, timed  # noqa: E402
 
 SCRIPT = '''\
 import argparse
@@ -47,11 +46,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args()
     compile_package()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "proj"
-        root.mkdir()
-        (root / "orch.toml").write_text("worker_idle_timeout = 600\n")
-        (root / "train.py").write_text(SCRIPT)
+    with temp_project("worker_idle_timeout = 600\n", {"train.py": SCRIPT}) as root:
         epochs = ["--epochs", str(args.epochs)]
         timed([*ORCH, "daemon", "start"], root)
         try:

@@ -15,12 +15,11 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ORCH, compile_package, env, timed  # noqa: E402
+from bench.common import ORCH, compile_package, env, temp_project, timed  # noqa: E402
 from orchestrator import protocol as P  # noqa: E402
 from orchestrator.store import Store  # noqa: E402
 
@@ -37,11 +36,7 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=50.0, help="size of each job's model")
     args = parser.parse_args()
     compile_package()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "proj"
-        root.mkdir()
-        (root / "orch.toml").write_text("worker_idle_timeout = 600\n")
-        (root / "save.py").write_text(SCRIPT)
+    with temp_project("worker_idle_timeout = 600\n", {"save.py": SCRIPT}) as root:
         timed([*ORCH, "daemon", "start"], root)
         latencies, runs = [], []
         try:

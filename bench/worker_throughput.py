@@ -17,12 +17,11 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import compile_package, env  # noqa: E402
+from bench.common import compile_package, env, temp_project  # noqa: E402
 from bench.overhead import SCRIPT  # noqa: E402
 from orchestrator import protocol as P  # noqa: E402
 from orchestrator.config import Project, load_settings  # noqa: E402
@@ -70,11 +69,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args()
     compile_package()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "proj"
-        root.mkdir()
-        (root / "orch.toml").write_text("local_slots = 0\n")
-        (root / "train.py").write_text(SCRIPT)
+    with temp_project("local_slots = 0\n", {"train.py": SCRIPT}) as root:
         project = Project(root, load_settings(root))
         project.init()
         results: dict[str, list[float]] = {"direct": [], "worker": []}
