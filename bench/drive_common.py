@@ -9,7 +9,6 @@ Everything runs on 127.0.0.1; the fake is started in-process by each benchmark.
 from __future__ import annotations
 
 import http.client
-import os
 import signal
 import statistics
 import subprocess
@@ -28,14 +27,6 @@ from bench.common import ORCH, env
 
 DRIVE_ENV = "ORCH_DRIVE_ROOT_URL"
 
-
-def save_credentials(fake: Any, path: Path) -> None:
-    """What `orch auth` leaves behind: oauth2client credentials, mode 0600."""
-    from oauth2client.file import Storage
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Storage(str(path)).put(fake.credentials())
-    os.chmod(path, 0o600)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
@@ -60,7 +51,7 @@ class DriveProject:
         (root / "orch.toml").write_text(
             f'hub = "drive:{folder}"\nlocal_slots = 0\ngpus = "none"\n{settings}')
         self.credentials = root / ".orch" / "drive-credentials.json"
-        save_credentials(fake, self.credentials)
+        fake.write_credentials(self.credentials)
         self.env = env({DRIVE_ENV: fake.url})
         self.workers: list[subprocess.Popen[bytes]] = []
         self.db = root / ".orch" / "state.db"

@@ -32,14 +32,6 @@ print("trained", os.environ["ORCH_JOB_ID"], "attempt", os.environ["ORCH_ATTEMPT"
 """
 
 
-def save_credentials(fake: Any, path: Path) -> None:
-    """What `orch auth` leaves behind: oauth2client credentials, mode 0600."""
-    from oauth2client.file import Storage
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Storage(str(path)).put(fake.credentials())
-    os.chmod(path, 0o600)
-
 
 class DriveProject:
     """A project whose remote hub is a folder on the local Drive server."""
@@ -53,7 +45,7 @@ class DriveProject:
             f"lease_ttl = 4\nremote_lease_ttl = {lease}\ndrive_poll_interval = 0.3\n"))
         (root / "save.py").write_text(SAVE)
         self.credentials = root / ".orch" / "drive-credentials.json"
-        save_credentials(fake, self.credentials)
+        fake.write_credentials(self.credentials)
         self.env = {"ORCH_DRIVE_ROOT_URL": fake.url}
         self.workers: list[subprocess.Popen[str]] = []
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any, Self
 
 from .auth import TokenStore
@@ -163,6 +164,17 @@ class FakeDrive:
             access_token if access_token is not None else self.issue_token(),
             "fake-client-id.apps.googleusercontent.com", "fake-client-secret", refresh_token,
             None, self.token_uri, "orch-tests")
+
+    def write_credentials(self, path: Path) -> None:
+        """Save :meth:`credentials` where orch reads them, as `orch auth` leaves them:
+        oauth2client's file format, mode 0600."""
+        import os
+
+        from oauth2client.file import Storage
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Storage(str(path)).put(self.credentials())
+        os.chmod(path, 0o600)
 
     # ------------------------------------------------------------ inspection
     @property
