@@ -111,7 +111,7 @@ def main() -> None:
                     hubs[f"DriveHub.put_file, chunk {c} MiB"] = DriveHub(
                         "bench-upload", credentials=fake.credentials(), api_url=fake.url,
                         chunk_size=c * MiB)
-            parent = default_hub._root_id
+            parent = default_hub.root_id
             raw_name = f"raw resumable upload, {RAW_CHUNK // MiB} MiB PUTs (http.client)"
 
             def raw_case(k: int) -> float:

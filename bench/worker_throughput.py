@@ -52,9 +52,9 @@ def in_worker(project: Project, store: Store, epochs: int, n: int) -> float:
     job = submit(project, SubmitRequest(script=str(project.root / "train.py"),
                                         name=f"w{n}", script_args=("--epochs", str(epochs))),
                  store=store)[0]
-    hub.put_json(P.heartbeat("bench-w"), {"worker_id": "bench-w", "name": "bench-w",
-                                          "seq": 1000 + n, "state": "idle",
-                                          "capabilities": {"kind": "local"}})
+    hub.put_doc(P.heartbeat("bench-w"), P.Heartbeat(
+        worker_id="bench-w", name="bench-w", host="bench", pid=None, seq=1000 + n,
+        state=P.WorkerState.IDLE, capabilities=P.Capabilities(kind="local")))
     Scheduler(project, store, hub).tick()
     subprocess.run([sys.executable, "-m", "orchestrator.worker", "--hub", str(project.hub_dir),
                     "--id", "bench-w", "--name", "bench-w", "--work-dir",

@@ -5,4 +5,4 @@ standard library, so the CLI, the worker (which also runs inside Colab) and job
 scripts can all import it without paying for TensorFlow or Google clients.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .errors import OrchError, PullError, UsageError
+from .errors import NotConfiguredError, OrchError, PullError, UsageError
 from .logs import get_logger
-from .models import FINAL_STATES, GpuNeed, Job, JobState
+from .models import TERMINAL, UNFINISHED, GpuNeed, Job, JobState
 
 log = get_logger("orchestrator.cli")
 S = JobState
@@ -132,7 +132,7 @@ def submit(
     )
     jobs = do_submit(project, req)
     _ensure_daemon(project)
-    _warn_if_nothing_can_run(project, req)
+    _warn_if_nothing_can_run(project, jobs)
     if as_json:
         print(json.dumps({"jobs": [_job_json(j) for j in jobs]}, indent=2))
     else:
@@ -145,62 +145,36 @@ def submit(
         raise typer.Exit(_wait(project, [j.id for j in jobs]))
 
 
-def _warn_if_nothing_can_run(project: Any, req: Any) -> None:
-    """A job no worker can take yet waits for one: say how to start one."""
-    if req.on.strip().lower() == "colab":
-        with _store(project) as store:
-            alive = [w for w in store.workers() if w.kind == "colab"]
-        if not alive:
-            _err("no Colab worker is running: start one with `orch colab` and open the link "
-                 "it prints (Runtime → Run all)")
-        return
-    if req.on.strip().lower() != "local":
-        return
-    settings = project.settings
-    if req.gpu is GpuNeed.REQUIRED:
-        from .slots import local_slots
+def _warn_if_nothing_can_run(project: Any, jobs: list[Job]) -> None:
+    """A job no worker will take unless the user acts: say how to start one."""
+    from .places import project_places, unplaceable_warning
 
-        if not any(s.gpu is not None for s in local_slots(project)):
-            _err("warning: no local GPU found (nvidia-smi); the job waits for a GPU worker "
-                 "(`orch worker --hub .orch/hub --gpu 0`)")
-    elif settings.local_slots == 0 and settings.gpus.strip().lower() == "none":
-        _err("warning: local_slots is 0 and GPUs are off; the job waits for a worker "
-             "(`orch worker --hub .orch/hub`)")
+    with _store(project) as store:
+        warning = unplaceable_warning(project_places(project), jobs[0], store.workers())
+    if warning:
+        _err(warning)
 
 
 def _wait(project: Any, ids: list[str]) -> int:
-    from .lifecycle import start_background
+    from .waiting import JobWatch
 
-    auto_pull = project.settings.auto_pull
-    store = _store(project)
+    with _store(project) as store:
+        watch = JobWatch(project, store, ids)
+        try:
+            if sys.stderr.isatty():
+                from .render import wait_progress
 
-    def finished(job: Job) -> bool:
-        return job.state in FINAL_STATES or (not auto_pull and job.state is S.SUCCEEDED)
+                jobs = wait_progress(watch.read, watch.finished)
+            else:
+                from .render import wait_plain
 
-    last_check = [time.monotonic()]
-
-    def read() -> list[Job]:
-        if time.monotonic() - last_check[0] > 5:  # keep a daemon alive while we wait
-            last_check[0] = time.monotonic()
-            start_background(project)
-        return [store.get(i) for i in ids]
-
-    try:
-        if sys.stderr.isatty():
-            from .render import wait_progress
-
-            jobs = wait_progress(read, finished)
-        else:
-            from .render import wait_plain
-
-            jobs = wait_plain(read, finished, _err)
-    except KeyboardInterrupt:
-        _err("stopped waiting; the job(s) keep running (see `orch status`)")
-        return 130
-    ok = S.PULLED if auto_pull else S.SUCCEEDED
-    bad = [j for j in jobs if j.state is not ok]
-    for job in bad:
-        _err(f"orch: job {job.id} ({job.name}) {job.state.value}: {job.error or ''}".rstrip(": "))
+                jobs = wait_plain(watch.read, watch.finished, _err)
+        except KeyboardInterrupt:
+            _err("stopped waiting; the job(s) keep running (see `orch status`)")
+            return 130
+        bad = watch.failures(jobs)
+    for line in bad:
+        _err(f"orch: {line}")
     for job in jobs:
         if job.state is S.PULLED:
             _err(f"{job.name}: model(s) in {', '.join(job.pulled_to)}")
@@ -224,9 +198,8 @@ def status(
         if job:
             _status_one(project, store, job, as_json)
             return
-        active = store.jobs([S.QUEUED, S.ASSIGNED, S.RUNNING, S.LOST, S.SUCCEEDED])
-        others = [S.PULLED, S.FAILED, S.CANCELLED]
-        recent = store.jobs(others, limit=None if all_jobs else limit, newest_first=True)
+        active = store.jobs(UNFINISHED)
+        recent = store.jobs(TERMINAL, limit=None if all_jobs else limit, newest_first=True)
         jobs = sorted(active + recent, key=lambda j: j.seq)
         counts = store.counts()
     if as_json:
@@ -245,34 +218,13 @@ def status(
           + (f"; {hidden} older not shown (--all)" if hidden > 0 else ""))
 
 
-def _log_text(project: Any, job: Job, offset: int = 0) -> str | None:
-    """The job's log from its hub, from byte ``offset`` (None: no log yet)."""
-    from . import protocol as P
-    from .errors import HubNotFound
-    from .hubs import project_hub
-
-    key = P.log(job.id, job.attempt)
-    hub = project_hub(project, job.hub)
-    path = hub.local_path(key)
-    try:
-        if path is not None:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-        else:
-            data = hub.get_bytes(key)[offset:]
-    except (FileNotFoundError, HubNotFound):
-        return None
-    return data.decode("utf-8", "replace")
-
-
 def _status_one(project: Any, store: Any, ref: str, as_json: bool) -> None:
+    from .joblogs import read_log, tail_text
     from .render import job_detail
-    from .worker import tail_text
 
     job = store.resolve(ref)
     events, attempts = store.events(job.id), store.attempts(job.id)
-    log_tail = tail_text(_log_text(project, job) or "", 10)
+    log_tail = tail_text(read_log(project, job) or "", 10)
     if as_json:
         doc = _job_json(job)
         doc["events"] = [e.__dict__ for e in events]
@@ -292,39 +244,29 @@ def logs(
         help="An earlier attempt's log (e.g. the partial log of a LOST attempt).")] = None,
 ) -> None:
     """Print a job's log (its current attempt, or --attempt N)."""
-    import dataclasses
+    from .joblogs import follow as follow_log
+    from .joblogs import read_log
 
     project = _project()
     with _store(project) as store:
         current = store.resolve(job)
         if attempt is not None:
-            if not 1 <= attempt <= current.attempt:
-                raise UsageError(f"job {current.id} has attempts 1 to {current.attempt}")
-            text = _log_text(project, dataclasses.replace(current, attempt=attempt))
+            text = read_log(project, current, attempt=attempt)
             if text is None:
                 raise UsageError(f"no log for attempt {attempt} of {current.id}")
             sys.stdout.write(text)
             return
-        offset, attempt, seen = 0, current.attempt, False
+        seen = False
         try:
-            while True:
-                if current.attempt != attempt:
-                    offset, attempt = 0, current.attempt
-                    print(f"--- attempt {attempt} ---", flush=True)
-                text = _log_text(project, current, offset)
-                if text is not None:
-                    seen = True
-                    offset += len(text.encode("utf-8"))
-                    sys.stdout.write(text)
-                    sys.stdout.flush()
-                if not follow or current.state in FINAL_STATES:
-                    if not seen:
-                        _err(f"no log yet for {current.id} ({current.state.value})")
-                    return
-                time.sleep(0.5)
-                current = store.get(current.id)
+            for chunk in follow_log(project, current, lambda j: store.get(j.id), follow):
+                seen = True
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        if not seen:
+            current = store.get(current.id)
+            _err(f"no log yet for {current.id} ({current.state.value})")
 
 
 @app.command()
@@ -338,15 +280,14 @@ def top(
 
     project = _project()
     store = _store(project)
-    active = [S.QUEUED, S.ASSIGNED, S.RUNNING, S.LOST, S.SUCCEEDED]
 
     def read() -> list[Job]:
-        jobs = store.jobs(active) + store.jobs([S.PULLED, S.FAILED, S.CANCELLED], limit=10,
+        jobs = store.jobs(UNFINISHED) + store.jobs(TERMINAL, limit=10,
                                                newest_first=True)
         return sorted(jobs, key=lambda j: j.seq)
 
     def done(jobs: list[Job]) -> bool:
-        return until_done and not any(j.state in active for j in jobs)
+        return until_done and not any(j.state in UNFINISHED for j in jobs)
 
     if once or not sys.stdout.isatty():
         jobs = read()
@@ -410,37 +351,27 @@ def pull(
         "--verify", help="Load each model with TensorFlow and run one prediction.")] = False,
 ) -> None:
     """Fetch sealed results, verify checksums, and place outputs atomically. Idempotent."""
-    from .hubs import project_hub
-    from .pull import pull_job
+    from .pull import pull_many
 
     project = _project()
-    failures = 0
+    failures = pulled = 0
     with _store(project) as store:
-        if jobs:
-            targets = [store.resolve(r) for r in jobs]
-        else:
-            states = [S.SUCCEEDED, S.PULLED] if all_jobs else [S.SUCCEEDED]
-            targets = store.jobs(states)
-            if not targets and not verify:
-                print("nothing to pull")
-                return
-        if not targets:
-            print("nothing to pull")
-        for job in targets:
-            try:
-                placed = pull_job(project, store, project_hub(project, job.hub), job, to=to)
-            except PullError as exc:
-                _err(f"orch: error: {exc}")
+        for job, outcome in pull_many(project, store, jobs, again=all_jobs, to=to):
+            if isinstance(outcome, PullError):
+                _err(f"orch: error: {outcome}")
                 failures += 1
                 continue
+            pulled += 1
             rel = [str(p.relative_to(project.root)) if p.is_relative_to(project.root)
-                   else str(p) for p in placed]
+                   else str(p) for p in outcome]
             print(f"{job.id} {job.name}: {', '.join(rel)}")
             if verify:
                 from .verify import verify_paths
 
-                for line in verify_paths(placed):
+                for line in verify_paths(outcome):
                     print(f"  verified {line}")
+    if not pulled and not failures:
+        print("nothing to pull")
     if failures:
         raise typer.Exit(1)
 
@@ -511,13 +442,13 @@ def auth(
     """Sign in to Google Drive and store the credentials in .orch/ (mode 0600)."""
     if ctx.invoked_subcommand is not None:
         return
-    from .drive_auth import sign_in, use_service_account, whoami
+    from .hubs.drive.auth import sign_in, use_service_account, whoami
 
     project = _project(create=True)
     saved = project.drive_credentials
     if service_account is not None:
         use_service_account(service_account, saved)
-        from .drive_auth import load_credentials
+        from .hubs.drive.auth import load_credentials
 
         creds = load_credentials(saved)
     else:
@@ -531,7 +462,7 @@ def auth(
 @auth_app.command("status")
 def auth_status() -> None:
     """Who is signed in to Drive, and with which scope."""
-    from .drive_auth import load_credentials, whoami
+    from .hubs.drive.auth import load_credentials, whoami
 
     project = _project()
     who = whoami(load_credentials(project.drive_credentials))
@@ -556,48 +487,53 @@ def colab(
                          "it (stopped when the worker is idle).")] = False,
     gpu: Annotated[Optional[str], typer.Option(help="GPU for --launch: T4, L4, A100, H100.")]
     = None,
+    settings: Annotated[bool, typer.Option(
+        "--settings", help="Print the notebook's settings cell (to paste into a notebook "
+                           "opened by hand from colab_runners/) instead of publishing.")]
+    = False,
 ) -> None:
     """Put the Colab worker notebook on the project's Drive hub and print its link."""
-    import hashlib
-
-    import nbformat
-
-    from . import protocol as P
-    from .colab import COLAB_URL, build_wheel, notebook, notebook_key
-    from .errors import NotConfiguredError
-    from .hubs import project_hub
     from .models import parse_duration
 
+    idle_minutes = parse_duration(idle, "--idle") / 60
+    session_hours = parse_duration(session, "--session") / 3600
+    if launch and gpu is not None:
+        from .places.colab_launch import check_gpu
+
+        check_gpu(gpu)
     project = _project()
-    if not project.settings.hub:
-        raise NotConfiguredError('orch colab needs a Drive hub: set hub = "drive" in the '
-                                 "project's settings and run `orch auth`")
     job_id = None
     if job:
         with _store(project) as store:
             job_id = store.resolve(job).id
-    hub = project_hub(project, "remote")
-    wheel_name, wheel = build_wheel()
-    sha = hashlib.sha256(wheel).hexdigest()
-    if not hub.exists(P.blob(sha)):
-        hub.put_bytes(P.blob(sha), wheel)
-    nb = notebook(project.remote_hub_url.partition(":")[2], wheel_name, sha, job=job_id,
-                  idle_minutes=parse_duration(idle, "--idle") / 60,
-                  session_hours=parse_duration(session, "--session") / 3600)
-    key = notebook_key(job_id)
-    hub.put_bytes(key, nbformat.writes(nb).encode())
-    url = COLAB_URL.format(file_id=hub.file_id(key))  # type: ignore[attr-defined]
-    print(url)
-    _err(f"{'per-job' if job_id else 'worker'} notebook on Drive: {hub.url}/{key}; open the "
+    if settings:
+        import hashlib
+
+        from .places.colab_notebook import NotebookSettings, build_wheel
+
+        if not project.settings.hub:
+            raise NotConfiguredError('orch colab needs a Drive hub: set hub = "drive" in the '
+                                     "project's settings and run `orch auth`")
+        name, wheel = build_wheel()
+        print(NotebookSettings(hub_folder=project.remote_hub_url.partition(":")[2],
+                               wheel_name=name, wheel_sha=hashlib.sha256(wheel).hexdigest(),
+                               job=job_id, idle_minutes=idle_minutes,
+                               session_hours=session_hours).cell())
+        return
+    from .places.colab import publish
+
+    published = publish(project, job_id, idle_minutes, session_hours)
+    print(published.url)
+    _err(f"{'per-job' if job_id else 'worker'} notebook on Drive: {published.key}; open the "
          "link, choose a GPU runtime, then Runtime → Run all")
     if launch:
         import secrets
 
-        from .colab_launch import launch as start
+        from .places.colab_launch import launch as start
 
-        local = project.state_dir / "colab" / key.rpartition("/")[2]
+        local = project.state_dir / "colab" / published.key.rpartition("/")[2]
         local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_text(nbformat.writes(nb))
+        local.write_text(published.text)
         name = start(local, f"orch-{project.root.name}-{secrets.token_hex(3)}", gpu,
                      project.logs_dir / "colab-launch.log")
         _err(f"launched Colab session {name} ({gpu or 'CPU'}); it stops when the worker is "
@@ -605,7 +541,7 @@ def colab(
     if open_browser:
         import webbrowser
 
-        webbrowser.open(url)
+        webbrowser.open(published.url)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,

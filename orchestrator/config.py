@@ -204,13 +204,22 @@ class Project:
         return self.state_dir.is_dir()
 
     def init(self) -> bool:
-        """Create ``.orch/`` and its folders. Idempotent; True if it was new."""
+        """Create ``.orch/`` (private to its owner: it holds the store, credentials and
+        the signing key), its folders, the project's identity, and the local hub's
+        ``hub.json``. Idempotent; True if it was new."""
         new = not self.state_dir.is_dir()
         for folder in (self.state_dir, self.hub_dir, self.logs_dir, self.work_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        if new:
+            os.chmod(self.state_dir, 0o700)
         ignore = self.state_dir / ".gitignore"
         if not ignore.exists():
             ignore.write_text("*\n")
+        if not (self.hub_dir / "hub.json").exists():
+            from .hubs import claim_hub, open_hub
+            from .identity import load_identity
+
+            claim_hub(open_hub(self.hub_url), load_identity(self.state_dir).project_id)
         return new
 
 

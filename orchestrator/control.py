@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from .errors import IllegalTransitionError, UsageError
-from .models import Job, JobState
+from .models import ON_WORKER, Job, JobState
 from .store import Store
 
 S = JobState
@@ -23,7 +23,7 @@ def cancel(store: Store, job: Job) -> str:
             return "cancelled"
         except IllegalTransitionError:
             job = store.get(job.id)  # assigned meanwhile: fall through to a request
-    if job.state in (S.ASSIGNED, S.RUNNING):
+    if job.state in ON_WORKER:
         store.update(job.id, cancel_requested=1)
         store.note(job.id, "cancel requested by user")
         return "cancelling"

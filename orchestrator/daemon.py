@@ -19,37 +19,23 @@ import fcntl
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
 
 from .config import Project, open_project
 from .errors import OrchError, PullError
-from .hubs import Hub, open_hub, project_hub
+from .hubs import open_hub, project_hub
 from .lifecycle import lock_path, pid_path
-from .models import JobState, WorkerInfo
+from .models import ACTIVE, JobState, WorkerInfo
+from .places import Place, project_places
 from .pull import pull_job
 from .scheduler import Scheduler
-from .slots import Slot, local_slots
 from .store import Store
 
 log = logging.getLogger(__name__)
 S = JobState
-HOST = socket.gethostname()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Daemon:
@@ -58,67 +44,28 @@ class Daemon:
         self.settings = project.settings
         self.store = Store(project.db_path)
         self.hub = open_hub(project.hub_url)
-        self.hubs: dict[str, Hub] = {"local": self.hub}
-        self.scheduler = Scheduler(project, self.store, self.hubs, alive=self.worker_alive)
+        self.places: list[Place] = project_places(project)
+        self.scheduler = Scheduler(project, self.store, {"local": self.hub},
+                                   alive=self.worker_alive)
+        self.hubs = self.scheduler.hubs  # by name: "local", and "remote" once connected
         self.remote_error: str | None = None
-        self.slots = local_slots(project)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.retired: list[subprocess.Popen[bytes]] = []  # replaced, still to be reaped
         self.stopping = False
         self.pull_failed: set[tuple[str, int]] = set()
         self.watcher = self.hub.watch()
 
     def worker_alive(self, worker: WorkerInfo) -> bool | None:
-        """Local workers: is the process there? Others: unknown (lease decides)."""
-        if worker.host != HOST or not worker.pid:
-            return None
-        proc = self.procs.get(worker.name)
-        if proc is not None and proc.pid == worker.pid:
-            return proc.poll() is None
-        return pid_alive(worker.pid)
-
-    # ---- local workers --------------------------------------------------------
-
-    def local_work_waiting(self) -> bool:
-        return any(j.target in ("local", "auto") for j in self.store.queued())
+        """Whether a worker's process lives, if the place that owns it can tell."""
+        for place in self.places:
+            if place.owns(worker):
+                return place.alive(worker)
+        return None
 
     def supervise(self) -> None:
-        gone = {w.pid for w in self.store.workers(include_gone=True) if w.gone and w.host == HOST}
-        for name, proc in list(self.procs.items()):
-            if proc.poll() is not None:
-                log.info("local worker %s exited (%s)", name, proc.returncode)
-                del self.procs[name]
-            elif proc.pid in gone:  # lease expired while the process lives (stopped, hung)
-                log.warning("local worker %s (pid %d) lost its lease; replacing it", name,
-                            proc.pid)
-                self.retired.append(self.procs.pop(name))
-        self.retired = [p for p in self.retired if p.poll() is None]
-        if self.stopping or not self.local_work_waiting():
-            return
-        live = {w.name for w in self.store.workers()
-                if w.kind == "local" and w.host == HOST and w.state != "stopped"
-                and w.pid and pid_alive(w.pid)}
-        for slot in self.slots:
-            if slot.name in self.procs or slot.name in live:
-                continue
-            self.spawn(slot)
-
-    def spawn(self, slot: Slot) -> None:
-        s = self.settings
-        cmd = [
-            sys.executable, "-m", "orchestrator.worker", "--hub", str(self.hub.url),
-            "--name", slot.name, "--kind", "local", "--work-dir", str(self.project.work_dir),
-            "--idle-timeout", str(s.worker_idle_timeout), "--heartbeat", str(s.heartbeat_interval),
-        ]
-        if slot.gpu is not None:
-            cmd += ["--gpu", slot.gpu, "--gpu-name", slot.gpu_name or ""]
-        logf: IO[bytes] = open(self.project.logs_dir / f"worker-{slot.name}.log", "ab")
-        self.procs[slot.name] = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=self.project.root,
-        )
-        logf.close()
-        log.info("started local worker %s (pid %d)", slot.name, self.procs[slot.name].pid)
+        """Let each place start (or retire) its workers for the work waiting."""
+        waiting = [] if self.stopping else self.store.queued()
+        workers = self.store.workers(include_gone=True)
+        for place in self.places:
+            place.start_workers(waiting, workers)
 
     # ---- pulls ----------------------------------------------------------------
 
@@ -143,7 +90,7 @@ class Daemon:
 
     def busy(self) -> bool:
         counts = self.store.counts()
-        waiting = sum(counts.get(s, 0) for s in (S.QUEUED, S.ASSIGNED, S.RUNNING, S.LOST))
+        waiting = sum(counts.get(s, 0) for s in ACTIVE)
         unpulled = counts.get(S.SUCCEEDED, 0) if self.settings.auto_pull else 0
         return waiting + unpulled - len(self.pull_failed) > 0
 
@@ -153,7 +100,7 @@ class Daemon:
         if not self.settings.hub or "remote" in self.hubs:
             return
         try:
-            self.hubs["remote"] = project_hub(self.project, "remote")
+            self.scheduler.add_hub("remote", project_hub(self.project, "remote"))
         except OrchError as exc:
             if str(exc) != self.remote_error:
                 log.error("remote hub %s unavailable: %s", self.project.remote_hub_url, exc)
@@ -177,15 +124,15 @@ class Daemon:
         self.connect_remote()  # before recovery: jobs assigned on Drive are recovered too
         self.scheduler.recover()
         idle_since = time.monotonic()
-        log.info("daemon up for %s (pid %d, %d local slot(s))", self.project.root,
-                 os.getpid(), len(self.slots))
+        log.info("daemon up for %s (pid %d; places: %s)", self.project.root, os.getpid(),
+                 ", ".join(p.name for p in self.places))
         try:
             while not self.stopping:
                 try:
                     self.step()
                 except OrchError as exc:
                     log.error("tick failed: %s", exc)
-                if self.busy() or any(p.poll() is None for p in self.procs.values()):
+                if self.busy() or any(p.running() for p in self.places):
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > self.settings.daemon_idle_timeout:
                     log.info("idle for %.0f s; exiting", self.settings.daemon_idle_timeout)
@@ -193,9 +140,8 @@ class Daemon:
                 watcher.wait(self.settings.tick_interval)
         finally:
             watcher.close()
-            for proc in [*self.procs.values(), *self.retired]:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)  # idle workers exit; busy ones finish
+            for place in self.places:
+                place.stop_workers()
             self.store.close()
 
 

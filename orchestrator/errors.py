@@ -50,6 +50,25 @@ class HubNotFound(HubError):
     """A key asked of a hub does not exist there."""
 
 
+class TransientHubError(HubError):
+    """A hub call failed in a way worth another try (a dropped upload session)."""
+
+
+class ProtocolError(HubError):
+    """A hub document (or the hub itself) is of another protocol version, another
+    project, or malformed. Its message says which, in one line."""
+
+
+class SignatureError(ProtocolError):
+    """A manifest or assignment is unsigned, mis-signed, or names a blob whose
+    content does not match its hash: someone else wrote it."""
+
+
+class SupersededError(OrchError):
+    """A worker's assignment was withdrawn (its lease expired and the job runs as a
+    newer attempt): it stops the run and writes nothing more for it."""
+
+
 class BundleError(UsageError):
     """A code snapshot or data file could not be taken (missing, unreadable, too big)."""
 
@@ -69,3 +88,11 @@ class UnsafeArchiveError(PullError):
 
 class DaemonError(OrchError):
     """The background daemon could not be started, stopped or reached."""
+
+
+class AuthError(OrchError):
+    """Signing in to Drive failed, or the saved credentials are unusable."""
+
+
+class LaunchError(OrchError):
+    """Google's `colab` CLI refused to provision or run a session."""

@@ -52,19 +52,24 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.CANCELLED: frozenset({S.QUEUED}),
 }
 
-#: Every state lands in exactly one bucket (tested).
-ACTIVE_STATES = frozenset({S.QUEUED, S.ASSIGNED, S.RUNNING, S.LOST})
-ON_WORKER_STATES = frozenset({S.ASSIGNED, S.RUNNING})
-DONE_OK_STATES = frozenset({S.SUCCEEDED, S.PULLED})
-DONE_BAD_STATES = frozenset({S.FAILED, S.CANCELLED})
+#: The named groups of states: every module uses these, never a list of its own.
+#: ACTIVE     the job still needs a worker: waiting for one, or on one
+#: ON_WORKER  a worker holds the current attempt
+#: UNFINISHED the daemon still has work to do for it (ACTIVE, or a result to pull)
+#: TERMINAL   nothing more happens unless the user retries it
+#: HAS_RESULT a result was sealed (pulled or not)
+ON_WORKER = frozenset({S.ASSIGNED, S.RUNNING})
+ACTIVE = frozenset({S.QUEUED, S.LOST}) | ON_WORKER
+UNFINISHED = ACTIVE | {S.SUCCEEDED}
+TERMINAL = frozenset({S.PULLED, S.FAILED, S.CANCELLED})
+HAS_RESULT = frozenset({S.SUCCEEDED, S.PULLED})
+#: A partition of every state (tested): where a job is in its life.
 BUCKETS: dict[str, frozenset[JobState]] = {
-    "waiting": frozenset({S.QUEUED, S.LOST}),
-    "on_worker": ON_WORKER_STATES,
-    "succeeded": DONE_OK_STATES,
-    "ended_bad": DONE_BAD_STATES,
+    "waiting": ACTIVE - ON_WORKER,
+    "on_worker": ON_WORKER,
+    "to_pull": UNFINISHED - ACTIVE,
+    "terminal": TERMINAL,
 }
-#: States after which `orch submit --wait` stops waiting.
-FINAL_STATES = frozenset({S.PULLED, S.FAILED, S.CANCELLED})
 
 
 def check_transition(src: JobState, dst: JobState) -> None:

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import protocol as P
@@ -23,7 +24,7 @@ from .archive import safe_extract, sha256_file
 from .config import Project
 from .errors import HubError, HubNotFound, IllegalTransitionError, PullError
 from .hubs import Hub
-from .models import Job, JobState, OutputSpec
+from .models import HAS_RESULT, Job, JobState, OutputSpec
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,12 @@ def _place(entry: Path, target: Path, trash: Path) -> None:
 def pull_job(project: Project, store: Store, hub: Hub, job: Job,
              to: Path | None = None) -> list[Path]:
     """Pull one SUCCEEDED (or, with ``to``, PULLED) job. Returns the placed paths."""
-    if job.state not in (JobState.SUCCEEDED, JobState.PULLED):
+    if job.state not in HAS_RESULT:
         raise PullError(f"job {job.id} ({job.name}) is {job.state.value}, not finished")
-    sealed = hub.get_json(P.result_json(job.id, job.attempt))
+    try:
+        sealed = hub.get_doc(P.result_json(job.id, job.attempt), P.Seal)
+    except HubError as exc:
+        raise PullError(f"job {job.id}: unusable seal on the hub: {exc}") from exc
     if sealed is None:
         raise PullError(f"job {job.id} has no sealed result on the hub")
     dests = destinations(project, job, to)
@@ -90,10 +94,10 @@ def pull_job(project: Project, store: Store, hub: Hub, job: Job,
             except HubNotFound as exc:
                 raise PullError(f"job {job.id}: result archive missing from the hub") from exc
         got = sha256_file(archive)
-        if got != sealed.get("sha256"):
+        if got != sealed.sha256:
             raise PullError(
                 f"job {job.id}: result archive is corrupt or was tampered with "
-                f"(sha256 {got[:12]}… ≠ sealed {str(sealed.get('sha256'))[:12]}…); not pulled"
+                f"(sha256 {got[:12]}… ≠ sealed {sealed.sha256[:12]}…); not pulled"
             )
         tree = stage / "tree"
         safe_extract(archive, tree)
@@ -127,3 +131,22 @@ def pull_job(project: Project, store: Store, hub: Hub, job: Job,
             pass  # pulled concurrently by the daemon or another `orch pull`
     log.info("pulled %s into %s", job.id, ", ".join(rel))
     return placed
+
+
+def pull_many(project: Project, store: Store, refs: list[str] | None = None,
+              again: bool = False, to: Path | None = None
+              ) -> Iterator[tuple[Job, list[Path] | PullError]]:
+    """`orch pull`: each job named by ``refs`` (default: every SUCCEEDED job, and with
+    ``again`` the PULLED ones too) with what was placed, or the PullError that stopped
+    it. One job's failure does not stop the others."""
+    from .hubs import project_hub
+
+    if refs:
+        targets = [store.resolve(r) for r in refs]
+    else:
+        targets = store.jobs(HAS_RESULT if again else [JobState.SUCCEEDED])
+    for job in targets:
+        try:
+            yield job, pull_job(project, store, project_hub(project, job.hub), job, to=to)
+        except PullError as exc:
+            yield job, exc

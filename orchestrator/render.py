@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .models import Attempt, Event, Job, JobState, format_duration
+from .models import HAS_RESULT, Attempt, Event, Job, JobState, format_duration
 
 S = JobState
 COLOURS = {
@@ -26,7 +26,7 @@ RICH_COLOURS = {
 
 def fraction(job: Job) -> float | None:
     """How far training is, 0..1, from the last progress report (None if unknown)."""
-    if job.state in (S.SUCCEEDED, S.PULLED):
+    if job.state in HAS_RESULT:
         return 1.0
     p = job.progress
     epochs = p.get("epochs")
@@ -42,7 +42,7 @@ def fraction(job: Job) -> float | None:
 def progress_text(job: Job) -> str:
     p = job.progress
     frac = fraction(job)
-    if job.state in (S.SUCCEEDED, S.PULLED):
+    if job.state in HAS_RESULT:
         return "done"
     if frac is None or p.get("epoch") is None:
         return "-"

@@ -13,7 +13,6 @@ order could run a job twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,9 +20,11 @@ from typing import Any
 
 from . import protocol as P
 from .config import Project
-from .errors import HubError, IllegalTransitionError
-from .hubs import Hub
-from .models import GpuNeed, Job, JobState, WorkerInfo
+from .errors import HubError, IllegalTransitionError, ProtocolError
+from .hubs import Hub, claim_hub
+from .identity import load_identity
+from .models import ON_WORKER, GpuNeed, Job, JobState, WorkerInfo
+from .places import gpu_allows, target_allows
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -33,21 +34,11 @@ S = JobState
 AliveCheck = Callable[[WorkerInfo], bool | None]
 
 
-def manifest_for(job: Job) -> dict[str, Any]:
+def manifest_for(job: Job) -> P.Manifest:
     """What a worker needs to run ``job`` (jobs/<id>/manifest.json)."""
-    return {
-        "job_id": job.id,
-        "name": job.name,
-        "script": job.script,
-        "args": list(job.args),
-        "env": [list(kv) for kv in job.env],
-        "snapshot": job.snapshot_sha256,
-        "data": [d.__dict__ for d in job.data],
-        "outputs": [o.__dict__ for o in job.outputs],
-        "gpu": job.gpu.value,
-        "autotrack": job.autotrack,
-        "protocol": P.PROTOCOL_VERSION,
-    }
+    return P.Manifest(job_id=job.id, name=job.name, script=job.script, args=job.args,
+                      env=job.env, snapshot=job.snapshot_sha256, data=job.data,
+                      outputs=job.outputs, gpu=job.gpu, autotrack=job.autotrack)
 
 
 def worker_fits(job: Job, worker: WorkerInfo, now: float | None = None) -> bool:
@@ -56,16 +47,7 @@ def worker_fits(job: Job, worker: WorkerInfo, now: float | None = None) -> bool:
     left = worker.time_left(time.time() if now is None else now)
     if left is not None and job.estimate_s and job.estimate_s > left and not job.checkpoints:
         return False
-    target = job.target
-    if target.startswith("ssh:"):
-        return worker.kind == "ssh" and worker.name == target[4:]
-    if target in ("local", "colab") and worker.kind != target:
-        return False
-    if target == "remote" and worker.hub == "local":
-        return False
-    if job.gpu is GpuNeed.REQUIRED and not worker.gpu:
-        return False
-    return True
+    return target_allows(job.target, worker) and gpu_allows(job, worker)
 
 
 def preference(job: Job, worker: WorkerInfo) -> tuple[int, str]:
@@ -77,13 +59,23 @@ def preference(job: Job, worker: WorkerInfo) -> tuple[int, str]:
 class Scheduler:
     def __init__(self, project: Project, store: Store, hubs: Hub | dict[str, Hub],
                  alive: AliveCheck | None = None) -> None:
-        """``hubs`` by name; a single hub is the ``local`` one."""
+        """``hubs`` by name; a single hub is the ``local`` one. Each is claimed for
+        the project (``hub.json``): one of another project or protocol is refused."""
         self.project = project
         self.store = store
-        self.hubs = hubs if isinstance(hubs, dict) else {"local": hubs}
+        self.identity = load_identity(project.state_dir)
+        self.hubs: dict[str, Hub] = {}
+        for name, hub in (hubs if isinstance(hubs, dict) else {"local": hubs}).items():
+            self.add_hub(name, hub)
         self.alive = alive or (lambda w: None)
         self.settings = project.settings
         self._missing: set[str] = set()  # hubs warned about
+        self._refused: set[str] = set()  # heartbeats of another protocol, warned about
+
+    def add_hub(self, name: str, hub: Hub) -> None:
+        """Serve ``hub`` under ``name`` from now on (after checking it is ours)."""
+        claim_hub(hub, self.identity.project_id)
+        self.hubs[name] = hub
 
     def hub_of(self, name: str) -> Hub | None:
         hub = self.hubs.get(name)
@@ -126,31 +118,41 @@ class Scheduler:
                 self.sync_worker(name, hub, wid, now)
 
     def sync_worker(self, hub_name: str, hub: Hub, wid: str, now: float) -> None:
-        beat = hub.get_json(P.heartbeat(wid))
-        if not beat or beat.get("worker_id") != wid:
+        try:
+            beat = hub.get_doc(P.heartbeat(wid), P.Heartbeat)
+        except ProtocolError as exc:
+            if wid not in self._refused:
+                self._refused.add(wid)
+                log.warning("worker %s ignored: %s", wid, exc)
+            return
+        if beat is None or beat.worker_id != wid:
             return
         new, _ = self.store.upsert_worker(beat, now, hub=hub_name)
         if new:
             log.info("worker %s joined %s (%s, gpu=%s)", wid, hub_name,
-                     beat.get("capabilities", {}).get("kind"),
-                     beat.get("capabilities", {}).get("gpu"))
+                     beat.capabilities.kind, beat.capabilities.gpu)
 
     def sync_statuses(self) -> None:
-        for job in self.store.jobs([S.ASSIGNED, S.RUNNING]):
+        for job in self.store.jobs(ON_WORKER):
             hub = self.hub_of(job.hub)
-            status = hub.get_json(P.status(job.id, job.attempt)) if hub else None
-            if hub is None or status is None or status.get("attempt") != job.attempt:
+            if hub is None:
+                continue
+            try:
+                status = hub.get_doc(P.status(job.id, job.attempt), P.RunStatus)
+            except ProtocolError as exc:
+                log.warning("status of %s ignored: %s", job.id, exc)
+                continue
+            if status is None or status.attempt != job.attempt:
                 continue
             self.apply_status(job, status, hub)
 
-    def apply_status(self, job: Job, status: dict[str, Any], hub: Hub) -> None:
-        phase = status.get("phase")
-        progress = status.get("progress") or {}
-        resumed = status.get("resumed_from_epoch")
+    def apply_status(self, job: Job, status: P.RunStatus, hub: Hub) -> None:
+        phase = status.phase
+        progress = status.progress
+        resumed = status.resumed_from_epoch
         try:
-            if job.state is S.ASSIGNED and phase in (P.PHASE_STARTING, P.PHASE_RUNNING,
-                                                     P.PHASE_SUCCEEDED, P.PHASE_FAILED):
-                started = status.get("started_at") or time.time()
+            if job.state is S.ASSIGNED and phase is not P.Phase.CANCELLED:
+                started = status.started_at or time.time()
                 job = self.store.transition(
                     job.id, S.RUNNING, f"started on {job.worker_id}", expect=[S.ASSIGNED],
                     on_attempt=job.attempt, started_at=started,
@@ -160,14 +162,14 @@ class Scheduler:
                 self.store.update_attempt(job.id, job.attempt, resumed_from_epoch=resumed)
             if progress and progress != job.progress:
                 self.store.update(job.id, on_attempt=job.attempt, progress=progress)
-            if phase == P.PHASE_SUCCEEDED:
-                if hub.get_json(P.result_json(job.id, job.attempt)) is None:
+            if phase is P.Phase.SUCCEEDED:
+                if not hub.exists(P.result_json(job.id, job.attempt)):
                     return  # status can show before the seal on lagging hubs
                 self.finish(job, S.SUCCEEDED, "result sealed", exit_code=0)
-            elif phase == P.PHASE_FAILED:
-                self.finish(job, S.FAILED, status.get("error") or "failed",
-                            exit_code=status.get("exit_code"), error=status.get("error"))
-            elif phase == P.PHASE_CANCELLED:
+            elif phase is P.Phase.FAILED:
+                self.finish(job, S.FAILED, status.error or "failed",
+                            exit_code=status.exit_code, error=status.error)
+            elif phase is P.Phase.CANCELLED:
                 self.finish(job, S.CANCELLED, "cancelled on the worker")
                 hub.delete(P.cancel(job.id))
         except IllegalTransitionError as exc:
@@ -175,7 +177,7 @@ class Scheduler:
 
     def finish(self, job: Job, dst: JobState, message: str, **fields: Any) -> None:
         now = time.time()
-        self.store.transition(job.id, dst, message, expect=[S.ASSIGNED, S.RUNNING],
+        self.store.transition(job.id, dst, message, expect=ON_WORKER,
                               on_attempt=job.attempt, finished_at=now, **fields)
         self.store.update_attempt(job.id, job.attempt, ended_at=now, outcome=dst.value)
         hub = self.hubs.get(job.hub)
@@ -190,7 +192,7 @@ class Scheduler:
             # never shorter than three of the worker's own heartbeats
             ttl = max(ttl, 3 * (worker.heartbeat_interval or 0))
             reason = None
-            if worker.state == "stopped":
+            if worker.state == P.WorkerState.STOPPED.value:
                 reason = "worker stopped"
             elif self.alive(worker) is False:
                 reason = "worker process died"
@@ -200,18 +202,18 @@ class Scheduler:
                 continue
             self.store.mark_worker_gone(worker.id)
             log.info("worker %s gone: %s", worker.id, reason)
-            for job in self.store.jobs([S.ASSIGNED, S.RUNNING]):
+            for job in self.store.jobs(ON_WORKER):
                 if job.worker_id == worker.id:
                     self.lose(job, reason)
             hub = self.hubs.get(worker.hub)
-            if worker.state == "stopped" and hub is not None:
-                hub.delete(f"workers/{worker.id}")
+            if worker.state == P.WorkerState.STOPPED.value and hub is not None:
+                hub.delete(P.worker_dir(worker.id))
 
     def lose(self, job: Job, reason: str) -> None:
         """Lease expired: LOST, withdraw the assignment (fences a zombie), re-queue."""
         try:
             self.store.transition(job.id, S.LOST, f"lost on {job.worker_id}: {reason}",
-                                  expect=[S.ASSIGNED, S.RUNNING], on_attempt=job.attempt)
+                                  expect=ON_WORKER, on_attempt=job.attempt)
         except IllegalTransitionError:
             return
         self.store.update_attempt(job.id, job.attempt, ended_at=time.time(), outcome="LOST")
@@ -229,16 +231,16 @@ class Scheduler:
                                   finished_at=time.time())
 
     def pass_cancels(self) -> None:
-        for job in self.store.jobs([S.ASSIGNED, S.RUNNING]):
+        for job in self.store.jobs(ON_WORKER):
             hub = self.hubs.get(job.hub)
             if job.cancel_requested and hub is not None and not hub.exists(P.cancel(job.id)):
-                hub.put_bytes(P.cancel(job.id), json.dumps({"at": time.time()}).encode())
+                hub.put_doc(P.cancel(job.id), P.Cancel(job_id=job.id, at=time.time()))
                 log.info("cancel marker written for %s", job.id)
 
     def free_workers(self) -> list[WorkerInfo]:
-        busy = {j.worker_id for j in self.store.jobs([S.ASSIGNED, S.RUNNING])}
+        busy = {j.worker_id for j in self.store.jobs(ON_WORKER)}
         return [w for w in self.store.workers()
-                if w.id not in busy and w.state in ("idle", "busy")]
+                if w.id not in busy and w.state != P.WorkerState.STOPPED.value]
 
     def assign(self) -> None:
         queued = self.store.queued()
@@ -284,10 +286,9 @@ class Scheduler:
         for sha in [job.snapshot_sha256, *(d.sha256 for d in job.data)]:
             if not hub.exists(P.blob(sha)):
                 hub.put_file(P.blob(sha), local / sha)
-        hub.put_json(P.manifest(job.id), manifest_for(job))
+        hub.put_doc(P.manifest(job.id), manifest_for(job))
 
     def write_assignment(self, job: Job, worker_id: str, hub: Hub) -> None:
-        hub.put_json(
-            P.inbox(worker_id, job.id, job.attempt),
-            {"job_id": job.id, "attempt": job.attempt, "assigned_at": time.time()},
-        )
+        hub.put_doc(P.inbox(worker_id, job.id, job.attempt),
+                    P.Assignment(job_id=job.id, attempt=job.attempt, worker_id=worker_id,
+                                 assigned_at=time.time()))

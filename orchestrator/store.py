@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import IllegalTransitionError, JobNotFoundError, StoreError
 from .logs import get_logger
@@ -32,6 +32,9 @@ from .models import (
     check_transition,
     sources_for,
 )
+
+if TYPE_CHECKING:
+    from .protocol import Heartbeat
 
 log = get_logger(__name__)
 
@@ -416,29 +419,28 @@ class Store:
 
     # ---- workers ----------------------------------------------------------
 
-    def upsert_worker(self, beat: dict[str, Any], seen_at: float,
+    def upsert_worker(self, beat: Heartbeat, seen_at: float,
                       hub: str = "local") -> tuple[bool, bool]:
         """Record a heartbeat. Returns ``(new, advanced)``: whether the worker is new,
         and whether its heartbeat counter moved (only then is ``last_seen`` bumped,
         so liveness is judged by the daemon's clock, not the worker's)."""
-        wid = str(beat["worker_id"])
-        seq = int(beat.get("seq", 0))
+        wid = beat.worker_id
         row = self.db.execute("SELECT seq, gone FROM workers WHERE id=?", (wid,)).fetchone()
-        caps = beat.get("capabilities", {})
+        caps = beat.capabilities
         values = {
-            "name": str(beat.get("name", wid)),
-            "kind": str(caps.get("kind", "local")),
-            "host": str(beat.get("host", "")),
-            "pid": beat.get("pid"),
-            "gpu": int(bool(caps.get("gpu"))),
-            "gpu_name": caps.get("gpu_name"),
-            "state": str(beat.get("state", "idle")),
-            "job_id": beat.get("job_id"),
-            "attempt": beat.get("attempt"),
-            "seq": seq,
-            "info": json.dumps(beat),
+            "name": beat.name,
+            "kind": caps.kind,
+            "host": beat.host,
+            "pid": beat.pid,
+            "gpu": int(caps.gpu),
+            "gpu_name": caps.gpu_name,
+            "state": beat.state.value,
+            "job_id": beat.job_id,
+            "attempt": beat.attempt,
+            "seq": beat.seq,
+            "info": beat.to_json().decode(),
             "hub": hub,
-            "session_left": caps.get("session_left"),
+            "session_left": caps.session_left,
         }
         with self.tx() as db:
             if row is None:
@@ -448,12 +450,12 @@ class Store:
                     [wid, *values.values(), seen_at],
                 )
                 return True, True
-            advanced = seq != row["seq"]
+            advanced = beat.seq != row["seq"]
             if not advanced:
                 return False, False
             # A worker declared gone that beats again may rejoin: its old assignments
             # were withdrawn when it was declared gone, so it cannot run them twice.
-            revived = 0 if values["state"] != "stopped" else row["gone"]
+            revived = 0 if beat.state.value != "stopped" else row["gone"]
             db.execute(
                 f"UPDATE workers SET {', '.join(f'{k}=?' for k in values)}, last_seen=?, "
                 "gone=? WHERE id=?",

@@ -29,6 +29,18 @@ worker_idle_timeout = 30
 """
 
 
+def heartbeat(wid: str, seq: int = 1, state: str = "idle", kind: str = "local",
+              gpu: bool = False, name: str | None = None, host: str = "elsewhere",
+              pid: int | None = None, **caps: Any) -> Any:
+    """A worker's heartbeat document, as a worker of ``kind`` writes it."""
+    from orchestrator import protocol as P
+
+    return P.Heartbeat(worker_id=wid, name=name or wid, host=host, pid=pid, seq=seq,
+                       state=P.WorkerState(state),
+                       capabilities=P.Capabilities(kind=kind, gpu=gpu,
+                                                   gpu_name="T4" if gpu else None, **caps))
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1,
              message: str = "condition") -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""

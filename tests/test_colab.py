@@ -105,7 +105,7 @@ def test_per_job_notebook_runs_one_job_and_stops(project_dir: Path, drive: Any, 
 
 
 def test_notebooks_are_valid_and_the_wheel_is_reproducible() -> None:
-    from orchestrator.colab import build_wheel, notebook
+    from orchestrator.places.colab_notebook import NotebookSettings, build_wheel, notebook
 
     name, wheel = build_wheel()
     assert name.startswith("orch-") and name.endswith("-py3-none-any.whl")
@@ -115,13 +115,30 @@ def test_notebooks_are_valid_and_the_wheel_is_reproducible() -> None:
 
     names = zipfile.ZipFile(BytesIO(wheel)).namelist()
     assert "orchestrator/worker.py" in names and any(n.endswith("/RECORD") for n in names)
+    assert "orchestrator/places/colab_cells.py" in names
     for job in (None, "abc123"):
-        nb = notebook("orch-hub/p", name, "0" * 64, job=job)
+        nb = notebook(NotebookSettings("orch-hub/p", name, "0" * 64, job=job))
         nbformat.validate(nb)
         assert nb.nbformat == 4
         source = "\n".join(c.source for c in nb.cells)
         assert "/content/drive" not in source.replace("/content/drive`", "")  # API, not mount
         assert "auth.authenticate_user()" in source and "nvidia-smi" in source
+
+
+def test_committed_notebooks_are_what_the_generator_renders() -> None:
+    """colab_runners/*.ipynb are rendered from orchestrator/places/colab_cells.py; after
+    changing the cells, run `python -m orchestrator.places.colab_notebook colab_runners`."""
+    from orchestrator.places.colab_notebook import committed
+
+    folder = REPO / "colab_runners"
+    for name, text in committed().items():
+        assert (folder / name).read_text(encoding="utf-8") == text, (
+            f"colab_runners/{name} is stale: run `python -m orchestrator.places.colab_notebook "
+            "colab_runners`")
+    for name in committed():
+        nb = nbformat.read(folder / name, as_version=4)
+        nbformat.validate(nb)
+        compile("\n".join(c.source for c in nb.cells if c.cell_type == "code"), name, "exec")
 
 
 def test_colab_needs_a_drive_hub(project_dir: Path) -> None:

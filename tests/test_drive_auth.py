@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.drive_auth import code_from, load_credentials, sign_in
+from orchestrator.hubs.drive.auth import code_from, load_credentials, sign_in
 from orchestrator.errors import UsageError
 
 from .conftest import drive_hub, run_orch, wait_for

@@ -119,7 +119,7 @@ def test_newest_duplicate_wins_and_its_writer_removes_the_rest(drive: Any,
     parent = drive.find(name="status.json")[-1]["parents"][0]
     # a retried create that had in fact succeeded leaves a second file of the name
     other = drive_hub(folder_for(tmp_path))
-    svc = other._svc()
+    svc = other.client.svc()
     svc.files().create(body={"name": "status.json", "parents": [parent]},
                        media_body=_media(b'{"v": 2}')).execute()
     reader = drive_hub(folder_for(tmp_path))

@@ -1,5 +1,5 @@
 """The fake Drive v3 server (tests/fakedrive), driven only through the real
-google-api-python-client built by ``orchestrator.hubs.drive_api.build_service``
+google-api-python-client built by ``orchestrator.hubs.drive.api.build_service``
 (and, for the upload protocol's raw steps, that client's own HTTP object)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from oauth2client.client import (
     OAuth2Credentials,
 )
 
-from orchestrator.hubs.drive_api import build_service
+from orchestrator.hubs.drive.api import build_service
 
 from .conftest import REPO, wait_for
 from .fakedrive import FOLDER_MIME, ROOT_ID, FakeDrive

@@ -529,43 +529,69 @@ def test_bad_keys_raise_hub_error_and_touch_nothing(hub: Hub, tmp_path: Path, ke
 
 
 def test_protocol_keys_are_valid_hub_keys(hub: Hub) -> None:
+    """Every key of the protocol, with its typed document, round-trips through the hub."""
+    from orchestrator.models import DataRef, GpuNeed, OutputSpec
+
     w, j = "w-1a2b", "ab12cd34"
     sha = hashlib.sha256(b"blob").hexdigest()
-    keys = {
-        P.hub_json(): {"protocol": P.PROTOCOL_VERSION},
+    docs: dict[str, P.Document | None] = {
+        P.hub_json(): P.HubInfo(project_id="p1", orch="0.2.0", created_at=1.0),
         P.blob(sha): None,
-        P.manifest(j): {"entry": "train.py"},
-        P.heartbeat(w): {"state": "idle"},
-        P.inbox(w, j, 1): {"attempt": 1},
-        P.status(j, 1): {"phase": P.PHASE_RUNNING},
+        P.manifest(j): P.Manifest(job_id=j, name="train", script="train.py", args=("-x",),
+                                  env=(("K", "V"),), snapshot=sha,
+                                  data=(DataRef("d.csv", sha, 4),),
+                                  outputs=(OutputSpec(".", ""),), gpu=GpuNeed.ANY,
+                                  autotrack=False, signature="s"),
+        P.heartbeat(w): P.Heartbeat(worker_id=w, name="w", host="h", pid=1, seq=1,
+                                    state=P.WorkerState.IDLE,
+                                    capabilities=P.Capabilities(kind="local")),
+        P.inbox(w, j, 1): P.Assignment(job_id=j, attempt=1, worker_id=w, assigned_at=2.0),
+        P.status(j, 1): P.RunStatus(job_id=j, attempt=1, worker_id=w, phase=P.Phase.RUNNING,
+                                    started_at=3.0, progress={"epoch": 1}),
         P.log(j, 1): None,
         P.metrics(j, 1): None,
         P.result_tar(j, 1): None,
-        P.result_json(j, 1): {"sha256": sha},
+        P.result_json(j, 1): P.Seal(job_id=j, attempt=1, sha256=sha, size=4,
+                                    files=(P.SealedFile("0/m.h5", 4),), sealed_at=4.0),
         P.ckpt(j, 1): None,
-        P.cancel(j): None,
+        P.cancel(j): P.Cancel(job_id=j, at=5.0),
+        P.notebook("worker"): None,
     }
-    for key, doc in keys.items():
+    for key, doc in docs.items():
         if doc is None:
             hub.put_bytes(key, key.encode())
         else:
-            hub.put_json(key, doc)
-    for key, doc in keys.items():
+            hub.put_doc(key, doc)
+    for key, doc in docs.items():
         assert hub.exists(key), key
         if doc is None:
             assert hub.get_bytes(key) == key.encode()
         else:
-            assert hub.get_json(key) == doc
-    assert hub.list("") == sorted(["hub.json", "blobs", "jobs", "workers", "runs", "cancel"])
+            assert hub.get_doc(key, type(doc)) == doc
+    assert hub.list("") == sorted(["hub.json", "blobs", "jobs", "workers", "runs", "cancel",
+                                   "notebooks"])
     assert hub.list(P.inbox_dir(w)) == [f"{j}.1.json"]
     assert P.parse_inbox_name(hub.list(P.inbox_dir(w))[0]) == (j, 1)
-    assert hub.list(f"workers/{w}") == ["heartbeat.json", "inbox"]
+    assert hub.list(P.worker_dir(w)) == ["heartbeat.json", "inbox"]
     assert hub.list(P.ckpt_dir(j)) == ["1.tar"]
+    assert [P.parse_ckpt_name(n) for n in hub.list(P.ckpt_dir(j))] == [1]
     assert hub.list(f"runs/{j}") == ["1", "ckpt"]
     assert hub.list(P.run_dir(j, 1)) == sorted(
         ["status.json", "log.txt", "metrics.jsonl", "result.tar", "result.json"])
     hub.delete(P.inbox(w, j, 1))
     assert hub.list(P.inbox_dir(w)) == []
+
+
+def test_documents_of_another_protocol_version_are_refused_in_one_line(hub: Hub) -> None:
+    from orchestrator.errors import ProtocolError
+
+    hub.put_json(P.heartbeat("old"), {"worker_id": "old", "seq": 1, "state": "idle"})
+    with pytest.raises(ProtocolError, match="protocol 1; this orch speaks protocol"):
+        hub.get_doc(P.heartbeat("old"), P.Heartbeat)
+    hub.put_json(P.status("j", 1), {"protocol": P.PROTOCOL_VERSION, "job_id": "j"})
+    with pytest.raises(ProtocolError, match="missing 'attempt'"):
+        hub.get_doc(P.status("j", 1), P.RunStatus)
+    assert hub.get_doc("no/such.json", P.RunStatus) is None
 
 
 # ------------------------------------------------------------------ local_path

@@ -9,9 +9,12 @@ import pytest
 
 from orchestrator.errors import IllegalTransitionError, UsageError
 from orchestrator.models import (
-    ACTIVE_STATES,
+    ACTIVE,
     BUCKETS,
-    FINAL_STATES,
+    HAS_RESULT,
+    ON_WORKER,
+    TERMINAL,
+    UNFINISHED,
     TRANSITIONS,
     JobState,
     check_transition,
@@ -80,10 +83,17 @@ def test_every_state_is_reachable_from_queued() -> None:
 
 
 def test_final_states_only_leave_by_explicit_retry() -> None:
-    for state in FINAL_STATES:
+    for state in TERMINAL:
         assert TRANSITIONS[state] <= {S.QUEUED}, state
     assert TRANSITIONS[S.PULLED] == frozenset()
-    assert not FINAL_STATES & ACTIVE_STATES
+    assert not TERMINAL & UNFINISHED
+
+
+def test_state_groups_are_named_once_and_consistent() -> None:
+    assert UNFINISHED | TERMINAL == set(JobState)
+    assert ON_WORKER < ACTIVE < UNFINISHED
+    assert HAS_RESULT == {S.SUCCEEDED, S.PULLED}
+    assert UNFINISHED - ACTIVE == {S.SUCCEEDED}
 
 
 @pytest.mark.parametrize(("src", "dst"), LEGAL, ids=_ids(LEGAL))

@@ -15,16 +15,20 @@ from orchestrator.scheduler import Scheduler
 from orchestrator.store import Store
 from orchestrator.submit import SubmitRequest, submit
 
+from .conftest import heartbeat
+
 S = JobState
 
 
 def beat(hub: FolderHub, wid: str, gpu: bool = False, seq: int = 1, state: str = "idle",
          kind: str = "local") -> None:
-    hub.put_json(P.heartbeat(wid), {
-        "worker_id": wid, "name": wid, "host": "elsewhere", "pid": None, "seq": seq,
-        "state": state, "capabilities": {"kind": kind, "gpu": gpu,
-                                         "gpu_name": "T4" if gpu else None},
-    })
+    hub.put_doc(P.heartbeat(wid), heartbeat(wid, seq=seq, state=state, kind=kind, gpu=gpu))
+
+
+def report(hub: FolderHub, job_id: str, attempt: int, phase: str) -> None:
+    """What the worker of ``attempt`` writes as its status."""
+    hub.put_doc(P.status(job_id, attempt), P.RunStatus(
+        job_id=job_id, attempt=attempt, worker_id="w", phase=P.Phase(phase), started_at=1.0))
 
 
 def queue(project: Project, store: Store, name: str, **kw: object) -> str:
@@ -139,7 +143,7 @@ def test_cancel_request_becomes_a_marker_then_cancelled(project: Project, store:
     assert cancel(store, store.get(job_id)) == "cancelling"
     sched.tick()
     assert hub.exists(P.cancel(job_id))
-    hub.put_json(P.status(job_id, 1), {"job_id": job_id, "attempt": 1, "phase": "cancelled"})
+    report(hub, job_id, 1, "cancelled")
     sched.tick()
     assert store.get(job_id).state is S.CANCELLED
     assert not hub.exists(P.cancel(job_id))
@@ -157,8 +161,9 @@ def test_status_of_an_old_attempt_is_ignored(project: Project, store: Store) -> 
     sched.tick(now + project.settings.lease_ttl + 2)
     assert store.get(job_id).worker_id == "w2"
     # the zombie of attempt 1 reports success: it must not count
-    hub.put_json(P.status(job_id, 1), {"job_id": job_id, "attempt": 1, "phase": "succeeded"})
-    hub.put_json(P.result_json(job_id, 1), {"sha256": "0" * 64})
+    report(hub, job_id, 1, "succeeded")
+    hub.put_doc(P.result_json(job_id, 1), P.Seal(job_id=job_id, attempt=1, sha256="0" * 64,
+                                                 size=0, files=(), sealed_at=1.0))
     sched.tick(now + project.settings.lease_ttl + 3)
     assert store.get(job_id).state is S.ASSIGNED
 
@@ -179,10 +184,10 @@ def test_remote_worker_is_never_judged_by_local_pids(project: Project, store: St
 
 
 def colab_beat(hub: FolderHub, wid: str, session_left: float) -> None:
-    hub.put_json(P.heartbeat(wid), {
-        "worker_id": wid, "name": wid, "host": "colab", "pid": None, "seq": 1, "state": "idle",
-        "capabilities": {"kind": "colab", "gpu": True, "gpu_name": "Tesla T4",
-                         "session_left": session_left}})
+    hub.put_doc(P.heartbeat(wid), P.Heartbeat(
+        worker_id=wid, name=wid, host="colab", pid=None, seq=1, state=P.WorkerState.IDLE,
+        capabilities=P.Capabilities(kind="colab", gpu=True, gpu_name="Tesla T4",
+                                    session_left=session_left)))
 
 
 def test_a_long_job_skips_a_short_session_unless_it_checkpoints(project: Project,
@@ -210,9 +215,7 @@ def test_a_lease_is_never_shorter_than_three_heartbeats(project: Project, store:
     hub = FolderHub(project.hub_dir)
     sched = Scheduler(project, store, hub)
     job_id = queue(project, store, "j")
-    hub.put_json(P.heartbeat("slow"), {
-        "worker_id": "slow", "name": "slow", "seq": 1, "state": "idle",
-        "capabilities": {"kind": "local", "heartbeat_interval": 10.0}})
+    hub.put_doc(P.heartbeat("slow"), heartbeat("slow", heartbeat_interval=10.0))
     now = time.time()
     sched.tick(now)
     assert store.get(job_id).state is S.ASSIGNED

@@ -25,6 +25,8 @@ from orchestrator.models import (
 )
 from orchestrator.store import SCHEMA_VERSION, Store
 
+from .conftest import heartbeat
+
 S = JobState
 LEGAL = sorted(((src, dst) for src, dsts in TRANSITIONS.items() for dst in dsts),
                key=lambda p: (p[0].value, p[1].value))
@@ -502,9 +504,9 @@ def test_attempt_records(store: Store) -> None:
 # ---- workers -----------------------------------------------------------------------
 
 
-def beat(seq: int, **kw: Any) -> dict[str, Any]:
-    return {"worker_id": "w1", "name": "laptop", "host": "h", "pid": 42, "seq": seq,
-            "state": "idle", "capabilities": {"kind": "local", "gpu": False}, **kw}
+def beat(seq: int, state: str = "idle", wid: str = "w1", **kw: Any) -> Any:
+    return replace(heartbeat(wid, seq=seq, state=state, name="laptop", host="h",
+                                         pid=42), **kw)
 
 
 def test_upsert_worker_seq_semantics(store: Store) -> None:
@@ -529,15 +531,14 @@ def test_upsert_worker_seq_semantics(store: Store) -> None:
 
 
 def test_upsert_worker_gpu_capabilities(store: Store) -> None:
-    store.upsert_worker({"worker_id": "g", "seq": 1, "capabilities": {
-        "kind": "colab", "gpu": True, "gpu_name": "T4"}}, seen_at=1.0)
+    store.upsert_worker(heartbeat("g", kind="colab", gpu=True), seen_at=1.0)
     (w,) = store.workers()
     assert (w.kind, w.gpu, w.gpu_name, w.name) == ("colab", True, "T4", "g")
 
 
 def test_gone_workers_and_lease_refresh(store: Store) -> None:
     store.upsert_worker(beat(1), seen_at=10.0)
-    store.upsert_worker({**beat(1), "worker_id": "w2"}, seen_at=20.0)
+    store.upsert_worker(beat(1, wid="w2"), seen_at=20.0)
     store.mark_worker_gone("w1")
     assert [w.id for w in store.workers()] == ["w2"]
     assert {w.id: w.gone for w in store.workers(include_gone=True)} == {"w1": True, "w2": False}

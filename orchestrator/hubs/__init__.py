@@ -1,15 +1,23 @@
 """Hubs: the small file stores through which the daemon and workers talk.
 
-``open_hub(url)`` picks the transport from the URL; nothing above this package
-knows which one it has. Only the folder hub exists so far.
+``open_hub(url)`` picks the transport from the URL (a folder, or a Drive folder);
+nothing above this package knows which one it has. ``claim_hub`` (project side)
+and ``read_hub_info`` (worker side) check the protocol version and owner that a
+hub records in ``hub.json``.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..errors import NotConfiguredError, UsageError
+from ..errors import NotConfiguredError, ProtocolError, UsageError
 from .base import Hub
+
+if TYPE_CHECKING:
+    from ..config import Project
+    from ..protocol import HubInfo
 
 
 def open_hub(url: str, credentials: Path | None = None, shared_drive: str | None = None,
@@ -27,8 +35,8 @@ def open_hub(url: str, credentials: Path | None = None, shared_drive: str | None
     if sep and scheme == "drive":
         import os
 
-        from ..drive_auth import CREDENTIALS_ENV, load_credentials
-        from .drive import DriveHub
+        from .drive.auth import CREDENTIALS_ENV, load_credentials
+        from .drive.hub import DriveHub
 
         path = credentials or (Path(os.environ[CREDENTIALS_ENV]) if os.environ.get(
             CREDENTIALS_ENV) else None)
@@ -42,12 +50,9 @@ def open_hub(url: str, credentials: Path | None = None, shared_drive: str | None
     return FolderHub(Path(url))
 
 
-def project_hub(project: object, name: str) -> Hub:
+def project_hub(project: Project, name: str) -> Hub:
     """The hub called ``name`` of a project: ``local`` (its folder hub) or
     ``remote`` (its ``hub`` setting, e.g. a Drive folder)."""
-    from ..config import Project
-
-    assert isinstance(project, Project)
     if name == "local":
         return open_hub(project.hub_url)
     if name == "remote" and project.settings.hub:
@@ -57,4 +62,38 @@ def project_hub(project: object, name: str) -> Hub:
     raise UsageError(f"this project has no hub {name!r} (set `hub` in its settings)")
 
 
-__all__ = ["Hub", "open_hub", "project_hub"]
+def read_hub_info(hub: Hub) -> HubInfo | None:
+    """The hub's ``hub.json`` (None: not written yet). ProtocolError, in one line,
+    if the hub speaks another protocol than this orch."""
+    from .. import __version__
+    from .. import protocol as P
+
+    raw = hub.get_json(P.hub_json())
+    if raw is None:
+        return None
+    if raw.get("protocol") != P.PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"the hub {hub.url} speaks protocol {raw.get('protocol') or 1} (written by orch "
+            f"{raw.get('orch', 'older than 0.2')}); this orch {__version__} speaks protocol "
+            f"{P.PROTOCOL_VERSION}: install the same orch version on both sides")
+    return P.HubInfo.from_dict(raw)
+
+
+def claim_hub(hub: Hub, project_id: str) -> HubInfo:
+    """Project side: make sure ``hub`` is this project's and speaks our protocol,
+    writing ``hub.json`` if the hub is new. Idempotent."""
+    from .. import __version__
+    from .. import protocol as P
+
+    info = read_hub_info(hub)
+    if info is None:
+        info = P.HubInfo(project_id=project_id, orch=__version__, created_at=time.time())
+        hub.put_doc(P.hub_json(), info)
+    elif info.project_id != project_id:
+        raise ProtocolError(
+            f"the hub {hub.url} belongs to another orch project (id {info.project_id}); "
+            "give this project a folder of its own")
+    return info
+
+
+__all__ = ["Hub", "claim_hub", "open_hub", "project_hub", "read_hub_info"]

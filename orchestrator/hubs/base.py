@@ -13,9 +13,14 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import HubError, HubNotFound
+
+if TYPE_CHECKING:
+    from ..protocol import Document
+
+D = TypeVar("D", bound="Document")
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +103,16 @@ class Hub(ABC):
             log.warning("unreadable JSON at %s on %s", key, self.url)
             return None
         return value if isinstance(value, dict) else None
+
+    def put_doc(self, key: str, doc: Document) -> None:
+        """Write a protocol document (atomic, like every put)."""
+        self.put_bytes(key, doc.to_json())
+
+    def get_doc(self, key: str, kind: type[D]) -> D | None:
+        """The document at ``key``, or None if absent or not (yet) readable JSON.
+        ProtocolError if it is of another protocol version or malformed."""
+        raw = self.get_json(key)
+        return None if raw is None else kind.from_dict(raw)
 
     def local_path(self, key: str) -> Path | None:
         """A local file holding ``key``, for hubs that have one (folder); else None."""

@@ -2,7 +2,7 @@
 (``pip install google-colab-cli``), when it is installed and signed in.
 
 ``launch()`` provisions a session (``colab new -s NAME [--gpu T4]``) and hands the
-notebook to a detached helper (``python -m orchestrator.colab_launch``) that runs it
+notebook to a detached helper (``python -m orchestrator.places.colab_launch``) that runs it
 (``colab exec -s NAME -f NOTEBOOK``: the worker runs until idle) and then releases the
 session (``colab stop -s NAME``), so an idle runtime does not hold a GPU.
 """
@@ -15,18 +15,20 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import NotConfiguredError, OrchError
+from ..errors import LaunchError, NotConfiguredError
 
 CLI = "colab"
 GPUS = ("T4", "L4", "A100", "H100")
 
 
-class LaunchError(OrchError):
-    """The `colab` CLI refused to provision or run the session."""
-
-
 def available() -> str | None:
     return shutil.which(CLI)
+
+
+def check_gpu(gpu: str) -> None:
+    """NotConfiguredError unless ``gpu`` is a GPU type Colab offers."""
+    if gpu not in GPUS:
+        raise NotConfiguredError(f"--gpu {gpu}: choose one of {', '.join(GPUS)}")
 
 
 def launch(notebook: Path, name: str, gpu: str | None, log: Path) -> str:
@@ -37,8 +39,8 @@ def launch(notebook: Path, name: str, gpu: str | None, log: Path) -> str:
         raise NotConfiguredError(
             "the `colab` command-line tool is not installed (pip install google-colab-cli); "
             "open the notebook link instead")
-    if gpu is not None and gpu not in GPUS:
-        raise NotConfiguredError(f"--gpu {gpu}: choose one of {', '.join(GPUS)}")
+    if gpu is not None:
+        check_gpu(gpu)
     cmd = [exe, "new", "-s", name] + (["--gpu", gpu] if gpu else [])
     made = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if made.returncode != 0:
@@ -47,7 +49,7 @@ def launch(notebook: Path, name: str, gpu: str | None, log: Path) -> str:
                           "(is the colab CLI signed in?)")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        subprocess.Popen([sys.executable, "-m", "orchestrator.colab_launch", exe, name,
+        subprocess.Popen([sys.executable, "-m", "orchestrator.places.colab_launch", exe, name,
                           str(notebook)], stdin=subprocess.DEVNULL, stdout=out,
                          stderr=subprocess.STDOUT, start_new_session=True)
     return name

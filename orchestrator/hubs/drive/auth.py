@@ -32,18 +32,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import OrchError, UsageError
-from .logs import get_logger
+from ...errors import AuthError, UsageError
+from ...logs import get_logger
 
 log = get_logger(__name__)
 
 SCOPE = "https://www.googleapis.com/auth/drive"
 REDIRECT = "http://localhost:8080/"
 CREDENTIALS_ENV = "ORCH_DRIVE_CREDENTIALS"
-
-
-class AuthError(OrchError):
-    """Signing in to Drive failed, or the saved credentials are unusable."""
 
 
 @contextlib.contextmanager
@@ -162,7 +158,7 @@ def use_service_account(key: Path, saved: Path) -> None:
 
 def whoami(credentials: Any, api_url: str | None = None) -> dict[str, str]:
     """Who is signed in, and with which scope (one about.get request)."""
-    from .hubs.drive_api import build_service
+    from .api import build_service
 
     try:
         about = build_service(credentials, api_url).about().get(

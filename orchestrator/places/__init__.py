@@ -1,0 +1,123 @@
+"""Places: where workers are started, and how.
+
+A *hub* is how the daemon and workers talk (:mod:`orchestrator.hubs`); a *place*
+is where workers run and who starts them: local slots (the daemon starts a worker
+process per GPU or CPU slot), Colab notebooks (a person, or Google's colab CLI,
+starts one), and, later, SSH hosts and Ray clusters. Every place runs the same
+worker program; a place only answers the questions below.
+
+The daemon asks each place to keep workers running while there is work
+(:meth:`Place.start_workers`), to stop them at exit, and whether a worker's
+process is alive. ``orch submit`` asks whether any place can run a job and how
+soon, to warn when a job would wait for a worker nobody will start.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from ..models import GpuNeed, WorkerInfo
+
+if TYPE_CHECKING:
+    from ..config import Project
+    from ..models import Job
+
+
+class Placeable(Protocol):
+    """What a place needs to know of a job (a stored Job or a JobSpec)."""
+
+    @property
+    def target(self) -> str: ...
+
+    @property
+    def gpu(self) -> GpuNeed: ...
+
+
+@dataclass(frozen=True)
+class Availability:
+    """How soon a place could start a job: ``start_in`` seconds (0: a worker is free
+    now), or None when no worker will come unless someone acts (``why`` says what)."""
+
+    place: str
+    start_in: float | None
+    why: str
+
+
+class Place(ABC):
+    """One place to train. Implementations are cheap to build (no I/O at init)."""
+
+    name: str
+
+    @abstractmethod
+    def owns(self, worker: WorkerInfo) -> bool:
+        """Whether ``worker`` is one of this place's."""
+
+    @abstractmethod
+    def can_run(self, job: Placeable) -> bool:
+        """Whether a worker of this place could ever take ``job`` (its ``--on``),
+        whatever is running now; :meth:`how_soon` says whether one will."""
+
+    @abstractmethod
+    def how_soon(self, job: Placeable, workers: Sequence[WorkerInfo]) -> Availability:
+        """How soon a worker of this place could start ``job``, given the live
+        ``workers`` the daemon knows."""
+
+    def start_workers(self, waiting: Sequence[Job], workers: Sequence[WorkerInfo]) -> None:
+        """Start the workers that ``waiting`` jobs need, if this place starts its
+        own; ``workers`` are every worker the daemon knows, gone ones included.
+        Idempotent: called on every daemon tick."""
+
+    def stop_workers(self) -> None:
+        """Ask the workers this place started to stop (busy ones finish first)."""
+
+    def running(self) -> bool:
+        """Whether a worker process this place started is still running (the daemon
+        stays up while one is)."""
+        return False
+
+    def alive(self, worker: WorkerInfo) -> bool | None:
+        """Is ``worker``'s process alive? None when this place cannot tell (the
+        lease decides)."""
+        return None
+
+
+def target_allows(target: str, worker: WorkerInfo) -> bool:
+    """Whether a job's ``--on`` target lets ``worker`` run it."""
+    if target == "auto":
+        return True
+    if target.startswith("ssh:"):
+        return worker.kind == "ssh" and worker.name == target[4:]
+    if target == "remote":
+        return worker.hub != "local"
+    return worker.kind == target
+
+
+def gpu_allows(job: Placeable, worker: WorkerInfo) -> bool:
+    return job.gpu is not GpuNeed.REQUIRED or worker.gpu
+
+
+def project_places(project: Project) -> list[Place]:
+    """Every place this project can train in, local first."""
+    from .colab import ColabPlace
+    from .local import LocalPlace
+
+    places: list[Place] = [LocalPlace(project)]
+    if project.settings.hub:
+        places.append(ColabPlace(project))
+    return places
+
+
+def unplaceable_warning(places: Sequence[Place], job: Placeable,
+                        workers: Sequence[WorkerInfo]) -> str | None:
+    """One line when no worker will start ``job`` unless the user acts; else None."""
+    able = [p for p in places if p.can_run(job)]
+    if not able:
+        return (f"no place of this project can run a job --on {job.target}"
+                + (" that needs a GPU" if job.gpu is GpuNeed.REQUIRED else ""))
+    offers = [p.how_soon(job, workers) for p in able]
+    if any(o.start_in is not None for o in offers):
+        return None
+    return "; ".join(o.why for o in offers)

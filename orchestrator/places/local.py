@@ -1,0 +1,175 @@
+"""The local place: worker processes on this machine, one per GPU that
+``nvidia-smi`` lists plus CPU slots (``local_slots``), kept alive by the daemon
+while there is local work.
+
+A slot's worker that loses its lease while its process lives (stopped, hung) is
+retired and replaced. ``nvidia-smi`` runs only when the GPUs are asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from ..config import Project
+from ..models import GpuNeed, Job, WorkerInfo
+from . import Availability, Place, Placeable, gpu_allows, target_allows
+
+log = logging.getLogger(__name__)
+HOST = socket.gethostname()
+TARGETS = ("local", "auto")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One local worker the daemon keeps alive: a GPU, or a CPU slot."""
+
+    name: str
+    gpu: str | None = None
+    gpu_name: str | None = None
+
+
+def detect_gpus() -> list[tuple[str, str]]:
+    """``[(index, name)]`` from ``nvidia-smi -L``; empty without NVIDIA GPUs."""
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    gpus = []
+    for line in out.stdout.splitlines():
+        if line.startswith("GPU ") and ":" in line:
+            index = line[4:].split(":", 1)[0].strip()
+            name = line.split(":", 1)[1].split("(UUID")[0].strip()
+            gpus.append((index, name))
+    return gpus
+
+
+def local_slots(project: Project) -> list[Slot]:
+    setting = project.settings.gpus.strip().lower()
+    if setting == "none":
+        gpus: list[tuple[str, str]] = []
+    elif setting == "auto":
+        gpus = detect_gpus()
+    else:
+        gpus = [(i.strip(), f"GPU {i.strip()}") for i in setting.split(",") if i.strip()]
+    slots = [Slot(f"local-gpu{i}", gpu=i, gpu_name=name) for i, name in gpus]
+    cpus = project.settings.local_slots
+    if cpus is None:
+        cpus = 0 if gpus else 1
+    slots += [Slot(f"local-cpu{i}") for i in range(cpus)]
+    return slots
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalPlace(Place):
+    """Worker processes on this machine, one per slot. Slots are detected on first use."""
+
+    name = "local"
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self._slots: list[Slot] | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.retired: list[subprocess.Popen[bytes]] = []  # replaced, still to be reaped
+
+    @property
+    def slots(self) -> list[Slot]:
+        if self._slots is None:
+            self._slots = local_slots(self.project)
+        return self._slots
+
+    def owns(self, worker: WorkerInfo) -> bool:
+        return worker.kind == "local"
+
+    def can_run(self, job: Placeable) -> bool:
+        return job.target in TARGETS  # a GPU job may wait for a GPU worker started by hand
+
+    def how_soon(self, job: Placeable, workers: Sequence[WorkerInfo]) -> Availability:
+        mine = [w for w in workers if self.owns(w) and target_allows(job.target, w)
+                and gpu_allows(job, w)]
+        if any(w.job_id is None for w in mine):
+            return Availability(self.name, 0.0, "a local worker is free")
+        if mine:
+            return Availability(self.name, 1.0, "local workers are busy")  # issue 7 refines
+        if any(job.gpu is not GpuNeed.REQUIRED or s.gpu is not None for s in self.slots):
+            return Availability(self.name, 2.0, "the daemon starts a local worker")
+        if job.gpu is GpuNeed.REQUIRED:
+            why = ("warning: no local GPU found (nvidia-smi); the job waits for a GPU worker "
+                   "(`orch worker --hub .orch/hub --gpu 0`)")
+        else:
+            why = ("warning: local_slots is 0 and GPUs are off; the job waits for a worker "
+                   "(`orch worker --hub .orch/hub`)")
+        return Availability(self.name, None, why)
+
+    # ---- worker processes (the daemon's side) -------------------------------------
+
+    def alive(self, worker: WorkerInfo) -> bool | None:
+        """Local workers: is the process there? Others: unknown (the lease decides)."""
+        if worker.host != HOST or not worker.pid:
+            return None
+        proc = self.procs.get(worker.name)
+        if proc is not None and proc.pid == worker.pid:
+            return proc.poll() is None
+        return pid_alive(worker.pid)
+
+    def start_workers(self, waiting: Sequence[Job], workers: Sequence[WorkerInfo]) -> None:
+        """Reap exited workers, retire the ones whose lease expired, and start a worker
+        per free slot while ``waiting`` holds local work."""
+        gone = {w.pid for w in workers if w.gone and w.host == HOST}
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is not None:
+                log.info("local worker %s exited (%s)", name, proc.returncode)
+                del self.procs[name]
+            elif proc.pid in gone:  # lease expired while the process lives (stopped, hung)
+                log.warning("local worker %s (pid %d) lost its lease; replacing it", name,
+                            proc.pid)
+                self.retired.append(self.procs.pop(name))
+        self.retired = [p for p in self.retired if p.poll() is None]
+        if not any(j.target in TARGETS for j in waiting):
+            return
+        live = {w.name for w in workers if self.owns(w) and not w.gone and w.host == HOST
+                and w.state != "stopped" and w.pid and pid_alive(w.pid)}
+        for slot in self.slots:
+            if slot.name not in self.procs and slot.name not in live:
+                self.spawn(slot)
+
+    def spawn(self, slot: Slot) -> None:
+        s = self.project.settings
+        cmd = [
+            sys.executable, "-m", "orchestrator.worker", "--hub", self.project.hub_url,
+            "--name", slot.name, "--kind", "local", "--work-dir", str(self.project.work_dir),
+            "--idle-timeout", str(s.worker_idle_timeout), "--heartbeat", str(s.heartbeat_interval),
+        ]
+        if slot.gpu is not None:
+            cmd += ["--gpu", slot.gpu, "--gpu-name", slot.gpu_name or ""]
+        logf: IO[bytes] = open(self.project.logs_dir / f"worker-{slot.name}.log", "ab")
+        self.procs[slot.name] = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=self.project.root,
+        )
+        logf.close()
+        log.info("started local worker %s (pid %d)", slot.name, self.procs[slot.name].pid)
+
+    def running(self) -> bool:
+        return any(p.poll() is None for p in self.procs.values())  # retired ones don't count
+
+    def stop_workers(self) -> None:
+        for proc in [*self.procs.values(), *self.retired]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # idle workers exit; busy ones finish

@@ -1,0 +1,351 @@
+"""One attempt of one job on a worker: set up, run the script, watch, seal.
+
+Writes, per the protocol, only what belongs to its attempt: the status, log,
+metrics, checkpoint and result of ``runs/<job>/<n>/``. Before every write that
+matters (and every second while the script runs) it checks that its assignment
+is still in the worker's inbox; if the daemon withdrew it (the lease expired and
+the job runs as a newer attempt), it kills the script and raises
+:class:`SupersededError` without writing anything more.
+
+Standard library plus orch's protocol, archive and hub code only (it runs in Colab).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import protocol as P
+from .archive import HashingWriter, safe_extract, sha256_file, tree_files, write_tar
+from .errors import HubError, OrchError, SupersededError
+from .joblogs import tail
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: have the kernel SIGKILL the job if the worker dies (even by kill -9)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+try:
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+except (OSError, AttributeError):  # pragma: no cover
+    _PRCTL = None
+
+
+class AttemptRun:
+    """One attempt of one job on this worker: set up, run, monitor, seal."""
+
+    def __init__(self, worker: Worker, job_id: str, n: int) -> None:
+        self.w = worker
+        self.hub = worker.hub
+        self.job_id = job_id
+        self.n = n
+        self.dir = worker.work_dir / job_id / str(n)
+        self.src = self.dir / "src"
+        self.out = self.dir / "out"
+        self.ckpt = self.dir / "ckpt"
+        self.log_path = self.dir / "log.txt"
+        self.status = P.RunStatus(job_id=job_id, attempt=n, worker_id=worker.id,
+                                  phase=P.Phase.STARTING, started_at=time.time())
+        self._sent: dict[str, float] = {}
+
+    # -- hub writes, fenced --
+
+    def still_mine(self) -> bool:
+        return self.hub.exists(P.inbox(self.w.id, self.job_id, self.n))
+
+    def put_status(self, **fields: Any) -> None:
+        self.status = dataclasses.replace(self.status, **fields, updated=time.time())
+        self.hub.put_doc(P.status(self.job_id, self.n), self.status)
+
+    def fail(self, error: str, exit_code: int | None = None) -> None:
+        self.push_files(force=True)
+        self.put_status(phase=P.Phase.FAILED, error=error, exit_code=exit_code,
+                        log_tail=tail(self.log_path), ended_at=time.time())
+        log.info("%s.%d failed: %s", self.job_id, self.n, error)
+
+    def push_files(self, force: bool = False) -> None:
+        """Send the log and metrics if they changed since last time."""
+        for local, key in (
+            (self.log_path, P.log(self.job_id, self.n)),
+            (self.dir / "metrics.jsonl", P.metrics(self.job_id, self.n)),
+        ):
+            try:
+                mtime = local.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            if force or self._sent.get(key) != mtime:
+                self.hub.put_file(key, local)
+                self._sent[key] = mtime
+
+    # -- stages --
+
+    def execute(self) -> None:
+        try:
+            manifest = self.hub.get_doc(P.manifest(self.job_id), P.Manifest)
+        except OrchError as exc:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.fail(f"unusable job manifest: {exc}")
+            return
+        if manifest is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.fail("job manifest missing from the hub")
+            return
+        if self.hub.exists(P.cancel(self.job_id)):
+            self.put_status(phase=P.Phase.CANCELLED, ended_at=time.time())
+            return
+        shutil.rmtree(self.dir, ignore_errors=True)
+        for d in (self.src, self.out, self.ckpt):
+            d.mkdir(parents=True)
+        self.put_status(phase=P.Phase.STARTING)
+        try:
+            self.prepare(manifest)
+        except (OrchError, OSError) as exc:
+            self.fail(f"could not set up the run: {exc}")
+            return
+        if not self.still_mine():
+            raise SupersededError()
+        code = self.run_script(manifest)
+        if code is None:
+            return  # cancelled or superseded; already handled
+        self.push_files(force=True)
+        if code != 0:
+            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            self.fail(f"script {how}", exit_code=code)
+            return
+        self.seal(manifest)
+
+    def fetch_blob(self, sha: str, dest: Path) -> None:
+        """Copy blob ``sha`` to ``dest``, from this machine's blob cache when it is
+        there (blobs are immutable: a second job sharing data downloads nothing)."""
+        cache = self.w.cfg.work_dir / "blobs"
+        cached = cache / sha
+        if not cached.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = cache / f".{sha}.{os.getpid()}.part"
+            self.hub.get_file(P.blob(sha), tmp)
+            got = sha256_file(tmp)
+            if got != sha:
+                tmp.unlink(missing_ok=True)
+                raise HubError(f"blob {sha[:12]} arrived corrupt (sha256 {got[:12]})")
+            os.replace(tmp, cached)
+        shutil.copyfile(cached, dest)
+
+    def prepare(self, manifest: P.Manifest) -> None:
+        """Unpack the code snapshot and data, restore the newest checkpoint."""
+        archive = self.dir / "snapshot.tar.gz"
+        self.fetch_blob(manifest.snapshot, archive)
+        safe_extract(archive, self.src)
+        archive.unlink()
+        for ref in manifest.data:
+            target = (self.src / ref.path).resolve()
+            if not target.is_relative_to(self.src.resolve()):
+                raise HubError(f"data path {ref.path} leaves the working dir")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if ref.kind == "dir":
+                tmp = self.dir / "data.tar.gz"
+                self.fetch_blob(ref.sha256, tmp)
+                safe_extract(tmp, target)
+                tmp.unlink()
+            else:
+                self.fetch_blob(ref.sha256, target)
+        earlier = [n for n in map(P.parse_ckpt_name, self.hub.list(P.ckpt_dir(self.job_id)))
+                   if n is not None and n < self.n]
+        if earlier:
+            m = max(earlier)
+            tmp = self.dir / "restore.tar"
+            self.hub.get_file(P.ckpt(self.job_id, m), tmp)
+            safe_extract(tmp, self.ckpt)
+            tmp.unlink()
+            self.status = dataclasses.replace(self.status, restored_checkpoint_of_attempt=m)
+            log.info("%s.%d restored the checkpoint of attempt %d", self.job_id, self.n, m)
+
+    def environment(self, manifest: P.Manifest) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in manifest.env})
+        env.update(
+            ORCH_OUTPUT_DIR=str(self.out),
+            ORCH_CHECKPOINT_DIR=str(self.ckpt),
+            ORCH_RUN_DIR=str(self.dir),
+            ORCH_JOB_ID=self.job_id,
+            ORCH_JOB_NAME=manifest.name,
+            ORCH_ATTEMPT=str(self.n),
+            PYTHONUNBUFFERED="1",
+            TF_FORCE_GPU_ALLOW_GROWTH="true",
+        )
+        if manifest.gpu.value == "none":
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        elif self.w.cfg.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.w.cfg.gpu
+        if manifest.autotrack:
+            env["ORCH_AUTOTRACK"] = "1"
+        return env
+
+    def command(self, manifest: P.Manifest) -> list[str]:
+        if manifest.autotrack:
+            return [sys.executable, "-u", "-m", "orchestrator.autotrack", manifest.script,
+                    *manifest.args]
+        return [sys.executable, "-u", manifest.script, *manifest.args]
+
+    def run_script(self, manifest: P.Manifest) -> int | None:
+        """Run and watch the script. Returns its exit code, or None when the run was
+        cancelled (status written) or superseded (SupersededError raised)."""
+        with open(self.log_path, "ab") as logf:
+            proc = subprocess.Popen(
+                self.command(manifest), cwd=self.src, env=self.environment(manifest),
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_pdeathsig,
+            )
+        self.put_status(phase=P.Phase.RUNNING, pid=proc.pid)
+        log.info("%s.%d running (pid %d)", self.job_id, self.n, proc.pid)
+        cfg = self.w.cfg
+        next_check = next_push = time.monotonic()
+        progress_mtime = ckpt_mtime = 0
+        while True:
+            code = proc.poll()
+            if code is not None:
+                self.forward_progress(force=True)
+                self.upload_checkpoint(ckpt_mtime)
+                return code
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + cfg.check_interval
+                if not self.still_mine():
+                    kill_tree(proc)
+                    raise SupersededError()
+                if self.hub.exists(P.cancel(self.job_id)):
+                    kill_tree(proc)
+                    self.push_files(force=True)
+                    self.put_status(phase=P.Phase.CANCELLED, ended_at=time.time(),
+                                    log_tail=tail(self.log_path))
+                    return None
+            if self.w.aborting():
+                kill_tree(proc)
+                self.push_files(force=True)
+                return None  # the daemon will see this worker stop and re-queue
+            before = progress_mtime
+            progress_mtime = self.forward_progress(mtime=progress_mtime)
+            ckpt_mtime = self.upload_checkpoint(ckpt_mtime)
+            # the log goes out on its interval, and with progress (at most every 2 s), so
+            # a run that dies leaves its partial log on the hub, not nothing
+            if now >= next_push or (progress_mtime != before and
+                                    now >= next_push - cfg.log_interval + 2.0):
+                next_push = now + cfg.log_interval
+                self.push_files()
+            time.sleep(cfg.poll_interval)
+
+    def forward_progress(self, mtime: int = 0, force: bool = False) -> int:
+        """Copy the script's progress.json (from orchestrator.keras) into status."""
+        path = self.dir / "progress.json"
+        try:
+            current = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return mtime
+        if current == mtime and not force:
+            return mtime
+        try:
+            progress = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return mtime  # mid-rename on some filesystems: next time
+        if not isinstance(progress, dict):
+            return current
+        first = progress.get("first_epoch")
+        fields: dict[str, Any] = {"progress": progress}
+        if isinstance(first, int) and first and self.status.resumed_from_epoch is None:
+            fields["resumed_from_epoch"] = first
+        self.put_status(**fields)
+        self.w.report_progress(progress)
+        return current
+
+    def upload_checkpoint(self, mtime: int) -> int:
+        """Send ``ckpt.tar`` (a consistent snapshot the callback made) if it is new."""
+        path = self.dir / "ckpt.tar"
+        try:
+            current = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return mtime
+        if current != mtime:
+            self.hub.put_file(P.ckpt(self.job_id, self.n), path)
+        return current
+
+    def collect_outputs(self, manifest: P.Manifest) -> list[tuple[str, Path]]:
+        files: list[tuple[str, Path]] = []
+        for i, spec in enumerate(manifest.outputs or (P.OutputSpec(".", ""),)):
+            src = spec.src
+            if src == ".":
+                files += [(f"{i}/{name}", p) for name, p in tree_files(self.out)]
+                continue
+            for base in (self.out, self.src):
+                candidate = (base / src).resolve()
+                if candidate.exists() and candidate.is_relative_to(base.resolve()):
+                    break
+            else:
+                raise FileNotFoundError(
+                    f"output {src} was not produced (looked in $ORCH_OUTPUT_DIR and the "
+                    "working dir)"
+                )
+            if candidate.is_dir():
+                files += [(f"{i}/{candidate.name}/{n}", p) for n, p in tree_files(candidate)]
+            else:
+                files.append((f"{i}/{candidate.name}", candidate))
+        return files
+
+    def seal(self, manifest: P.Manifest) -> None:
+        try:
+            files = self.collect_outputs(manifest)
+        except FileNotFoundError as exc:
+            self.fail(str(exc))
+            return
+        if not files:
+            self.fail("the script wrote no output (nothing in $ORCH_OUTPUT_DIR)")
+            return
+        tar_path = self.dir / "result.tar"
+        with open(tar_path, "wb") as raw:
+            writer = HashingWriter(raw)
+            write_tar(writer, files, compress=False)  # type: ignore[arg-type]
+        sealed = P.Seal(job_id=self.job_id, attempt=self.n, sha256=writer.hash.hexdigest(),
+                        size=writer.size, sealed_at=time.time(),
+                        files=tuple(P.SealedFile(n, p.stat().st_size) for n, p in files))
+        if not self.still_mine():
+            raise SupersededError()
+        self.hub.put_file(P.result_tar(self.job_id, self.n), tar_path)
+        self.hub.put_doc(P.result_json(self.job_id, self.n), sealed)
+        self.put_status(phase=P.Phase.SUCCEEDED, exit_code=0, ended_at=time.time(),
+                        result_sha256=sealed.sha256)
+        log.info("%s.%d sealed (%d files, %d bytes)", self.job_id, self.n, len(files),
+                 writer.size)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def kill_tree(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM the job's process group, then SIGKILL what is left after ``grace``."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader is gone; finish off stragglers in its group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        break
