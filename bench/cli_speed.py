@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ORCH, compile_package, interleave, report, temp_project, timed  # noqa: E402
-from orchestrator.config import Project, load_settings  # noqa: E402
-from orchestrator.models import GpuNeed, JobSpec, JobState  # noqa: E402
-from orchestrator.store import Store  # noqa: E402
+from bench.common import ORCH, compile_package, interleave, report, temp_project, timed
+from orchestrator.config import Project, load_settings
+from orchestrator.models import GpuNeed, JobSpec, JobState
+from orchestrator.store import Store
 
 
 def fill(project: Project, n: int) -> None:

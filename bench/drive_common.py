@@ -9,9 +9,7 @@ Everything runs on 127.0.0.1; the fake is started in-process by each benchmark.
 from __future__ import annotations
 
 import http.client
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -23,9 +21,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ORCH, env
+from tests.fakedrive import route_label
+from tests.fakedrive.project import DRIVE_ENV, DriveProject
 
-DRIVE_ENV = "ORCH_DRIVE_ROOT_URL"
+__all__ = ["DRIVE_ENV", "CountingRelay", "DriveProject", "mb", "median", "minus",
+           "print_routes", "wait_for"]
 
 
 
@@ -40,84 +40,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
     raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-class DriveProject:
-    """A project folder whose hub is ``drive:<folder>`` on the fake server."""
-
-    def __init__(self, root: Path, fake: Any, folder: str, settings: str = "") -> None:
-        self.root = root
-        self.fake = fake
-        self.folder = folder
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "orch.toml").write_text(
-            f'hub = "drive:{folder}"\nlocal_slots = 0\ngpus = "none"\n{settings}')
-        self.credentials = root / ".orch" / "drive-credentials.json"
-        fake.write_credentials(self.credentials)
-        self.env = env({DRIVE_ENV: fake.url})
-        self.workers: list[subprocess.Popen[bytes]] = []
-        self.db = root / ".orch" / "state.db"
-
-    def orch(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*ORCH, *args], check=False, cwd=self.root, env=self.env, text=True,
-                              capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
-        if proc.returncode != 0:
-            raise SystemExit(f"orch {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout}\n{proc.stderr[-2000:]}")
-        return proc
-
-    def worker(self, name: str, *extra: str, api_url: str | None = None) -> subprocess.Popen[bytes]:
-        """A Drive worker process (`python -m orchestrator.worker --hub drive:…`), with
-        orch's default poll and heartbeat unless ``extra`` says otherwise. ``api_url``
-        points it at another endpoint (a :class:`CountingRelay`)."""
-        worker_env = dict(self.env)
-        if api_url:
-            worker_env[DRIVE_ENV] = api_url
-        with open(self.root.parent / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator.worker", "--hub", f"drive:{self.folder}",
-                 "--credentials", str(self.credentials), "--name", name,
-                 "--idle-timeout", "900", "--work-dir", str(self.root.parent / f"work-{name}"),
-                 *extra],
-                env=worker_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.root.parent)
-        self.workers.append(proc)
-        return proc
-
-    def stop_worker(self, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # idle: exits at once, heartbeat "stopped"
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def close(self) -> None:
-        for proc in self.workers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        subprocess.run([*ORCH, "daemon", "stop"], check=False, cwd=self.root, env=self.env,
-                       capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
-
-
 # ---- per-client accounting ----------------------------------------------------------
-
-def route_of(method: str, target: str, override: str | None) -> tuple[str, str]:
-    """(method, route label) exactly as the fake's Stats names them."""
-    from tests.fakedrive.server import _ROUTES, Handler
-
-    split = urlsplit(target)
-    params = dict(parse_qsl(split.query, keep_blank_values=True))
-    route = split.path
-    for pattern, name in _ROUTES:
-        if pattern.match(split.path):
-            route = name
-            break
-    if override and method == "POST":
-        method = override.upper()
-    label = Handler._stat_route(method, route, params)
-    return method, label if label.startswith(method + " ") else f"{method} {label}"
-
 
 class CountingRelay:
     """A plain HTTP relay in front of the fake Drive that counts the requests and
@@ -185,7 +108,7 @@ class CountingRelay:
               came_back: int) -> None:
         if urlsplit(target).path.startswith("/_fake"):
             return
-        _, label = route_of(method, target, override)
+        label = route_label(method, target, override)
         with self._lock:
             self.requests[label] = self.requests.get(label, 0) + 1
             self.bytes_received += sent_up

@@ -71,7 +71,7 @@ def main() -> None:
         p = DriveProject(Path(tmp) / "proj", fake, "orch-hub/bench", settings=(
             f"tick_interval = {TICK}\ndrive_poll_interval = 1\ndaemon_idle_timeout = 900\n"))
         try:
-            p.orch("daemon", "start")
+            p.orch("daemon", "start", check=True)
             wait_for(lambda: "remote hub drive:" in daemon_log(p), 30, "the daemon's Drive hub")
             connected = time.monotonic()
             worker = p.worker("idle-1", api_url=relay.url)  # default --heartbeat (5 s)
@@ -137,7 +137,7 @@ def main() -> None:
             what = ", ".join(f"{k} {v / r['secs'] * TICK:.2f}/tick" for k, v in extra.items())
             print(f"      beyond the changes feed: {what}"
                   + ("  (the daemon downloads each new heartbeat: one per 5 s beat)"
-                     if "b" == case and all("alt=media" in k for k in extra) else ""))
+                     if case == "b" and all("alt=media" in k for k in extra) else ""))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def main() -> None:
         p = DriveProject(Path(tmp) / "proj", fake, "orch-hub/latency")  # default timings
         (p.root / "quick.py").write_text(SCRIPT)
         try:
-            p.orch("daemon", "start")
+            p.orch("daemon", "start", check=True)
             p.worker("remote-1")  # no --poll / --heartbeat: orch's Drive defaults
 
             def joined() -> bool:
@@ -70,7 +70,7 @@ def main() -> None:
                 time.sleep(rng.uniform(0.0, 2.0))
                 t_submit = time.time()
                 job_id = p.orch("submit", "--on", "remote", "--name", f"quick{i}",
-                                "quick.py").stdout.split()[0]
+                                "quick.py", check=True).stdout.split()[0]
                 t_cli = time.time()
 
                 def done(j: str = job_id) -> bool:

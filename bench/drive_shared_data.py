@@ -80,7 +80,7 @@ def main() -> None:
                 via_worker.reset()
                 t0 = time.monotonic()
                 proc = p.orch("submit", "--on", "remote", "--wait", "--data", "data.bin",
-                              "--name", name, "train.py", timeout=300)
+                              "--name", name, "train.py", timeout=300, check=True)
                 took = time.monotonic() - t0
                 job_id = proc.stdout.split()[0]
                 jobs.append(job_id)

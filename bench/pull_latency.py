@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ORCH, compile_package, env, temp_project, timed  # noqa: E402
-from orchestrator import protocol as P  # noqa: E402
-from orchestrator.store import Store  # noqa: E402
+from bench.common import ORCH, compile_package, env, temp_project, timed
+from orchestrator import protocol as P
+from orchestrator.store import Store
 
 SCRIPT = '''\
 import os, sys, pathlib
@@ -47,7 +47,7 @@ def main() -> None:
                 job_id = proc.stdout.split()[0]
                 with Store(root / ".orch" / "state.db") as store:
                     job = store.get(job_id)
-                    pulled = [e.at for e in store.events(job_id) if e.dst == "PULLED"][0]
+                    pulled = next(e.at for e in store.events(job_id) if e.dst == "PULLED")
                 sealed = json.loads((root / ".orch" / "hub" / P.result_json(job_id, 1))
                                     .read_text())["sealed_at"]
                 latencies.append(pulled - sealed)

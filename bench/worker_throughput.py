@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import compile_package, env, temp_project  # noqa: E402
-from bench.overhead import SCRIPT  # noqa: E402
-from orchestrator import protocol as P  # noqa: E402
-from orchestrator.config import Project, load_settings  # noqa: E402
-from orchestrator.hubs.folder import FolderHub  # noqa: E402
-from orchestrator.scheduler import Scheduler  # noqa: E402
-from orchestrator.store import Store  # noqa: E402
-from orchestrator.submit import SubmitRequest, submit  # noqa: E402
+from bench.common import compile_package, env, temp_project
+from bench.overhead import SCRIPT
+from orchestrator import protocol as P
+from orchestrator.config import Project, load_settings
+from orchestrator.hubs.folder import FolderHub
+from orchestrator.scheduler import Scheduler
+from orchestrator.store import Store
+from orchestrator.submit import SubmitRequest, submit
 
 
 def epoch_seconds(metrics: Path) -> float:

@@ -62,7 +62,10 @@ def write_tar(
     import gzip
     import tarfile
 
-    stream: BinaryIO = gzip.GzipFile(filename="", fileobj=out, mode="wb", mtime=0, compresslevel=6) if compress else out  # type: ignore[assignment]
+    stream: BinaryIO = out
+    if compress:
+        stream = gzip.GzipFile(filename="", fileobj=out, mode="wb", mtime=0,  # type: ignore[assignment]
+                               compresslevel=6)
     try:
         with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for name, src in sorted(files, key=lambda item: item[0]):
@@ -118,7 +121,7 @@ def _resolve(path: str, links: dict[str, str], depth: int = 0) -> str | None:
     return "/".join(parts)
 
 
-def check_members(tar: "tarfile.TarFile") -> list["tarfile.TarInfo"]:
+def check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     """All members, or UnsafeArchiveError naming the first that would escape.
 
     Paths are resolved through the symlinks the archive itself creates, so a

@@ -39,6 +39,6 @@ def retry(store: Store, job: Job) -> Job:
         )
     return store.transition(
         job.id, S.QUEUED, f"retried by user as attempt {job.attempt + 1}",
-        expect=[job.state], on_attempt=job.attempt, attempt=job.attempt + 1, cancel_requested=0, worker_id=None,
-        exit_code=None, error=None, finished_at=None, progress={},
+        expect=[job.state], on_attempt=job.attempt, attempt=job.attempt + 1, cancel_requested=0,
+        worker_id=None, exit_code=None, error=None, finished_at=None, progress={},
     )

@@ -58,6 +58,8 @@ class ProtocolError(HubError):
     """A hub document (or the hub itself) is of another protocol version, another
     project, or malformed. Its message says which, in one line."""
 
+    exit_code = 2
+
 
 class SignatureError(ProtocolError):
     """A manifest or assignment is unsigned, mis-signed, or names a blob whose

@@ -236,7 +236,7 @@ def format_duration(seconds: float | None) -> str:
     """``3725`` → ``"1h02m"``; short and stable for tables."""
     if seconds is None:
         return "-"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     if s < 3600:

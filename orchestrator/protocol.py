@@ -252,7 +252,7 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _decode(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - one case per type
+def _decode(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -262,7 +262,7 @@ def _decode(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - one case pe
             return None
         inner = [o for o in options if o is not type(None)]
         return _decode(inner[0], value, where)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ProtocolError(f"{where}: expected an object")
         hints = _hints(tp)

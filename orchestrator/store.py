@@ -21,148 +21,20 @@ from .errors import IllegalTransitionError, JobNotFoundError, StoreError
 from .logs import get_logger
 from .models import (
     Attempt,
-    DataRef,
     Event,
-    GpuNeed,
     Job,
     JobSpec,
     JobState,
-    OutputSpec,
     WorkerInfo,
     check_transition,
     sources_for,
 )
+from .schema import JOB_COLUMNS, MIGRATIONS, SCHEMA_VERSION, job_of
 
 if TYPE_CHECKING:
     from .protocol import Heartbeat
 
 log = get_logger(__name__)
-
-# Each entry migrates from version i to i+1. Never edit a released entry: append.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL UNIQUE,
-        name TEXT NOT NULL,
-        script TEXT NOT NULL,
-        args TEXT NOT NULL,
-        target TEXT NOT NULL,
-        gpu TEXT NOT NULL,
-        priority INTEGER NOT NULL DEFAULT 0,
-        estimate_s REAL,
-        snapshot_sha256 TEXT NOT NULL,
-        data TEXT NOT NULL,
-        outputs TEXT NOT NULL,
-        env TEXT NOT NULL,
-        autotrack INTEGER NOT NULL DEFAULT 0,
-        sweep TEXT NOT NULL DEFAULT '[]',
-        state TEXT NOT NULL,
-        attempt INTEGER NOT NULL DEFAULT 0,
-        worker_id TEXT,
-        submitted_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL,
-        progress TEXT NOT NULL DEFAULT '{}',
-        exit_code INTEGER,
-        error TEXT,
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        pulled_to TEXT NOT NULL DEFAULT '[]'
-    );
-    CREATE INDEX jobs_state ON jobs(state, priority DESC, seq);
-    CREATE INDEX jobs_name ON jobs(name, seq);
-    CREATE TABLE attempts (
-        job_id TEXT NOT NULL REFERENCES jobs(id),
-        n INTEGER NOT NULL,
-        worker_id TEXT,
-        assigned_at REAL,
-        started_at REAL,
-        ended_at REAL,
-        outcome TEXT,
-        resumed_from_epoch INTEGER,
-        PRIMARY KEY (job_id, n)
-    );
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        job_id TEXT NOT NULL,
-        at REAL NOT NULL,
-        src TEXT,
-        dst TEXT,
-        message TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX events_job ON events(job_id, id);
-    CREATE TABLE workers (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        host TEXT NOT NULL,
-        pid INTEGER,
-        gpu INTEGER NOT NULL DEFAULT 0,
-        gpu_name TEXT,
-        state TEXT NOT NULL,
-        job_id TEXT,
-        attempt INTEGER,
-        seq INTEGER NOT NULL DEFAULT -1,
-        last_seen REAL NOT NULL,
-        gone INTEGER NOT NULL DEFAULT 0,
-        info TEXT NOT NULL DEFAULT '{}'
-    );
-    """,
-    # v2: several hubs (the local folder hub and a Drive hub): where each worker and
-    # each assigned job lives.
-    """
-    ALTER TABLE workers ADD COLUMN hub TEXT NOT NULL DEFAULT 'local';
-    ALTER TABLE jobs ADD COLUMN hub TEXT NOT NULL DEFAULT 'local';
-    """,
-    # v3: Colab sessions end: whether a job checkpoints (it may start on a worker whose
-    # session is shorter than the job), and the session time a worker has left.
-    """
-    ALTER TABLE jobs ADD COLUMN checkpoints INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE workers ADD COLUMN session_left REAL;
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-_JOB_COLUMNS = (
-    "id, seq, name, script, args, target, gpu, priority, estimate_s, snapshot_sha256, data, "
-    "outputs, env, autotrack, state, attempt, worker_id, submitted_at, updated_at, started_at, "
-    "finished_at, progress, exit_code, error, cancel_requested, pulled_to, hub, checkpoints"
-)
-
-
-def _job(row: sqlite3.Row) -> Job:
-    return Job(
-        id=row["id"],
-        seq=row["seq"],
-        name=row["name"],
-        script=row["script"],
-        args=tuple(json.loads(row["args"])),
-        target=row["target"],
-        gpu=GpuNeed(row["gpu"]),
-        priority=row["priority"],
-        estimate_s=row["estimate_s"],
-        snapshot_sha256=row["snapshot_sha256"],
-        data=tuple(DataRef(**d) for d in json.loads(row["data"])),
-        outputs=tuple(OutputSpec(**o) for o in json.loads(row["outputs"])),
-        env=tuple((k, v) for k, v in json.loads(row["env"])),
-        autotrack=bool(row["autotrack"]),
-        state=JobState(row["state"]),
-        attempt=row["attempt"],
-        worker_id=row["worker_id"],
-        submitted_at=row["submitted_at"],
-        updated_at=row["updated_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        progress=json.loads(row["progress"]),
-        exit_code=row["exit_code"],
-        error=row["error"],
-        cancel_requested=bool(row["cancel_requested"]),
-        pulled_to=tuple(json.loads(row["pulled_to"])),
-        hub=row["hub"],
-        checkpoints=bool(row["checkpoints"]),
-    )
-
 
 class Store:
     """One connection to a project's state database. Not shared across threads."""
@@ -258,32 +130,32 @@ class Store:
         return [self.get(i) for i in ids]
 
     def get(self, job_id: str) -> Job:
-        row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        row = self.db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFoundError(f"no job {job_id!r}")
-        return _job(row)
+        return job_of(row)
 
     def resolve(self, ref: str) -> Job:
         """A job by exact id, unique id prefix, or name (the newest of that name)."""
         ref = ref.strip()
         if not ref:
             raise JobNotFoundError("empty job reference")
-        row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (ref,)).fetchone()
+        row = self.db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (ref,)).fetchone()
         if row:
-            return _job(row)
+            return job_of(row)
         rows = self.db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
             (ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
         ).fetchall()
         if len(rows) == 1:
-            return _job(rows[0])
+            return job_of(rows[0])
         if len(rows) > 1:
             raise JobNotFoundError(f"job id prefix {ref!r} is ambiguous; give more characters")
         row = self.db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE name=? ORDER BY seq DESC LIMIT 1", (ref,)
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE name=? ORDER BY seq DESC LIMIT 1", (ref,)
         ).fetchone()
         if row:
-            return _job(row)
+            return job_of(row)
         raise JobNotFoundError(f"no job matches {ref!r} (by id, id prefix or name)")
 
     def jobs(
@@ -292,7 +164,7 @@ class Store:
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[Job]:
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs"
         params: list[Any] = []
         if states is not None:
             wanted = [s.value for s in states]
@@ -305,14 +177,14 @@ class Store:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [_job(r) for r in self.db.execute(sql, params)]
+        return [job_of(r) for r in self.db.execute(sql, params)]
 
     def queued(self) -> list[Job]:
         """QUEUED jobs in scheduling order: priority first, then submit order."""
         rows = self.db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state='QUEUED' ORDER BY priority DESC, seq"
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state='QUEUED' ORDER BY priority DESC, seq"
         )
-        return [_job(r) for r in rows]
+        return [job_of(r) for r in rows]
 
     def counts(self) -> dict[JobState, int]:
         rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
@@ -473,7 +345,7 @@ class Store:
         rows = self.db.execute(sql + " ORDER BY name, id")
         out = []
         for r in rows:
-            fields = {k: r[k] for k in r.keys() if k != "info"}
+            fields = {k: r[k] for k in r.keys() if k != "info"}  # noqa: SIM118 - a Row
             caps = json.loads(r["info"] or "{}").get("capabilities") or {}
             out.append(WorkerInfo(**{**fields, "gpu": bool(r["gpu"]), "gone": bool(r["gone"]),
                                      "heartbeat_interval": caps.get("heartbeat_interval")}))

@@ -62,7 +62,7 @@ def verify_model(path: Path) -> str:
         out = model.predict(tensors[0] if len(tensors) == 1 else tensors, verbose=0)
         shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
         return f"{path} ({type(model).__name__}) → {shape}"
-    except Exception as exc:  # noqa: BLE001 - any load failure is the user's answer
+    except Exception as exc:
         raise PullError(f"model {path} failed to load or predict: {exc}".splitlines()[0]) from exc
 
 

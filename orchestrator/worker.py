@@ -218,11 +218,11 @@ class Worker:
             run.execute()
         except SupersededError:
             log.warning("%s attempt %d was superseded; stopped it", job_id, n)
-        except Exception as exc:  # noqa: BLE001 - a bug or I/O fault must fail the attempt,
+        except Exception as exc:
             log.exception("attempt %s.%d hit a worker error", job_id, n)  # not the worker
             try:
                 run.fail(f"worker error: {type(exc).__name__}: {exc}")
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("could not report the failure of %s.%d", job_id, n)
         finally:
             self.jobs_run += 1

@@ -113,11 +113,10 @@ def store(project: Project) -> Iterator[Store]:
 
 
 def orch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    env["PYTHONPATH"] = str(REPO)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env.update(extra or {})
-    return env
+    """The environment for orch subprocesses: no ORCH_* settings, orch importable."""
+    from tests.fakedrive.project import clean_env
+
+    return clean_env(extra)
 
 
 def run_orch(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300,
@@ -214,6 +213,26 @@ def drive() -> Iterator[Any]:
     fake.require_auth = True
     yield fake
     fake.faults.clear()
+
+
+SAVE_SCRIPT = """\
+import os, pathlib, sys, time
+time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)
+out = pathlib.Path(os.environ["ORCH_OUTPUT_DIR"])
+(out / "model.bin").write_bytes(os.environ["ORCH_JOB_ID"].encode() * 1000)
+print("trained", os.environ["ORCH_JOB_ID"], "attempt", os.environ["ORCH_ATTEMPT"])
+"""
+
+
+def drive_project(root: Path, fake: Any, lease: float = 30.0) -> Any:
+    """A project whose remote hub is a folder on the local Drive server, with fast
+    timings and ``save.py`` (sleeps argv[1] seconds, writes model.bin)."""
+    from tests.fakedrive.project import DriveProject
+
+    p = DriveProject(root, fake, f"orch-hub/{root.parent.name}", FAST_SETTINGS + (
+        f"remote_lease_ttl = {lease}\ndrive_poll_interval = 0.3\n"))
+    (root / "save.py").write_text(SAVE_SCRIPT)
+    return p
 
 
 def drive_hub(folder: str, **kw: Any) -> Any:

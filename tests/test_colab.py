@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from orchestrator.models import JobState
+from tests.fakedrive.project import DriveProject
 
-from .conftest import REPO, read_job, wait_for
-from .test_drive_e2e import DriveProject
+from .conftest import REPO, drive_project, read_job, wait_for
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -62,7 +62,7 @@ def run_notebook(nb: Any, timeout: float = 300) -> Any:
 def test_worker_notebook_runs_jobs_sent_to_colab(project_dir: Path, drive: Any,
                                                  tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    p = DriveProject(project_dir, drive)
+    p = drive_project(project_dir, drive)
     link = p.orch("colab", "--idle", "4s", check=True).stdout.strip()
     nb = fetch_notebook(p, link)
     assert nb.metadata["accelerator"] == "GPU"
@@ -89,7 +89,7 @@ def test_worker_notebook_runs_jobs_sent_to_colab(project_dir: Path, drive: Any,
 
 def test_per_job_notebook_runs_one_job_and_stops(project_dir: Path, drive: Any, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    p = DriveProject(project_dir, drive)
+    p = drive_project(project_dir, drive)
     first = p.orch("submit", "--on", "colab", "save.py", check=True).stdout.split()[0]
     other = p.orch("submit", "--on", "colab", "--name", "later", "save.py",
                    check=True).stdout.split()[0]
@@ -163,7 +163,7 @@ def test_killed_kernel_then_rerun_resumes_from_the_checkpoint(project_dir: Path,
 
     from .conftest import TINY_KERAS_SCRIPT
 
-    p = DriveProject(project_dir, drive, lease=5.0)
+    p = drive_project(project_dir, drive, lease=5.0)
     (project_dir / "train.py").write_text(TINY_KERAS_SCRIPT)
     job_id = p.orch("submit", "--on", "colab", "--name", "resume", "train.py", "--",
                     "--epochs", "10", "--sleep", "0.6", check=True).stdout.split()[0]
@@ -231,7 +231,7 @@ def test_launch_through_the_colab_cli(project_dir: Path, drive: Any, tmp_path: P
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    p = DriveProject(project_dir, drive)
+    p = drive_project(project_dir, drive)
     missing = p.orch("colab", "--launch", env={**p.env, "PATH": "/usr/bin:/bin"})
     assert missing.returncode == 2 and "pip install google-colab-cli" in missing.stderr
     bindir = tmp_path / "bin"

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.hubs.drive.auth import code_from, load_credentials, sign_in
 from orchestrator.errors import UsageError
+from orchestrator.hubs.drive.auth import code_from, load_credentials, sign_in
 
 from .conftest import drive_hub, run_orch, wait_for
 

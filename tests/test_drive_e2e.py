@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,59 +15,16 @@ import pytest
 
 from orchestrator.models import JobState
 from orchestrator.store import Store
+from tests.fakedrive.project import DriveProject
 
-from .conftest import (FAST_SETTINGS, kill_processes_of, orch_env, process_alive, read_job,
-                       run_orch, wait_for)
+from .conftest import drive_project, kill_processes_of, process_alive, read_job, wait_for
 
 S = JobState
-
-SAVE = """\
-import os, pathlib, sys, time
-time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)
-out = pathlib.Path(os.environ["ORCH_OUTPUT_DIR"])
-(out / "model.bin").write_bytes(os.environ["ORCH_JOB_ID"].encode() * 1000)
-print("trained", os.environ["ORCH_JOB_ID"], "attempt", os.environ["ORCH_ATTEMPT"])
-"""
-
-
-
-class DriveProject:
-    """A project whose remote hub is a folder on the local Drive server."""
-
-    def __init__(self, root: Path, fake: Any, lease: float = 30.0) -> None:
-        self.root = root
-        self.fake = fake
-        self.folder = f"orch-hub/{root.parent.name}"
-        (root / "orch.toml").write_text(FAST_SETTINGS.replace("lease_ttl = 4\n", "") + (
-            f'hub = "drive:{self.folder}"\nlocal_slots = 0\ngpus = "none"\n'
-            f"lease_ttl = 4\nremote_lease_ttl = {lease}\ndrive_poll_interval = 0.3\n"))
-        (root / "save.py").write_text(SAVE)
-        self.credentials = root / ".orch" / "drive-credentials.json"
-        fake.write_credentials(self.credentials)
-        self.env = {"ORCH_DRIVE_ROOT_URL": fake.url}
-        self.workers: list[subprocess.Popen[str]] = []
-
-    def orch(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        return run_orch(self.root, *args, env={**self.env, **kw.pop("env", {})}, **kw)
-
-    def worker(self, name: str, heartbeat: float = 1.0) -> subprocess.Popen[str]:
-        log = open(self.root.parent / f"{name}.log", "w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.worker", "--hub", f"drive:{self.folder}",
-             "--credentials", str(self.credentials), "--name", name, "--idle-timeout", "120",
-             "--heartbeat", str(heartbeat), "--poll", "0.3",
-             "--work-dir", str(self.root.parent / f"work-{name}")],
-            env=orch_env(self.env), stdout=log, stderr=subprocess.STDOUT, text=True)
-        self.workers.append(proc)
-        return proc
-
-    def submit(self, *args: str) -> str:
-        return self.orch("submit", "--on", "remote", *args, check=True).stdout.split()[0]
 
 
 @pytest.fixture
 def dproj(project_dir: Path, drive: Any) -> Iterator[DriveProject]:
-    p = DriveProject(project_dir, drive)
+    p = drive_project(project_dir, drive)
     yield p
     for w in p.workers:
         w.kill()
@@ -81,7 +36,7 @@ def pulled(root: Path, job_id: str) -> bool:
 
 
 def test_job_runs_on_a_drive_worker_and_comes_back(dproj: DriveProject) -> None:
-    dproj.worker("remote-1")
+    dproj.worker("remote-1", heartbeat=1.0, poll=0.3, idle_timeout=120)
     proc = dproj.orch("submit", "--on", "remote", "--wait", "save.py", check=True)
     job = read_job(dproj.root, proc.stdout.split()[0])
     assert job.state is S.PULLED and job.hub == "remote"
@@ -100,7 +55,7 @@ def test_job_runs_on_a_drive_worker_and_comes_back(dproj: DriveProject) -> None:
 
 def test_a_second_job_sharing_data_moves_only_small_files(dproj: DriveProject) -> None:
     (dproj.root / "data.bin").write_bytes(os.urandom(400_000))
-    dproj.worker("remote-1")
+    dproj.worker("remote-1", heartbeat=1.0, poll=0.3, idle_timeout=120)
     first = dproj.submit("--wait", "--data", "data.bin", "save.py")
     dproj.fake.reset_stats()
     second = dproj.submit("--wait", "--data", "data.bin", "--name", "again", "save.py")
@@ -115,8 +70,8 @@ def test_every_job_lands_exactly_once_with_ten_percent_of_requests_failing(
         dproj: DriveProject) -> None:
     dproj.fake.faults.configure(rate=0.1, seed=11, kinds=[
         "rateLimitExceeded", "userRateLimitExceeded", "429", "500", "503", "drop"])
-    dproj.worker("remote-1")
-    dproj.worker("remote-2")
+    dproj.worker("remote-1", heartbeat=1.0, poll=0.3, idle_timeout=120)
+    dproj.worker("remote-2", heartbeat=1.0, poll=0.3, idle_timeout=120)
     ids = [dproj.submit("--name", f"j{i}", "save.py", "0.5") for i in range(4)]
     for job_id in ids:
         wait_for(lambda j=job_id: pulled(dproj.root, j), timeout=240, interval=0.5,
@@ -142,10 +97,10 @@ def test_every_job_lands_exactly_once_with_ten_percent_of_requests_failing(
 
 def test_lease_expires_while_drive_lags_and_the_zombie_writes_nothing(
         project_dir: Path, drive: Any) -> None:
-    p = DriveProject(project_dir, drive, lease=6.0)
+    p = drive_project(project_dir, drive, lease=6.0)
     try:
         drive.faults.lag = 1.5  # listings and the changes feed see writes 1.5 s late
-        first = p.worker("remote-a", heartbeat=1.0)
+        first = p.worker("remote-a", heartbeat=1.0, poll=0.3, idle_timeout=120)
         job_id = p.submit("save.py", "25")
         wait_for(lambda: read_job(project_dir, job_id).state is S.RUNNING, timeout=60,
                  message="running on remote-a")
@@ -157,7 +112,7 @@ def test_lease_expires_while_drive_lags_and_the_zombie_writes_nothing(
         try:
             wait_for(lambda: read_job(project_dir, job_id).attempt == 2, timeout=60,
                      message="lease expired, re-queued")
-            p.worker("remote-b", heartbeat=1.0)
+            p.worker("remote-b", heartbeat=1.0, poll=0.3, idle_timeout=120)
             wait_for(lambda: read_job(project_dir, job_id).state is S.RUNNING, timeout=60,
                      message="attempt 2 running")
             frozen = drive.content(drive.paths()[status_key])

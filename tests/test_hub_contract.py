@@ -41,6 +41,8 @@ from orchestrator.errors import HubError, HubNotFound, OrchError
 from orchestrator.hubs.base import Hub
 from orchestrator.hubs.folder import FolderHub
 
+from .conftest import wait_for
+
 pytestmark = pytest.mark.timeout(300)
 
 #: Every kind of hub the contract runs against. One line per kind.
@@ -87,15 +89,7 @@ def peer(hub: Hub, request: pytest.FixtureRequest, tmp_path: Path) -> Hub:
 def eventually(predicate: Callable[[], Any], message: str,
                timeout: float = VISIBILITY_DEADLINE) -> Any:
     """Poll ``predicate`` until truthy (for changes made by another party)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {message} (last: {last!r})")
-        time.sleep(0.02)  # polling interval only; correctness never depends on it
+    return wait_for(predicate, timeout=timeout, interval=0.02, message=message)
 
 
 def try_get(h: Hub, key: str) -> bytes | None:
@@ -426,7 +420,7 @@ def test_delete_folder_removes_everything_under_it(hub: Hub) -> None:
     assert not hub.exists("tree/b") and not hub.exists("tree/b/d/e")
     assert hub.list("tree") == ["a"]
     hub.delete("tree")
-    for k in keys + ["tree", "tree/b", "tree/b/d"]:
+    for k in [*keys, "tree", "tree/b", "tree/b/d"]:
         assert not hub.exists(k), k
     assert hub.list("tree") == []
     assert hub.list("") == ["other", "treehouse"]
@@ -664,11 +658,7 @@ def test_watch_wakes_on_another_partys_write(hub: Hub, peer: Hub) -> None:
         _drain(watcher)
         for n, key in enumerate(["runs/jw/1/result.json", "workers/w9/heartbeat.json"]):
             peer.put_json(key, {"n": n})  # into folders that did not exist when watching began
-            deadline = time.monotonic() + VISIBILITY_DEADLINE
-            woke = False
-            while not woke and time.monotonic() < deadline:
-                woke = watcher.wait(1.0)
-            assert woke is True, f"watcher not woken within {VISIBILITY_DEADLINE:.0f} s by {key}"
+            eventually(lambda: watcher.wait(1.0) is True, f"watcher woken by {key}")
             expected: dict[str, Any] = {"n": n}
 
             def readable(k: str = key, want: dict[str, Any] = expected) -> bool:

@@ -14,8 +14,8 @@ from orchestrator.models import (
     HAS_RESULT,
     ON_WORKER,
     TERMINAL,
-    UNFINISHED,
     TRANSITIONS,
+    UNFINISHED,
     JobState,
     check_transition,
     format_duration,
@@ -55,7 +55,7 @@ def test_every_state_lands_in_exactly_one_bucket() -> None:
 
 def test_the_table_matches_the_design() -> None:
     """The life in DESIGN.md, spelled out, so an accidental edit of the table shows."""
-    assert TRANSITIONS == {
+    assert {
         S.QUEUED: {S.ASSIGNED, S.CANCELLED},
         S.ASSIGNED: {S.RUNNING, S.SUCCEEDED, S.FAILED, S.LOST, S.CANCELLED},
         S.RUNNING: {S.SUCCEEDED, S.FAILED, S.LOST, S.CANCELLED},
@@ -64,7 +64,7 @@ def test_the_table_matches_the_design() -> None:
         S.FAILED: {S.QUEUED},
         S.LOST: {S.QUEUED},
         S.CANCELLED: {S.QUEUED},
-    }
+    } == TRANSITIONS
 
 
 def test_no_self_transitions() -> None:
@@ -90,10 +90,10 @@ def test_final_states_only_leave_by_explicit_retry() -> None:
 
 
 def test_state_groups_are_named_once_and_consistent() -> None:
-    assert UNFINISHED | TERMINAL == set(JobState)
+    assert set(JobState) == UNFINISHED | TERMINAL
     assert ON_WORKER < ACTIVE < UNFINISHED
-    assert HAS_RESULT == {S.SUCCEEDED, S.PULLED}
-    assert UNFINISHED - ACTIVE == {S.SUCCEEDED}
+    assert {S.SUCCEEDED, S.PULLED} == HAS_RESULT
+    assert {S.SUCCEEDED} == UNFINISHED - ACTIVE
 
 
 @pytest.mark.parametrize(("src", "dst"), LEGAL, ids=_ids(LEGAL))

@@ -476,7 +476,7 @@ def test_queued_orders_by_priority_then_submit_order(store: Store) -> None:
 
 
 def test_jobs_filters_and_orders(store: Store) -> None:
-    a, b, c = store.insert_jobs([spec("a"), spec("b"), spec("c")])
+    _, b, _ = store.insert_jobs([spec("a"), spec("b"), spec("c")])
     store.transition(b.id, S.CANCELLED)
     assert [j.name for j in store.jobs()] == ["a", "b", "c"]
     assert [j.name for j in store.jobs(newest_first=True, limit=2)] == ["c", "b"]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from orchestrator import protocol as P
 from orchestrator.config import Project
 from orchestrator.hubs.folder import FolderHub
@@ -99,6 +101,44 @@ def test_worker_cli_entry_point_and_bad_hub(project_dir: Path) -> None:
     unsigned = run_orch(project_dir, "worker", "--hub", "drive:orch-hub/p", "--burst")
     assert unsigned.returncode == 2 and "credentials" in unsigned.stderr
     assert "Traceback" not in unsigned.stderr
+
+
+def test_a_worker_refuses_a_hub_of_another_protocol_in_one_line(project: Project,
+                                                                tmp_path: Path) -> None:
+    hub_json = project.hub_dir / P.hub_json()
+    info = json.loads(hub_json.read_text())
+    assert info["protocol"] == P.PROTOCOL_VERSION and info["project_id"]
+    hub_json.write_text(json.dumps({**info, "protocol": P.PROTOCOL_VERSION + 1,
+                                    "orch": "9.9.0"}))
+    proc = run_burst_worker(project)
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert f"speaks protocol {P.PROTOCOL_VERSION + 1} (written by orch 9.9.0)" in line
+    assert "install the same orch version on both sides" in line
+    assert not (project.hub_dir / "workers").exists()  # it wrote nothing
+    # a hub nobody set up: a burst worker says what to do, and writes nothing either
+    bare = subprocess.run(
+        [sys.executable, "-m", "orchestrator.worker", "--hub", str(tmp_path / "bare"),
+         "--burst", "--work-dir", str(tmp_path / "work")],
+        env=orch_env(), capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 2 and "not set up (no hub.json)" in bare.stderr
+    assert list((tmp_path / "bare").iterdir()) == []
+
+
+def test_the_project_refuses_a_hub_of_another_project_or_protocol(project: Project,
+                                                                 store: Store) -> None:
+    from orchestrator.errors import ProtocolError
+    from orchestrator.hubs import claim_hub
+
+    hub = FolderHub(project.hub_dir)
+    info = hub.get_doc(P.hub_json(), P.HubInfo)
+    assert info is not None and claim_hub(hub, info.project_id) == info  # idempotent
+    with pytest.raises(ProtocolError, match="belongs to another orch project"):
+        claim_hub(hub, "someone-else")
+    hub.put_json(P.hub_json(), {**info.to_dict(), "protocol": 1})
+    with pytest.raises(ProtocolError, match="speaks protocol 1"):
+        Scheduler(project, store, hub)
 
 
 IMPORT_CHECK = """

@@ -65,6 +65,18 @@ class Place(ABC):
         """How soon a worker of this place could start ``job``, given the live
         ``workers`` the daemon knows."""
 
+    def fitting(self, job: Placeable, workers: Sequence[WorkerInfo]) -> Availability | None:
+        """When one of this place's live ``workers`` could take ``job``: at once if
+        one is free, else once one is done (how long: issue 7's placement); None
+        when this place has no such worker."""
+        mine = [w for w in workers if self.owns(w) and not w.gone
+                and target_allows(job.target, w) and gpu_allows(job, w)]
+        if any(w.job_id is None for w in mine):
+            return Availability(self.name, 0.0, f"a {self.name} worker is free")
+        if mine:
+            return Availability(self.name, 1.0, f"{self.name} workers are busy")
+        return None
+
     def start_workers(self, waiting: Sequence[Job], workers: Sequence[WorkerInfo]) -> None:
         """Start the workers that ``waiting`` jobs need, if this place starts its
         own; ``workers`` are every worker the daemon knows, gone ones included.

@@ -16,7 +16,7 @@ from .. import protocol as P
 from ..config import Project
 from ..errors import NotConfiguredError
 from ..models import WorkerInfo
-from . import Availability, Place, Placeable, gpu_allows, target_allows
+from . import Availability, Place, Placeable
 
 COLAB_URL = "https://colab.research.google.com/drive/{file_id}"
 TARGETS = ("colab", "remote", "auto")
@@ -37,12 +37,9 @@ class ColabPlace(Place):
         return bool(self.project.settings.hub) and job.target in TARGETS
 
     def how_soon(self, job: Placeable, workers: Sequence[WorkerInfo]) -> Availability:
-        mine = [w for w in workers if self.owns(w) and target_allows(job.target, w)
-                and gpu_allows(job, w)]
-        if any(w.job_id is None for w in mine):
-            return Availability(self.name, 0.0, "a Colab worker is free")
-        if mine:
-            return Availability(self.name, 1.0, "Colab workers are busy")
+        now = self.fitting(job, workers)
+        if now is not None:
+            return now
         who = "Colab" if job.target == "colab" else "remote"
         return Availability(self.name, None, f"no {who} worker is running: start one with "
                                              "`orch colab` and open the link it prints "

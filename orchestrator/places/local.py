@@ -16,11 +16,10 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO
 
 from ..config import Project
 from ..models import GpuNeed, Job, WorkerInfo
-from . import Availability, Place, Placeable, gpu_allows, target_allows
+from . import Availability, Place, Placeable
 
 log = logging.getLogger(__name__)
 HOST = socket.gethostname()
@@ -101,12 +100,9 @@ class LocalPlace(Place):
         return job.target in TARGETS  # a GPU job may wait for a GPU worker started by hand
 
     def how_soon(self, job: Placeable, workers: Sequence[WorkerInfo]) -> Availability:
-        mine = [w for w in workers if self.owns(w) and target_allows(job.target, w)
-                and gpu_allows(job, w)]
-        if any(w.job_id is None for w in mine):
-            return Availability(self.name, 0.0, "a local worker is free")
-        if mine:
-            return Availability(self.name, 1.0, "local workers are busy")  # issue 7 refines
+        now = self.fitting(job, workers)
+        if now is not None:
+            return now
         if any(job.gpu is not GpuNeed.REQUIRED or s.gpu is not None for s in self.slots):
             return Availability(self.name, 2.0, "the daemon starts a local worker")
         if job.gpu is GpuNeed.REQUIRED:
@@ -158,12 +154,11 @@ class LocalPlace(Place):
         ]
         if slot.gpu is not None:
             cmd += ["--gpu", slot.gpu, "--gpu-name", slot.gpu_name or ""]
-        logf: IO[bytes] = open(self.project.logs_dir / f"worker-{slot.name}.log", "ab")
-        self.procs[slot.name] = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=self.project.root,
-        )
-        logf.close()
+        with open(self.project.logs_dir / f"worker-{slot.name}.log", "ab") as logf:
+            self.procs[slot.name] = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=self.project.root,
+            )
         log.info("started local worker %s (pid %d)", slot.name, self.procs[slot.name].pid)
 
     def running(self) -> bool:

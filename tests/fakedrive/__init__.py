@@ -12,7 +12,8 @@ from .fake import FakeDrive, Stats
 from .faults import KINDS as FAULT_KINDS
 from .faults import Faults
 from .resources import FOLDER_MIME
+from .server import route_label
 from .state import ROOT_ID
 
 __all__ = ["FAULT_KINDS", "FOLDER_MIME", "ROOT_ID", "DriveError", "FakeDrive", "Faults",
-           "Stats"]
+           "Stats", "route_label"]

@@ -56,14 +56,24 @@ class DriveProject:
                                  f"{proc.stdout}\n{proc.stderr[-3000:]}")
         return proc
 
+    def submit(self, *args: str, on: str = "remote") -> str:
+        """``orch submit --on remote ARGS``; the job id."""
+        return self.orch("submit", "--on", on, *args, check=True).stdout.split()[0]
+
     def worker(self, name: str, *extra: str, api_url: str | None = None,
-               idle_timeout: float = 900) -> subprocess.Popen[bytes]:
+               idle_timeout: float = 900, heartbeat: float | None = None,
+               poll: float | None = None) -> subprocess.Popen[bytes]:
         """A Drive worker process (``python -m orchestrator.worker --hub drive:…``) with
-        orch's Drive defaults unless ``extra`` says otherwise; ``api_url`` points it at
-        another endpoint (a counting relay). Its log is ``<name>.log`` beside the project."""
+        orch's Drive defaults unless ``heartbeat``/``poll``/``extra`` say otherwise;
+        ``api_url`` points it at another endpoint (a counting relay). Its log is
+        ``<name>.log`` beside the project."""
         env = dict(self.env)
         if api_url:
             env[DRIVE_ENV] = api_url
+        if heartbeat is not None:
+            extra = (*extra, "--heartbeat", str(heartbeat))
+        if poll is not None:
+            extra = (*extra, "--poll", str(poll))
         with open(self.root.parent / f"{name}.log", "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "orchestrator.worker", "--hub", f"drive:{self.folder}",

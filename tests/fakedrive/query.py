@@ -77,10 +77,8 @@ def word_prefix_match(haystack: str, needle: str) -> bool:
     h, n = haystack.lower(), needle.lower()
     if not n:
         return True
-    for i in range(len(h)):
-        if (i == 0 or not h[i - 1].isalnum()) and h.startswith(n, i):
-            return True
-    return False
+    return any((i == 0 or not h[i - 1].isalnum()) and h.startswith(n, i)
+               for i in range(len(h)))
 
 
 class _Parser:

@@ -206,7 +206,7 @@ class Handler(BaseHTTPRequestHandler):
                            False)
                 return
             self.fake.counters.count(method,
-                                     self._stat_route(method, route or split.path, params))
+                                     stat_route(method, route or split.path, params))
             if route == "/token":
                 self._send(token(self.fake, method, self._read_body()))
                 return
@@ -235,16 +235,6 @@ class Handler(BaseHTTPRequestHandler):
             reply = Reply.json(500, DriveError(500, "internalError", f"Internal Error: {e!r}")
                                .body())
         self._send(reply)
-
-    @staticmethod
-    def _stat_route(method: str, route: str, params: dict[str, str]) -> str:
-        if route.startswith("/upload/"):
-            if "upload_id" in params:
-                return f"{method} {route}?upload_id"
-            return f"{method} {route}?uploadType={params.get('uploadType', '')}"
-        if route == "/drive/v3/files/{fileId}" and params.get("alt") == "media":
-            return f"{method} {route}?alt=media"
-        return f"{method} {route}"
 
     def _authenticate(self, params: dict[str, str]) -> str | None:
         header = self.headers.get("Authorization", "")
@@ -520,3 +510,26 @@ class _Server(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def stat_route(method: str, route: str, params: dict[str, str]) -> str:
+    """How :attr:`FakeDrive.stats` names a request: ``"METHOD route"``, with the
+    upload type or ``alt=media`` where they tell requests of one route apart."""
+    if route.startswith("/upload/"):
+        if "upload_id" in params:
+            return f"{method} {route}?upload_id"
+        return f"{method} {route}?uploadType={params.get('uploadType', '')}"
+    if route == "/drive/v3/files/{fileId}" and params.get("alt") == "media":
+        return f"{method} {route}?alt=media"
+    return f"{method} {route}"
+
+
+def route_label(method: str, target: str, override: str | None = None) -> str:
+    """The stats label of a request for ``target`` (path and query) as the fake
+    would count it; ``override`` is an ``X-HTTP-Method-Override`` header."""
+    split = urlsplit(target)
+    params = dict(parse_qsl(split.query, keep_blank_values=True))
+    route = next((name for pattern, name in _ROUTES if pattern.match(split.path)), split.path)
+    if override and method == "POST":
+        method = override.upper()
+    return stat_route(method, route, params)

@@ -166,7 +166,7 @@ class DriveClient:
             try:
                 self.requests += 1
                 return make(self.svc()).execute(num_retries=0)
-            except Exception as exc:  # noqa: BLE001 - sorted below
+            except Exception as exc:
                 if isinstance(exc, HttpError) and int(exc.resp.status) == 404 and missing_ok:
                     return None
                 if self.transient(exc) and attempt < self.retries:
@@ -227,7 +227,7 @@ class DriveClient:
                 try:
                     self.requests += 1
                     _, done = down.next_chunk(num_retries=0)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     if not self.transient(exc) or failures >= self.retries:
                         raise HubError(f"Drive download failed for {key}: {brief(exc)}") \
                             from exc
@@ -261,7 +261,7 @@ class DriveClient:
             try:
                 self.requests += 1
                 _, response = request.next_chunk(num_retries=0)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if not self.transient(exc):
                     raise HubError(f"Drive upload failed for {key}: {brief(exc)}") from exc
                 if failures >= self.retries:
@@ -283,7 +283,7 @@ class DriveClient:
             resp, body = request.http.request(
                 request.resumable_uri, "PUT", body=b"",
                 headers={"Content-Range": f"bytes */{total}", "Content-Length": "0"})
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if self.transient(exc):
                 self._reconnect()
                 return None  # next_chunk will try again (and come back here on failure)

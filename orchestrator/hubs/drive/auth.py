@@ -163,7 +163,7 @@ def whoami(credentials: Any, api_url: str | None = None) -> dict[str, str]:
     try:
         about = build_service(credentials, api_url).about().get(
             fields="user(displayName,emailAddress)").execute()
-    except Exception as exc:  # noqa: BLE001 - any failure here is the answer
+    except Exception as exc:
         raise AuthError(f"Drive did not accept the credentials: {exc}") from exc
     scopes = getattr(credentials, "scopes", None) or [SCOPE]
     user = about.get("user", {})

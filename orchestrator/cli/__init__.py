@@ -1,0 +1,83 @@
+"""The `orch` command line. Thin: each command parses, calls one service, prints.
+
+Errors a user can cause are OrchError: printed as one line, exit code 2 for bad
+usage, 1 otherwise. Never imports TensorFlow or Google clients at start-up.
+Commands live in :mod:`.jobs` (submit, status, logs, top, cancel, retry, pull) and
+:mod:`.manage` (init, daemon, worker, auth, colab, config); this module holds the
+app and what they share. (No ``from __future__ import annotations``: typer reads
+the annotations at run time.)
+"""
+
+import sys
+from typing import Any
+
+import typer
+
+from ..errors import OrchError
+from ..logs import get_logger
+from ..models import Job
+
+log = get_logger("orchestrator.cli")
+
+app = typer.Typer(
+    name="orch",
+    help="Queue TensorFlow training jobs; run them locally (or remotely); get the models back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+daemon_app = typer.Typer(help="Start, stop or inspect the background daemon.",
+                         no_args_is_help=True)
+app.add_typer(daemon_app, name="daemon")
+auth_app = typer.Typer(help="Sign in to Google Drive (for the Drive hub).",
+                       invoke_without_command=True)
+app.add_typer(auth_app, name="auth")
+
+
+def project_here(create: bool = False) -> Any:
+    from ..config import open_project
+
+    return open_project(create=create)
+
+
+def open_store(project: Any) -> Any:
+    from ..store import Store
+
+    return Store(project.db_path)
+
+
+def err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "name": job.name, "state": job.state.value, "attempt": job.attempt,
+        "target": job.target, "worker": job.worker_id, "script": job.script,
+        "args": list(job.args), "progress": job.progress, "exit_code": job.exit_code,
+        "error": job.error, "submitted_at": job.submitted_at, "started_at": job.started_at,
+        "finished_at": job.finished_at, "pulled_to": list(job.pulled_to),
+    }
+
+
+def ensure_daemon(project: Any) -> None:
+    from ..lifecycle import ensure_running
+
+    pid = ensure_running(project)
+    if pid:
+        err(f"started the orch daemon (pid {pid}); log: {project.logs_dir / 'daemon.log'}")
+
+
+def main() -> None:
+    """Console entry point: run the app, turning OrchError into one clean line."""
+    try:
+        app()  # standalone: typer reports usage errors itself (exit 2) and exits
+    except OrchError as exc:
+        err(f"orch: error: {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+from . import jobs, manage  # noqa: E402,F401 - importing them registers their commands

@@ -1,0 +1,309 @@
+"""`orch` commands about jobs: submit, status, logs, top, cancel, retry, pull."""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..errors import PullError, UsageError
+from ..models import TERMINAL, UNFINISHED, GpuNeed, Job, JobState
+from . import app, ensure_daemon, err, job_json, open_store, project_here
+
+S = JobState
+
+
+@app.command()
+def submit(
+    script: Annotated[str, typer.Argument(help="Training script, run as `python SCRIPT ARGS…`.")],
+    script_args: Annotated[Optional[list[str]], typer.Argument(
+        help="Arguments for the script; put them after `--`.", show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option(help="Job name (default: script name).")] = None,
+    on: Annotated[str, typer.Option(
+        help="Where to run: local, remote (workers on the project's Drive hub), auto, colab "
+             "or ssh:HOST.")] = "local",
+    gpu: Annotated[Optional[bool], typer.Option(
+        "--gpu/--cpu", help="Require a GPU, or run on the CPU only (default: either).",
+        show_default=False)] = None,
+    estimate: Annotated[Optional[str], typer.Option(help="Expected duration, e.g. 40m.")] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    data: Annotated[Optional[list[str]], typer.Option(
+        help="Data file or folder to ship (repeatable; stored once per content).")] = None,
+    output: Annotated[Optional[list[str]], typer.Option(
+        help="SRC[:DEST] to bring back (repeatable), e.g. model.h5:. ; default: the job's "
+             "output dir to models/NAME/.")] = None,
+    env: Annotated[Optional[list[str]], typer.Option(help="NAME=VALUE for the job (repeatable).")]
+    = None,
+    sweep: Annotated[Optional[list[str]], typer.Option(
+        help="NAME=V1,V2,… grid axis (repeatable); one job per combination, given --NAME V.")]
+    = None,
+    auto_track: Annotated[bool, typer.Option(
+        "--auto-track", help="Add orch's Keras callbacks to every Model.fit of the script.")]
+    = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Block until the job(s) end; exit 0 only if all succeeded.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job(s) as JSON.")] = False,
+) -> None:
+    """Queue a training script. Prints the job id (one per line for a sweep)."""
+    from ..config import Project, find_root, load_settings
+    from ..submit import SubmitRequest
+    from ..submit import submit as do_submit
+
+    root = find_root() or Path.cwd().resolve()
+    project = Project(root, load_settings(root))
+    autotrack = auto_track or os.environ.get("ORCH_AUTOTRACK", "") not in ("", "0")
+    req = SubmitRequest(
+        script=script, script_args=tuple(script_args or ()), name=name, on=on,
+        gpu=GpuNeed.ANY if gpu is None else (GpuNeed.REQUIRED if gpu else GpuNeed.NONE),
+        estimate=estimate, priority=priority, data=tuple(data or ()),
+        outputs=tuple(output or ()), env=tuple(env or ()), sweep=tuple(sweep or ()),
+        autotrack=autotrack,
+    )
+    jobs = do_submit(project, req)
+    ensure_daemon(project)
+    _warn_if_nothing_can_run(project, jobs)
+    if as_json:
+        print(json.dumps({"jobs": [job_json(j) for j in jobs]}, indent=2))
+    else:
+        for job in jobs:
+            print(job.id)
+        err(f"queued {len(jobs)} job(s) for {jobs[0].target}: "
+             + ", ".join(f"{j.name} ({j.id})" for j in jobs[:5])
+             + (" …" if len(jobs) > 5 else ""))
+    if wait:
+        raise typer.Exit(_wait(project, [j.id for j in jobs]))
+
+
+def _warn_if_nothing_can_run(project: Any, jobs: list[Job]) -> None:
+    """A job no worker will take unless the user acts: say how to start one."""
+    from ..places import project_places, unplaceable_warning
+
+    with open_store(project) as store:
+        warning = unplaceable_warning(project_places(project), jobs[0], store.workers())
+    if warning:
+        err(warning)
+
+
+def _wait(project: Any, ids: list[str]) -> int:
+    from ..waiting import JobWatch
+
+    with open_store(project) as store:
+        watch = JobWatch(project, store, ids)
+        try:
+            if sys.stderr.isatty():
+                from ..render import wait_progress
+
+                jobs = wait_progress(watch.read, watch.finished)
+            else:
+                from ..render import wait_plain
+
+                jobs = wait_plain(watch.read, watch.finished, err)
+        except KeyboardInterrupt:
+            err("stopped waiting; the job(s) keep running (see `orch status`)")
+            return 130
+        bad = watch.failures(jobs)
+    for line in bad:
+        err(f"orch: {line}")
+    for job in jobs:
+        if job.state is S.PULLED:
+            err(f"{job.name}: model(s) in {', '.join(job.pulled_to)}")
+    return 1 if bad else 0
+
+
+# ---- looking at jobs --------------------------------------------------------------
+
+
+@app.command()
+def status(
+    job: Annotated[Optional[str], typer.Argument(help="A job id, id prefix or name.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    all_jobs: Annotated[bool, typer.Option("--all", "-a", help="Every job, not only recent.")]
+    = False,
+    limit: Annotated[int, typer.Option(help="Finished jobs to show.")] = 20,
+) -> None:
+    """Show all jobs (active ones plus the most recent), or one job in detail."""
+    project = project_here()
+    with open_store(project) as store:
+        if job:
+            _status_one(project, store, job, as_json)
+            return
+        active = store.jobs(UNFINISHED)
+        recent = store.jobs(TERMINAL, limit=None if all_jobs else limit, newest_first=True)
+        jobs = sorted(active + recent, key=lambda j: j.seq)
+        counts = store.counts()
+    if as_json:
+        print(json.dumps({"jobs": [job_json(j) for j in jobs],
+                          "counts": {s.value: n for s, n in counts.items()}}, indent=2))
+        return
+    if not jobs:
+        print("no jobs yet: queue one with `orch submit SCRIPT`")
+        return
+    from ..render import jobs_table
+
+    print(jobs_table(jobs, colour=sys.stdout.isatty()))
+    hidden = sum(counts.values()) - len(jobs)
+    summary = ", ".join(f"{n} {s.value.lower()}" for s, n in sorted(counts.items()))
+    print(f"\n{sum(counts.values())} job(s): {summary}"
+          + (f"; {hidden} older not shown (--all)" if hidden > 0 else ""))
+
+
+def _status_one(project: Any, store: Any, ref: str, as_json: bool) -> None:
+    from ..joblogs import read_log, tail_text
+    from ..render import job_detail
+
+    job = store.resolve(ref)
+    events, attempts = store.events(job.id), store.attempts(job.id)
+    log_tail = tail_text(read_log(project, job) or "", 10)
+    if as_json:
+        doc = job_json(job)
+        doc["events"] = [e.__dict__ for e in events]
+        doc["attempts"] = [a.__dict__ for a in attempts]
+        doc["log_tail"] = log_tail
+        print(json.dumps(doc, indent=2))
+        return
+    print(job_detail(job, events, attempts, log_tail))
+
+
+@app.command()
+def logs(
+    job: Annotated[str, typer.Argument(help="A job id, id prefix or name.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until it ends.")]
+    = False,
+    attempt: Annotated[Optional[int], typer.Option(
+        help="An earlier attempt's log (e.g. the partial log of a LOST attempt).")] = None,
+) -> None:
+    """Print a job's log (its current attempt, or --attempt N)."""
+    from ..joblogs import follow as follow_log
+    from ..joblogs import read_log
+
+    project = project_here()
+    with open_store(project) as store:
+        current = store.resolve(job)
+        if attempt is not None:
+            text = read_log(project, current, attempt=attempt)
+            if text is None:
+                raise UsageError(f"no log for attempt {attempt} of {current.id}")
+            sys.stdout.write(text)
+            return
+        seen = False
+        try:
+            for chunk in follow_log(project, current, lambda j: store.get(j.id), follow):
+                seen = True
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        if not seen:
+            current = store.get(current.id)
+            err(f"no log yet for {current.id} ({current.state.value})")
+
+
+@app.command()
+def top(
+    until_done: Annotated[bool, typer.Option(
+        "--until-done", help="Exit when no job is queued or running.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+) -> None:
+    """A live view of every run, local and remote (Ctrl-C to leave)."""
+    from ..render import jobs_table, live_table
+
+    project = project_here()
+    store = open_store(project)
+
+    def read() -> list[Job]:
+        jobs = store.jobs(UNFINISHED) + store.jobs(TERMINAL, limit=10,
+                                               newest_first=True)
+        return sorted(jobs, key=lambda j: j.seq)
+
+    def done(jobs: list[Job]) -> bool:
+        return until_done and not any(j.state in UNFINISHED for j in jobs)
+
+    if once or not sys.stdout.isatty():
+        jobs = read()
+        print(jobs_table(jobs, colour=sys.stdout.isatty()), flush=True)
+        last = [(j.id, j.state, j.progress.get("completed_epochs")) for j in jobs]
+        while until_done and not once and not done(jobs):  # plain output: print on change
+            time.sleep(1.0)
+            jobs = read()
+            now = [(j.id, j.state, j.progress.get("completed_epochs")) for j in jobs]
+            if now != last:
+                last = now
+                print("\n" + jobs_table(jobs), flush=True)
+        return
+    try:
+        live_table(read, done, title=f"orch — {project.root.name}")
+    except KeyboardInterrupt:
+        pass
+
+
+# ---- acting on jobs ---------------------------------------------------------------
+
+
+@app.command()
+def cancel(jobs: Annotated[list[str], typer.Argument(help="Job ids, id prefixes or names.")]
+           ) -> None:
+    """Cancel jobs: queued ones at once, running ones as soon as their worker stops them."""
+    from ..control import cancel as do_cancel
+
+    project = project_here()
+    with open_store(project) as store:
+        targets = [store.resolve(r) for r in jobs]
+        for job in targets:
+            print(f"{job.id} {job.name}: {do_cancel(store, job)}")
+    ensure_daemon(project)
+
+
+@app.command()
+def retry(jobs: Annotated[list[str], typer.Argument(help="Job ids, id prefixes or names.")]
+          ) -> None:
+    """Queue FAILED or CANCELLED jobs again (a new attempt, same snapshot)."""
+    from ..control import retry as do_retry
+
+    project = project_here()
+    with open_store(project) as store:
+        targets = [store.resolve(r) for r in jobs]
+        for job in targets:
+            job = do_retry(store, job)
+            print(f"{job.id} {job.name}: queued as attempt {job.attempt}")
+    ensure_daemon(project)
+
+
+@app.command()
+def pull(
+    jobs: Annotated[Optional[list[str]], typer.Argument(
+        help="Jobs to pull (default: every finished job not pulled yet).")] = None,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Also re-pull already pulled jobs.")]
+    = False,
+    to: Annotated[Optional[Path], typer.Option(help="Put outputs in DIR instead of their "
+                                                    "destinations.")] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Load each model with TensorFlow and run one prediction.")] = False,
+) -> None:
+    """Fetch sealed results, verify checksums, and place outputs atomically. Idempotent."""
+    from ..pull import pull_many
+
+    project = project_here()
+    failures = pulled = 0
+    with open_store(project) as store:
+        for job, outcome in pull_many(project, store, jobs, again=all_jobs, to=to):
+            if isinstance(outcome, PullError):
+                err(f"orch: error: {outcome}")
+                failures += 1
+                continue
+            pulled += 1
+            rel = [str(p.relative_to(project.root)) if p.is_relative_to(project.root)
+                   else str(p) for p in outcome]
+            print(f"{job.id} {job.name}: {', '.join(rel)}")
+            if verify:
+                from ..verify import verify_paths
+
+                for line in verify_paths(outcome):
+                    print(f"  verified {line}")
+    if not pulled and not failures:
+        print("nothing to pull")
+    if failures:
+        raise typer.Exit(1)
+

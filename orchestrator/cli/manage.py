@@ -1,0 +1,226 @@
+"""`orch` commands about the project and its machinery: init, config, the daemon,
+workers, Drive sign-in and Colab."""
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import NotConfiguredError
+from . import app, auth_app, daemon_app, err, open_store, project_here
+
+# ---- the project ---------------------------------------------------------------
+
+
+@app.command()
+def init() -> None:
+    """Make the current folder an orch project (creates .orch/). Idempotent."""
+    from ..config import Project, find_root, load_settings
+
+    root = find_root() or Path.cwd().resolve()
+    project = Project(root, load_settings(root))
+    new = project.init()
+    print(f"{'initialised' if new else 'already an orch project:'} {project.root}")
+
+
+
+# ---- daemon and worker ------------------------------------------------------------
+
+
+@daemon_app.command("start")
+def daemon_start(
+    foreground: Annotated[bool, typer.Option("--foreground", help="Run in this terminal.")]
+    = False,
+) -> None:
+    """Start the daemon (if not running)."""
+    from ..daemon import main as daemon_main
+    from ..lifecycle import running_pid, start_background
+
+    project = project_here(create=True)
+    if foreground:
+        raise typer.Exit(daemon_main(["--project", str(project.root)]))
+    pid = start_background(project)
+    if pid is None:
+        print(f"daemon already running (pid {running_pid(project)})")
+        return
+    deadline = time.monotonic() + 10
+    while running_pid(project) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(f"daemon started (pid {pid})")
+
+
+@daemon_app.command("stop")
+def daemon_stop() -> None:
+    """Stop the daemon. Running jobs go on; a restarted daemon picks them up."""
+    from ..lifecycle import stop
+
+    pid = stop(project_here())
+    print("daemon was not running" if pid is None else f"daemon (pid {pid}) stopped")
+
+
+@daemon_app.command("status")
+def daemon_status() -> None:
+    """Is the daemon running, and which workers does it know?"""
+    from ..lifecycle import running_pid
+
+    project = project_here()
+    pid = running_pid(project)
+    print(f"daemon: {f'running (pid {pid})' if pid else 'not running'}")
+    with open_store(project) as store:
+        workers = store.workers()
+    for w in workers:
+        gpu = f" gpu={w.gpu_name}" if w.gpu else ""
+        job = f" job={w.job_id}" if w.job_id else ""
+        print(f"worker {w.id}: {w.kind} on {w.host} pid={w.pid} {w.state}{gpu}{job}")
+    if not workers:
+        print("no live workers")
+
+
+@auth_app.callback()
+def auth(
+    ctx: typer.Context,
+    no_browser: Annotated[bool, typer.Option(
+        "--no-browser", help="Print the sign-in address; paste back where it sends you.")]
+    = False,
+    service_account: Annotated[Optional[Path], typer.Option(
+        help="Use this service-account key instead of signing in (Shared Drives).")] = None,
+    client_secrets: Annotated[Optional[Path], typer.Option(
+        help="Your OAuth client JSON (default: the drive_client_secrets setting).")] = None,
+) -> None:
+    """Sign in to Google Drive and store the credentials in .orch/ (mode 0600)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..hubs.drive.auth import sign_in, use_service_account, whoami
+
+    project = project_here(create=True)
+    saved = project.drive_credentials
+    if service_account is not None:
+        use_service_account(service_account, saved)
+        from ..hubs.drive.auth import load_credentials
+
+        creds = load_credentials(saved)
+    else:
+        creds = sign_in(client_secrets or project.drive_client_secrets, saved,
+                        browser=not no_browser)
+    who = whoami(creds)
+    print(f"signed in as {who['email'] or who['name']} ({who['kind']}, scope {who['scope']}); "
+          f"credentials in {saved}")
+
+
+@auth_app.command("status")
+def auth_status() -> None:
+    """Who is signed in to Drive, and with which scope."""
+    from ..hubs.drive.auth import load_credentials, whoami
+
+    project = project_here()
+    who = whoami(load_credentials(project.drive_credentials))
+    print(f"signed in as {who['email'] or who['name']} ({who['kind']})")
+    print(f"scope: {who['scope']}")
+    print(f"credentials: {project.drive_credentials}")
+    if project.settings.hub:
+        print(f"project hub: {project.settings.hub}")
+
+
+@app.command()
+def colab(
+    job: Annotated[Optional[str], typer.Option(
+        help="Make the per-job notebook for this job (runs it, then stops).")] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the link in a browser.")]
+    = False,
+    idle: Annotated[str, typer.Option(help="The worker notebook stops after this long idle.")]
+    = "30m",
+    session: Annotated[str, typer.Option(help="Length of a Colab session.")] = "12h",
+    launch: Annotated[bool, typer.Option(
+        "--launch", help="Start a runtime with Google's `colab` CLI and run the notebook on "
+                         "it (stopped when the worker is idle).")] = False,
+    gpu: Annotated[Optional[str], typer.Option(help="GPU for --launch: T4, L4, A100, H100.")]
+    = None,
+    settings: Annotated[bool, typer.Option(
+        "--settings", help="Print the notebook's settings cell (to paste into a notebook "
+                           "opened by hand from colab_runners/) instead of publishing.")]
+    = False,
+) -> None:
+    """Put the Colab worker notebook on the project's Drive hub and print its link."""
+    from ..models import parse_duration
+
+    idle_minutes = parse_duration(idle, "--idle") / 60
+    session_hours = parse_duration(session, "--session") / 3600
+    if launch and gpu is not None:
+        from ..places.colab_launch import check_gpu
+
+        check_gpu(gpu)
+    project = project_here()
+    job_id = None
+    if job:
+        with open_store(project) as store:
+            job_id = store.resolve(job).id
+    if settings:
+        import hashlib
+
+        from ..places.colab_notebook import NotebookSettings, build_wheel
+
+        if not project.settings.hub:
+            raise NotConfiguredError('orch colab needs a Drive hub: set hub = "drive" in the '
+                                     "project's settings and run `orch auth`")
+        name, wheel = build_wheel()
+        print(NotebookSettings(hub_folder=project.remote_hub_url.partition(":")[2],
+                               wheel_name=name, wheel_sha=hashlib.sha256(wheel).hexdigest(),
+                               job=job_id, idle_minutes=idle_minutes,
+                               session_hours=session_hours).cell())
+        return
+    from ..places.colab import publish
+
+    published = publish(project, job_id, idle_minutes, session_hours)
+    print(published.url)
+    err(f"{'per-job' if job_id else 'worker'} notebook on Drive: {published.key}; open the "
+         "link, choose a GPU runtime, then Runtime → Run all")
+    if launch:
+        import secrets
+
+        from ..places.colab_launch import launch as start
+
+        local = project.state_dir / "colab" / published.key.rpartition("/")[2]
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(published.text)
+        name = start(local, f"orch-{project.root.name}-{secrets.token_hex(3)}", gpu,
+                     project.logs_dir / "colab-launch.log")
+        err(f"launched Colab session {name} ({gpu or 'CPU'}); it stops when the worker is "
+             f"idle; log: {project.logs_dir / 'colab-launch.log'}")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(published.url)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": []}, add_help_option=False)
+def worker(ctx: typer.Context) -> None:
+    """Run a worker: `orch worker --hub PATH [--name N] [--burst] [--idle-timeout S]`."""
+    from ..worker import main as worker_main
+
+    raise typer.Exit(worker_main(list(ctx.args)))
+
+
+@app.command()
+def config() -> None:
+    """Print the project's effective settings (files plus ORCH_* overrides)."""
+    import dataclasses
+
+    project = project_here(create=False) if _hasproject_here() else None
+    from ..config import Project, find_root, load_settings
+
+    if project is None:
+        root = find_root() or Path.cwd().resolve()
+        project = Project(root, load_settings(root))
+    print(f"project  {project.root}")
+    for f in dataclasses.fields(project.settings):
+        print(f"{f.name:20s} {getattr(project.settings, f.name)!r}")
+
+
+def _hasproject_here() -> bool:
+    from ..config import find_root
+
+    root = find_root()
+    return root is not None and (root / ".orch").is_dir()
+

@@ -1,0 +1,134 @@
+"""The SQLite schema of ``.orch/state.db``: its migrations, and how a row of the
+jobs table becomes a :class:`~orchestrator.models.Job`. Used only by the store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from .models import DataRef, GpuNeed, Job, JobState, OutputSpec
+
+# Each entry migrates from version i to i+1. Never edit a released entry: append.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        script TEXT NOT NULL,
+        args TEXT NOT NULL,
+        target TEXT NOT NULL,
+        gpu TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        estimate_s REAL,
+        snapshot_sha256 TEXT NOT NULL,
+        data TEXT NOT NULL,
+        outputs TEXT NOT NULL,
+        env TEXT NOT NULL,
+        autotrack INTEGER NOT NULL DEFAULT 0,
+        sweep TEXT NOT NULL DEFAULT '[]',
+        state TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        worker_id TEXT,
+        submitted_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        progress TEXT NOT NULL DEFAULT '{}',
+        exit_code INTEGER,
+        error TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        pulled_to TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX jobs_state ON jobs(state, priority DESC, seq);
+    CREATE INDEX jobs_name ON jobs(name, seq);
+    CREATE TABLE attempts (
+        job_id TEXT NOT NULL REFERENCES jobs(id),
+        n INTEGER NOT NULL,
+        worker_id TEXT,
+        assigned_at REAL,
+        started_at REAL,
+        ended_at REAL,
+        outcome TEXT,
+        resumed_from_epoch INTEGER,
+        PRIMARY KEY (job_id, n)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        src TEXT,
+        dst TEXT,
+        message TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_job ON events(job_id, id);
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER,
+        gpu INTEGER NOT NULL DEFAULT 0,
+        gpu_name TEXT,
+        state TEXT NOT NULL,
+        job_id TEXT,
+        attempt INTEGER,
+        seq INTEGER NOT NULL DEFAULT -1,
+        last_seen REAL NOT NULL,
+        gone INTEGER NOT NULL DEFAULT 0,
+        info TEXT NOT NULL DEFAULT '{}'
+    );
+    """,
+    # v2: several hubs (the local folder hub and a Drive hub): where each worker and
+    # each assigned job lives.
+    """
+    ALTER TABLE workers ADD COLUMN hub TEXT NOT NULL DEFAULT 'local';
+    ALTER TABLE jobs ADD COLUMN hub TEXT NOT NULL DEFAULT 'local';
+    """,
+    # v3: Colab sessions end: whether a job checkpoints (it may start on a worker whose
+    # session is shorter than the job), and the session time a worker has left.
+    """
+    ALTER TABLE jobs ADD COLUMN checkpoints INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workers ADD COLUMN session_left REAL;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+JOB_COLUMNS = (
+    "id, seq, name, script, args, target, gpu, priority, estimate_s, snapshot_sha256, data, "
+    "outputs, env, autotrack, state, attempt, worker_id, submitted_at, updated_at, started_at, "
+    "finished_at, progress, exit_code, error, cancel_requested, pulled_to, hub, checkpoints"
+)
+
+
+def job_of(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        seq=row["seq"],
+        name=row["name"],
+        script=row["script"],
+        args=tuple(json.loads(row["args"])),
+        target=row["target"],
+        gpu=GpuNeed(row["gpu"]),
+        priority=row["priority"],
+        estimate_s=row["estimate_s"],
+        snapshot_sha256=row["snapshot_sha256"],
+        data=tuple(DataRef(**d) for d in json.loads(row["data"])),
+        outputs=tuple(OutputSpec(**o) for o in json.loads(row["outputs"])),
+        env=tuple((k, v) for k, v in json.loads(row["env"])),
+        autotrack=bool(row["autotrack"]),
+        state=JobState(row["state"]),
+        attempt=row["attempt"],
+        worker_id=row["worker_id"],
+        submitted_at=row["submitted_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        progress=json.loads(row["progress"]),
+        exit_code=row["exit_code"],
+        error=row["error"],
+        cancel_requested=bool(row["cancel_requested"]),
+        pulled_to=tuple(json.loads(row["pulled_to"])),
+        hub=row["hub"],
+        checkpoints=bool(row["checkpoints"]),
+    )
