@@ -56,9 +56,12 @@ class HashingWriter:
 
 
 def write_tar(
-    out: BinaryIO, files: Iterable[tuple[str, Path]], compress: bool = True
+    out: BinaryIO, files: Iterable[tuple[str, Path]], compress: bool = True,
+    keep_mtime: bool = False,
 ) -> None:
-    """Write ``(archive name, source path)`` pairs as a deterministic tar(.gz)."""
+    """Write ``(archive name, source path)`` pairs as a tar(.gz) of regular files:
+    deterministic (fixed times) unless ``keep_mtime`` keeps each file's own
+    modification time (results: a pulled model says when it was trained)."""
     import gzip
     import tarfile
 
@@ -72,7 +75,7 @@ def write_tar(
                 st = src.stat()
                 info = tarfile.TarInfo(name)
                 info.size = st.st_size
-                info.mtime = FIXED_MTIME
+                info.mtime = int(st.st_mtime) if keep_mtime else FIXED_MTIME
                 info.mode = 0o755 if st.st_mode & 0o111 else 0o644
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
@@ -91,6 +94,20 @@ def tree_files(root: Path) -> list[tuple[str, Path]]:
         for name in sorted(names):
             path = Path(folder) / name
             if path.is_file():
+                found.append((path.relative_to(root).as_posix(), path))
+    return found
+
+
+def regular_files(root: Path) -> list[tuple[str, Path]]:
+    """Every regular file under ``root`` as ``(relative posix name, path)``, sorted;
+    symlinks (to files or folders) are not followed: a run cannot smuggle a file from
+    outside its folder into its result by linking to it."""
+    found: list[tuple[str, Path]] = []
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(folder) / name
+            if path.is_file() and not path.is_symlink():
                 found.append((path.relative_to(root).as_posix(), path))
     return found
 

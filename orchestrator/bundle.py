@@ -1,171 +1,26 @@
 """Code snapshots and data files as content-addressed blobs.
 
-A snapshot is taken at submit time: git-aware (tracked plus untracked files that
-are not ignored), minus ``.orchignore`` patterns, minus credentials and orch's
-own folders, which are never included whatever the ignore files say. Blobs live
-in the project's local hub (``.orch/hub/blobs/<sha256>``): written once via a
-temporary file and a rename, never modified, shared by every job that uses the
-same bytes.
+What a snapshot holds is decided by :mod:`.snapshot`; this module packs it.
+Blobs live in the project's local hub (``.orch/hub/blobs/<sha256>``): written once
+via a temporary file and a rename, never modified, shared by every job that uses
+the same bytes.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
-import re
 import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from .archive import HashingWriter, sha256_file, tree_files, write_tar
+from .atomic import write_atomic
 from .errors import BundleError
 from .logs import get_logger
 from .models import DataRef
+from .snapshot import Excluded, Plan, sniffed
 
 log = get_logger(__name__)
-
-#: Never in a snapshot, whatever .gitignore/.orchignore say (matched per path part).
-ALWAYS_EXCLUDED = (
-    ".git", ".orch", ".env", ".env.*", "client_secrets*.json", "token*.json",
-    "credentials*.json", "*.pem", "*.key", "id_rsa*", "id_ed25519*", ".netrc",
-    "service_account*.json",
-)
-#: Skipped by default: environments and caches nobody means to ship.
-JUNK = (
-    ".venv", "venv", "__pycache__", "*.pyc", ".ipynb_checkpoints", "node_modules",
-    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".DS_Store",
-)
-
-
-def _translate(pattern: str) -> re.Pattern[str]:
-    """A gitignore-style glob (``*``, ``?``, ``**``) as a regex over posix paths."""
-    out, i = "", 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        elif pattern[i] == "*":
-            out, i = out + "[^/]*", i + 1
-        elif pattern[i] == "?":
-            out, i = out + "[^/]", i + 1
-        else:
-            out, i = out + re.escape(pattern[i]), i + 1
-    return re.compile(out + r"\Z")
-
-
-@dataclass(frozen=True)
-class IgnoreRule:
-    regex: re.Pattern[str]
-    negate: bool
-    dir_only: bool
-
-
-def parse_ignore(text: str) -> list[IgnoreRule]:
-    """Rules of an ``.orchignore`` file (gitignore syntax: ``#``, ``!``, ``/``, ``**``)."""
-    rules: list[IgnoreRule] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        negate = line.startswith("!")
-        line = line[1:] if negate else line
-        dir_only = line.endswith("/")
-        line = line.rstrip("/")
-        anchored = "/" in line
-        line = line.lstrip("/")
-        if not anchored:
-            line = "**/" + line
-        rules.append(IgnoreRule(_translate(line), negate, dir_only))
-    return rules
-
-
-def ignored(rel: str, rules: list[IgnoreRule]) -> bool:
-    """Whether the file ``rel`` is excluded: a rule matching the file itself or any
-    folder above it; the last matching rule wins."""
-    parts = rel.split("/")
-    result = False
-    for rule in rules:
-        for depth in range(1, len(parts) + 1):
-            candidate = "/".join(parts[:depth])
-            is_dir = depth < len(parts)
-            if rule.dir_only and not is_dir:
-                continue
-            if rule.regex.match(candidate):
-                result = not rule.negate
-                break
-    return result
-
-
-#: Look like credentials to the patterns above, but are ordinary files.
-NOT_CREDENTIALS = ("tokenizer*.json",)
-
-
-def _part_matches(rel: str, patterns: tuple[str, ...]) -> bool:
-    return any(
-        fnmatch.fnmatchcase(part, p) and not any(fnmatch.fnmatchcase(part, n)
-                                                for n in NOT_CREDENTIALS)
-        for part in rel.split("/") for p in patterns
-    )
-
-
-def _in_git_checkout(root: Path) -> bool:
-    return any((folder / ".git").exists() for folder in (root, *root.parents))
-
-
-def _git_files(root: Path) -> list[str] | None:
-    if not _in_git_checkout(root):
-        return None
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(root), "ls-files", "-co", "--exclude-standard", "-z"],
-            capture_output=True, timeout=60,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if proc.returncode != 0:
-        return None
-    return [p for p in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if p]
-
-
-def _walk_files(root: Path) -> list[str]:
-    found: list[str] = []
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not _part_matches(d, ALWAYS_EXCLUDED + JUNK))
-        rel_folder = Path(folder).relative_to(root)
-        found += [(rel_folder / n).as_posix() for n in names]
-    return found
-
-
-def snapshot_files(
-    root: Path, exclude: set[str] = frozenset(), outputs_dir: str = "models"  # type: ignore[assignment]
-) -> list[tuple[str, Path]]:
-    """The files a snapshot of ``root`` holds, as ``(relative name, path)``, sorted.
-
-    ``exclude`` holds project-relative paths shipped separately (``--data``)."""
-    names = _git_files(root)
-    if not names:  # not a git checkout, or a folder that git ignores as a whole
-        names = _walk_files(root)
-    rules_file = root / ".orchignore"
-    rules = parse_ignore(rules_file.read_text(encoding="utf-8")) if rules_file.is_file() else []
-    out_prefix = outputs_dir.strip("/")
-    chosen: list[tuple[str, Path]] = []
-    for rel in sorted(set(names)):
-        if _part_matches(rel, ALWAYS_EXCLUDED + JUNK):
-            continue
-        if out_prefix and (rel == out_prefix or rel.startswith(out_prefix + "/")):
-            continue
-        if any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in exclude):
-            continue
-        if rules and ignored(rel, rules):
-            continue
-        path = root / rel
-        if path.is_file():  # tracked-but-deleted files and dangling links drop out
-            chosen.append((rel, path))
-    return chosen
-
 
 class BlobStore:
     """Content-addressed files under one folder. Writes are atomic and idempotent."""
@@ -213,40 +68,45 @@ class BlobStore:
         return sha, writer.size
 
 
-def take_snapshot(
-    root: Path, blobs: BlobStore, exclude: set[str], outputs_dir: str, max_mb: float,
-    cache: Path | None = None,
-) -> tuple[str, int, list[str]]:
-    """Snapshot the project into a blob: ``(sha256, bytes, names of the files)``.
+def take_snapshot(blobs: BlobStore, listed: Plan, max_mb: float,
+                  cache: Path | None = None) -> tuple[str, int, Plan]:
+    """Pack the snapshot ``listed`` (a :func:`snapshot.plan` made without sniffing
+    contents) into a blob: ``(sha256, bytes, the final plan)``.
 
-    With ``cache`` (a JSON file orch owns), a project whose file list, sizes and
-    modification times are unchanged since the last snapshot reuses that blob
-    without re-reading the files: the heuristic git's index uses."""
-    files = snapshot_files(root, exclude, outputs_dir)
-    stats = [(name, path.stat()) for name, path in files]
-    total = sum(st.st_size for _, st in stats)
-    if total > max_mb * 1024 * 1024:
-        biggest = sorted(stats, key=lambda f: f[1].st_size, reverse=True)[:3]
-        raise BundleError(
-            f"code snapshot would be {total / 1e6:.0f} MB (limit {max_mb:.0f} MB); biggest: "
-            + ", ".join(n for n, _ in biggest)
-            + ". Put data in .orchignore and pass it with --data"
-        )
-    names = [name for name, _ in files]
+    The files' contents are then checked for key material (those files are left
+    out). With ``cache`` (a JSON file orch owns), a project whose file list, sizes and
+    modification times are unchanged since the last snapshot reuses that blob and
+    that check without re-reading the files: the heuristic git's index uses."""
+    stats = [(name, path.stat()) for name, path in listed.files]
     key = [[name, st.st_size, st.st_mtime_ns, st.st_mode & 0o111] for name, st in stats]
     if cache is not None:
         try:
             cached = json.loads(cache.read_text())
             if cached["files"] == key and blobs.has(cached["sha256"]):
-                return cached["sha256"], int(cached["size"]), names
+                secret = {rel: why for rel, why in cached["secret"]}
+                final = Plan(tuple(f for f in listed.files if f[0] not in secret),
+                             tuple(sorted([*listed.excluded,
+                                           *(Excluded(r, w, True) for r, w in secret.items())],
+                                          key=lambda e: e.rel)), listed.warnings)
+                return cached["sha256"], int(cached["size"]), final
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    sha, size = blobs.add_tar(files)
+    final = sniffed(listed)
+    sizes = {name: st.st_size for name, st in stats}
+    total = sum(sizes[name] for name, _ in final.files)
+    if total > max_mb * 1024 * 1024:
+        biggest = sorted(final.files, key=lambda f: sizes[f[0]], reverse=True)[:3]
+        raise BundleError(
+            f"code snapshot would be {total / 1e6:.0f} MB (limit {max_mb:.0f} MB); biggest: "
+            + ", ".join(n for n, _ in biggest)
+            + ". Put data in .orchignore and pass it with --data"
+        )
+    sha, size = blobs.add_tar(list(final.files))
     if cache is not None:
-        tmp = cache.with_name(cache.name + ".partial")
-        tmp.write_text(json.dumps({"files": key, "sha256": sha, "size": size}))
-        os.replace(tmp, cache)
-    return sha, size, names
+        found = [[e.rel, e.why] for e in final.excluded if e not in listed.excluded]
+        write_atomic(cache, json.dumps({"files": key, "sha256": sha, "size": size,
+                                        "secret": found}))
+    return sha, size, final
 
 
 def add_data(root: Path, blobs: BlobStore, given: str) -> DataRef:

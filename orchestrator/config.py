@@ -208,10 +208,11 @@ class Project:
         the signing key), its folders, the project's identity, and the local hub's
         ``hub.json``. Idempotent; True if it was new."""
         new = not self.state_dir.is_dir()
-        for folder in (self.state_dir, self.hub_dir, self.logs_dir, self.work_dir):
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
+        if self.state_dir.stat().st_mode & 0o077:
+            os.chmod(self.state_dir, 0o700)  # made before orch kept it private
+        for folder in (self.hub_dir, self.logs_dir, self.work_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        if new:
-            os.chmod(self.state_dir, 0o700)
         ignore = self.state_dir / ".gitignore"
         if not ignore.exists():
             ignore.write_text("*\n")
@@ -223,21 +224,38 @@ class Project:
         return new
 
 
-def open_project(start: Path | None = None, create: bool = False) -> Project:
-    """The project around ``start`` (default: cwd).
+def refuse_as_root(root: Path) -> str | None:
+    """Why ``root`` should not silently become a project (home folder, ``/``)."""
+    if root == Path(root.anchor):
+        return f"{root} is the file system's root"
+    if root == Path.home().resolve():
+        return f"{root} is your home folder"
+    return None
 
-    With ``create`` and no project found, ``start`` itself becomes the project.
-    Without ``create``, a project must have been initialised (``.orch/`` exists).
-    """
+
+def find_project(start: Path | None = None) -> Project:
+    """The project around ``start`` (default: cwd): the nearest folder with a project
+    marker; nothing is created. ProjectError when there is none, or when the nearest
+    is the home folder or ``/`` without ``.orch/``: orch never turns a folder into a
+    project silently (`orch init` does that)."""
     here = (start or Path.cwd()).resolve()
     root = find_root(here)
     if root is None:
-        if not create:
-            raise ProjectError(f"no orch project at or above {here} (run `orch init`)")
-        root = here
-    project = Project(root, load_settings(root))
+        raise ProjectError(f"no orch project at or above {here}: run `orch init` in your "
+                           "project's folder first")
+    refused = refuse_as_root(root)
+    if refused and not (root / STATE_DIR).is_dir():
+        raise ProjectError(f"{refused}, not a project: run `orch init` in your project's "
+                           "own folder")
+    return Project(root, load_settings(root))
+
+
+def open_project(start: Path | None = None, create: bool = False) -> Project:
+    """:func:`find_project`; with ``create`` it gets its ``.orch/`` if it lacks one,
+    without, ``.orch/`` must exist."""
+    project = find_project(start)
     if create:
         project.init()
     elif not project.exists():
-        raise ProjectError(f"{root} has no .orch/ yet: run `orch init` or `orch submit` first")
+        raise ProjectError(f"{project.root} has no .orch/ yet: run `orch init` first")
     return project

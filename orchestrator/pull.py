@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import protocol as P
@@ -59,18 +60,59 @@ def destinations(project: Project, job: Job, to: Path | None) -> list[Path]:
     return out
 
 
-def _place(entry: Path, target: Path, trash: Path) -> None:
-    """Rename ``entry`` to ``target`` (same filesystem), replacing what is there."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_dir() and not target.is_symlink():
-        aside = trash / f"{target.name}.{time.time_ns()}"
-        os.replace(target, aside)
-    os.replace(entry, target)
+@dataclass(frozen=True)
+class Pulled:
+    """What a pull placed, and one line for each earlier file it replaced that was
+    not this job's own (kept under ``.orch/replaced/``)."""
+
+    paths: list[Path]
+    notes: list[str]
+
+
+class _Placer:
+    """Moves extracted outputs into place (renames, same filesystem). What is in the
+    way goes to the stage's trash if this job delivered it before, else is kept in
+    ``.orch/replaced/<job>-<time>/`` with a note saying whose it was."""
+
+    def __init__(self, project: Project, job: Job, delivered: dict[str, str],
+                 names: dict[str, str], trash: Path) -> None:
+        self.project = project
+        self.job = job
+        self.delivered = delivered
+        self.names = names  # job id → name, for the notes
+        self.trash = trash
+        self.keep = project.state_dir / "replaced" / (
+            f"{job.id}-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.notes: list[str] = []
+
+    def owner(self, rel: str) -> str | None:
+        return next((j for top, j in self.delivered.items()
+                     if rel == top or rel.startswith(top + "/")), None)
+
+    def place(self, entry: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() or target.is_symlink():
+            inside = target.is_relative_to(self.project.root)
+            rel = target.relative_to(self.project.root).as_posix() if inside else None
+            owner = self.owner(rel) if rel is not None else self.job.id
+            if owner == self.job.id:
+                os.replace(target, self.trash / f"{target.name}.{time.time_ns()}")
+            else:
+                aside = self.keep / str(rel)
+                aside.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(target, aside)
+                whose = (f"delivered by job {owner} ({self.names.get(owner, '?')})" if owner
+                         else "not delivered by orch")
+                self.notes.append(f"replaced {rel} ({whose}); the replaced copy is in "
+                                  f"{aside.relative_to(self.project.root)}")
+        os.replace(entry, target)
 
 
 def pull_job(project: Project, store: Store, hub: Hub, job: Job,
-             to: Path | None = None) -> list[Path]:
-    """Pull one SUCCEEDED (or, with ``to``, PULLED) job. Returns the placed paths."""
+             to: Path | None = None) -> Pulled:
+    """Pull one SUCCEEDED (or PULLED, again) job. The files keep the times they were
+    made on the worker; project paths are recorded as this job's deliveries, so
+    later snapshots leave them out."""
     if job.state not in HAS_RESULT:
         raise PullError(f"job {job.id} ({job.name}) is {job.state.value}, not finished")
     try:
@@ -103,13 +145,16 @@ def pull_job(project: Project, store: Store, hub: Hub, job: Job,
         safe_extract(archive, tree)
         trash = stage / "trash"
         trash.mkdir()
+        delivered = store.deliveries()
+        names = {j: store.get(j).name for j in set(delivered.values()) if j != job.id}
+        placer = _Placer(project, job, delivered, names, trash)
         for i, dest in enumerate(dests):
             folder = tree / str(i)
             if not folder.is_dir():
                 continue
             for entry in sorted(folder.iterdir()):
                 target = dest / entry.name
-                _place(entry, target, trash)
+                placer.place(entry, target)
                 placed.append(target)
     except (OSError, HubError) as exc:
         if _disk_full(exc):
@@ -123,6 +168,11 @@ def pull_job(project: Project, store: Store, hub: Hub, job: Job,
         shutil.rmtree(stage, ignore_errors=True)
     rel = [str(p.relative_to(project.root)) if p.is_relative_to(project.root) else str(p)
            for p in placed]
+    store.record_deliveries(job.id, [p.relative_to(project.root).as_posix() for p in placed
+                                     if p.is_relative_to(project.root)])
+    for note in placer.notes:
+        store.note(job.id, note)
+        log.info("%s: %s", job.id, note)
     if job.state is JobState.SUCCEEDED and to is None:
         try:
             store.transition(job.id, JobState.PULLED, "pulled: " + ", ".join(rel),
@@ -130,12 +180,12 @@ def pull_job(project: Project, store: Store, hub: Hub, job: Job,
         except IllegalTransitionError:
             pass  # pulled concurrently by the daemon or another `orch pull`
     log.info("pulled %s into %s", job.id, ", ".join(rel))
-    return placed
+    return Pulled(placed, placer.notes)
 
 
 def pull_many(project: Project, store: Store, refs: list[str] | None = None,
               again: bool = False, to: Path | None = None
-              ) -> Iterator[tuple[Job, list[Path] | PullError]]:
+              ) -> Iterator[tuple[Job, Pulled | PullError]]:
     """`orch pull`: each job named by ``refs`` (default: every SUCCEEDED job, and with
     ``again`` the PULLED ones too) with what was placed, or the PullError that stopped
     it. One job's failure does not stop the others."""

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .models import HAS_RESULT, Attempt, Event, Job, JobState, format_duration
+
+if TYPE_CHECKING:
+    from .snapshot import Plan
 
 S = JobState
 COLOURS = {
@@ -199,3 +203,26 @@ def wait_plain(read: Callable[[], list[Job]], finished: Callable[[Job], bool],
         if all(finished(j) for j in jobs):
             return jobs
         time.sleep(interval)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def snapshot_preview(plan: Plan, root: Path) -> str:
+    """`orch submit --dry-run`: what would ship, and why each other path would not."""
+    sizes = [(name, path.stat().st_size) for name, path in plan.files]
+    width = max([len(n) for n, _ in sizes] + [len(e.rel) for e in plan.excluded] + [10])
+    lines = [f"would ship {len(sizes)} file(s), {_size(sum(s for _, s in sizes))}, from {root}:"]
+    lines += [f"  {name.ljust(width)}  {_size(size)}" for name, size in sizes]
+    if plan.excluded:
+        lines.append("left out:")
+        lines += [f"  {e.rel.ljust(width)}  {e.why}{' (credential)' if e.secret else ''}"
+                  for e in plan.excluded]
+    lines += [f"warning: {w}" for w in plan.warnings]
+    lines.append("nothing was queued (--dry-run)")
+    return "\n".join(lines)

@@ -26,15 +26,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
-from .archive import HashingWriter, safe_extract, sha256_file, tree_files, write_tar
-from .errors import HubError, OrchError, SupersededError
+from .archive import HashingWriter, safe_extract, sha256_file, write_tar
+from .errors import HubError, OrchError, SignatureError, SupersededError
 from .joblogs import tail
+from .outputs import collect, stats_of
+from .signing import verify
 
 if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger(__name__)
-
 
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: have the kernel SIGKILL the job if the worker dies (even by kill -9)."""
@@ -64,6 +65,7 @@ class AttemptRun:
         self.status = P.RunStatus(job_id=job_id, attempt=n, worker_id=worker.id,
                                   phase=P.Phase.STARTING, started_at=time.time())
         self._sent: dict[str, float] = {}
+        self.baseline: dict[str, tuple[int, int]] = {}  # src files as the run got them
 
     # -- hub writes, fenced --
 
@@ -107,6 +109,16 @@ class AttemptRun:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.fail("job manifest missing from the hub")
             return
+        try:
+            verify(manifest, self.w.key)
+            if manifest.job_id != self.job_id:
+                raise SignatureError(f"the manifest of job {self.job_id} names job "
+                                     f"{manifest.job_id}: refused")
+        except SignatureError as exc:
+            log.warning("%s.%d: %s", self.job_id, self.n, exc)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.fail(str(exc))
+            return
         if self.hub.exists(P.cancel(self.job_id)):
             self.put_status(phase=P.Phase.CANCELLED, ended_at=time.time())
             return
@@ -121,6 +133,7 @@ class AttemptRun:
             return
         if not self.still_mine():
             raise SupersededError()
+        self.baseline = stats_of(self.src)
         code = self.run_script(manifest)
         if code is None:
             return  # cancelled or superseded; already handled
@@ -285,26 +298,7 @@ class AttemptRun:
         return current
 
     def collect_outputs(self, manifest: P.Manifest) -> list[tuple[str, Path]]:
-        files: list[tuple[str, Path]] = []
-        for i, spec in enumerate(manifest.outputs or (P.OutputSpec(".", ""),)):
-            src = spec.src
-            if src == ".":
-                files += [(f"{i}/{name}", p) for name, p in tree_files(self.out)]
-                continue
-            for base in (self.out, self.src):
-                candidate = (base / src).resolve()
-                if candidate.exists() and candidate.is_relative_to(base.resolve()):
-                    break
-            else:
-                raise FileNotFoundError(
-                    f"output {src} was not produced (looked in $ORCH_OUTPUT_DIR and the "
-                    "working dir)"
-                )
-            if candidate.is_dir():
-                files += [(f"{i}/{candidate.name}/{n}", p) for n, p in tree_files(candidate)]
-            else:
-                files.append((f"{i}/{candidate.name}", candidate))
-        return files
+        return collect(manifest.outputs, self.out, self.src, self.baseline)
 
     def seal(self, manifest: P.Manifest) -> None:
         try:
@@ -313,12 +307,13 @@ class AttemptRun:
             self.fail(str(exc))
             return
         if not files:
-            self.fail("the script wrote no output (nothing in $ORCH_OUTPUT_DIR)")
+            self.fail("the script wrote no output (nothing in $ORCH_OUTPUT_DIR, and no model "
+                      "file saved in its working dir)")
             return
         tar_path = self.dir / "result.tar"
         with open(tar_path, "wb") as raw:
             writer = HashingWriter(raw)
-            write_tar(writer, files, compress=False)  # type: ignore[arg-type]
+            write_tar(writer, files, compress=False, keep_mtime=True)  # type: ignore[arg-type]
         sealed = P.Seal(job_id=self.job_id, attempt=self.n, sha256=writer.hash.hexdigest(),
                         size=writer.size, sealed_at=time.time(),
                         files=tuple(P.SealedFile(n, p.stat().st_size) for n, p in files))

@@ -25,6 +25,7 @@ from .hubs import Hub, claim_hub
 from .identity import load_identity
 from .models import ON_WORKER, GpuNeed, Job, JobState, WorkerInfo
 from .places import gpu_allows, target_allows
+from .signing import sign
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -286,9 +287,10 @@ class Scheduler:
         for sha in [job.snapshot_sha256, *(d.sha256 for d in job.data)]:
             if not hub.exists(P.blob(sha)):
                 hub.put_file(P.blob(sha), local / sha)
-        hub.put_doc(P.manifest(job.id), manifest_for(job))
+        hub.put_doc(P.manifest(job.id), sign(manifest_for(job), self.identity.key))
 
     def write_assignment(self, job: Job, worker_id: str, hub: Hub) -> None:
-        hub.put_doc(P.inbox(worker_id, job.id, job.attempt),
-                    P.Assignment(job_id=job.id, attempt=job.attempt, worker_id=worker_id,
-                                 assigned_at=time.time()))
+        """Write the (signed) assignment of the job's current attempt to ``worker_id``."""
+        doc = P.Assignment(job_id=job.id, attempt=job.attempt, worker_id=worker_id,
+                           assigned_at=time.time())
+        hub.put_doc(P.inbox(worker_id, job.id, job.attempt), sign(doc, self.identity.key))

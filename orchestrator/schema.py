@@ -91,6 +91,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN checkpoints INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE workers ADD COLUMN session_left REAL;
     """,
+    # v4: what orch placed in the project (by pulls): never part of a later snapshot,
+    # and a pull that replaces another job's delivery says so.
+    """
+    CREATE TABLE deliveries (
+        path TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

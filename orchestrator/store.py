@@ -289,6 +289,19 @@ class Store:
         )
         return [Attempt(**dict(r)) for r in rows]
 
+    # ---- deliveries -------------------------------------------------------
+
+    def deliveries(self) -> dict[str, str]:
+        """Project paths (files or folders) that pulls placed, by the job that did."""
+        return dict(self.db.execute("SELECT path, job_id FROM deliveries"))
+
+    def record_deliveries(self, job_id: str, paths: Iterable[str]) -> None:
+        """``paths`` (project-relative) were placed by ``job_id``'s pull."""
+        now = time.time()
+        with self.tx() as db:
+            db.executemany("INSERT OR REPLACE INTO deliveries (path, job_id, at) VALUES (?,?,?)",
+                           [(path, job_id, now) for path in paths])
+
     # ---- workers ----------------------------------------------------------
 
     def upsert_worker(self, beat: Heartbeat, seen_at: float,

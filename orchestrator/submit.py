@@ -12,11 +12,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import snapshot
 from .bundle import BlobStore, add_data, take_snapshot
 from .config import Project
 from .errors import BundleError, NotConfiguredError, UsageError
 from .logs import get_logger
 from .models import GpuNeed, Job, JobSpec, OutputSpec, parse_duration
+from .snapshot import Plan
 from .store import Store
 
 log = get_logger(__name__)
@@ -143,8 +145,20 @@ def sweep_name(base: str, combo: tuple[tuple[str, str], ...]) -> str:
     return "_".join([base, *(f"{k}={clean(v)}" for k, v in combo)])
 
 
-def submit(project: Project, req: SubmitRequest, store: Store | None = None) -> list[Job]:
-    """Check, snapshot and store the request's job(s). Returns them, QUEUED."""
+@dataclass(frozen=True)
+class _Checked:
+    """A request whose every value was checked; nothing stored yet."""
+
+    target: str
+    script: str
+    estimate: float | None
+    env: tuple[tuple[str, str], ...]
+    axes: list[tuple[str, list[str]]]
+    outputs: tuple[OutputSpec, ...]
+    base: str
+
+
+def _check(project: Project, req: SubmitRequest) -> _Checked:
     target = parse_target(req.on, project.settings.hub)
     script = resolve_script(project.root, req.script)
     estimate = parse_duration(req.estimate, "--estimate") if req.estimate else None
@@ -157,35 +171,92 @@ def submit(project: Project, req: SubmitRequest, store: Store | None = None) -> 
     for given in req.data:
         if not Path(given).expanduser().exists():
             raise BundleError(f"data path {given} does not exist")
+    return _Checked(target, script, estimate, env, axes, outputs, base)
+
+
+def credential_paths(project: Project) -> frozenset[str]:
+    """orch's own configured credential files that lie inside the project, as project
+    paths: never shipped, whatever their name."""
+    found = set()
+    for path in (project.drive_credentials, project.drive_client_secrets):
+        resolved = path.resolve()
+        if resolved.is_relative_to(project.root):
+            found.add(resolved.relative_to(project.root).as_posix())
+    return frozenset(found)
+
+
+def _data_paths(project: Project, given: tuple[str, ...]) -> frozenset[str]:
+    """Where each ``--data`` path lands in the job's working dir (see add_data)."""
+    out = set()
+    for g in given:
+        path = Path(g).expanduser()
+        path = (Path.cwd() / path).resolve() if not path.is_absolute() else path.resolve()
+        out.add(path.relative_to(project.root).as_posix()
+                if path.is_relative_to(project.root) else path.name)
+    return frozenset(out)
+
+
+def _plan(project: Project, data: frozenset[str], delivered: dict[str, str],
+          sniff: bool) -> Plan:
+    return snapshot.plan(project.root, data, project.settings.outputs_dir,
+                         credential_paths(project), delivered, sniff=sniff)
+
+
+def preview(project: Project, req: SubmitRequest) -> Plan:
+    """`orch submit --dry-run`: check the request and say what its snapshot would
+    hold and why each other file is left out. Writes nothing."""
+    checked = _check(project, req)
+    delivered: dict[str, str] = {}
+    if project.db_path.is_file():
+        with Store(project.db_path) as db:
+            delivered = db.deliveries()
+    listed = _plan(project, _data_paths(project, req.data), delivered, sniff=True)
+    if checked.script not in {name for name, _ in listed.files}:
+        why = next((e.why for e in listed.excluded if e.rel == checked.script), "excluded")
+        raise UsageError(f"script {checked.script} would not ship: {why}")
+    return listed
+
+
+def submit(project: Project, req: SubmitRequest, store: Store | None = None) -> list[Job]:
+    """Check, snapshot and store the request's job(s). Returns them, QUEUED."""
+    c = _check(project, req)
     project.init()
-    blobs = BlobStore(project.hub_dir / "blobs")
-    data = tuple(add_data(project.root, blobs, d) for d in req.data)
-    exclude = {d.path for d in data}
-    if script in exclude:
-        raise UsageError(f"script {script} cannot also be --data")
-    snap, size, names = take_snapshot(project.root, blobs, exclude, project.settings.outputs_dir,
-                                      project.settings.max_snapshot_mb,
-                                      cache=project.state_dir / "snapshot-cache.json")
-    log.info("snapshot %s: %d files, %d bytes", snap[:12], len(names), size)
-    if script not in names:
-        raise UsageError(f"script {script} is excluded from the snapshot (ignored by git, "
-                         ".orchignore, or orch's credential rules)")
-    checkpoints = req.autotrack or _uses_orch_callbacks(project.root / script)
-    combos = list(itertools.product(*[[(k, v) for v in values] for k, values in axes])) or [()]
-    specs = []
-    for combo in combos:
-        args = list(req.script_args)
-        for key, value in combo:
-            args += [f"--{key}", value]
-        specs.append(JobSpec(
-            name=sweep_name(base, combo) if combo else base, script=script, args=tuple(args),
-            target=target, gpu=req.gpu, priority=req.priority, estimate_s=estimate,
-            snapshot_sha256=snap, data=data, outputs=outputs, env=env,
-            autotrack=req.autotrack, sweep=combo, checkpoints=checkpoints,
-        ))
     own = store is None
     db = store or Store(project.db_path)
     try:
+        blobs = BlobStore(project.hub_dir / "blobs")
+        data = tuple(add_data(project.root, blobs, d) for d in req.data)
+        shipped_as_data = frozenset(d.path for d in data)
+        if c.script in shipped_as_data:
+            raise UsageError(f"script {c.script} cannot also be --data")
+        listed = _plan(project, shipped_as_data, db.deliveries(), sniff=False)
+        snap, size, final = take_snapshot(blobs, listed, project.settings.max_snapshot_mb,
+                                          cache=project.state_dir / "snapshot-cache.json")
+        for warning in final.warnings:
+            log.warning("%s", warning)
+        if final.credentials:
+            names = ", ".join(e.rel for e in final.credentials[:4])
+            more = " …" if len(final.credentials) > 4 else ""
+            log.warning("left %d credential file(s) out of the snapshot: %s%s (`orch submit "
+                        "--dry-run` shows why)", len(final.credentials), names, more)
+        log.info("snapshot %s: %d files, %d bytes", snap[:12], len(final.files), size)
+        if c.script not in {name for name, _ in final.files}:
+            why = next((e.why for e in final.excluded if e.rel == c.script), "excluded")
+            raise UsageError(f"script {c.script} is excluded from the snapshot: {why}")
+        checkpoints = req.autotrack or _uses_orch_callbacks(project.root / c.script)
+        combos = (list(itertools.product(*[[(k, v) for v in values] for k, values in c.axes]))
+                  or [()])
+        specs = []
+        for combo in combos:
+            args = list(req.script_args)
+            for key, value in combo:
+                args += [f"--{key}", value]
+            specs.append(JobSpec(
+                name=sweep_name(c.base, combo) if combo else c.base, script=c.script,
+                args=tuple(args), target=c.target, gpu=req.gpu, priority=req.priority,
+                estimate_s=c.estimate, snapshot_sha256=snap, data=data, outputs=c.outputs,
+                env=c.env, autotrack=req.autotrack, sweep=combo, checkpoints=checkpoints,
+            ))
         return db.insert_jobs(specs)
     finally:
         if own:

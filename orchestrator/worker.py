@@ -36,6 +36,7 @@ from . import protocol as P
 from .errors import HubError, OrchError, SupersededError, UsageError
 from .hubs import Hub, open_hub, read_hub_info
 from .run import AttemptRun
+from .signing import NO_KEY, load_key, verify
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class WorkerConfig:
     only_job: str | None = None
     worker_id: str = field(default="")
     credentials: str | None = None
+    key: str | None = field(default=None, repr=False)  # the project's signing key (hex)
 
 
 class Worker:
@@ -70,6 +72,10 @@ class Worker:
         self.hub = hub or open_hub(cfg.hub, credentials=Path(cfg.credentials)
                                    if cfg.credentials else None,
                                    staleness=min(cfg.poll_interval, 2.0))
+        key = cfg.key or load_key(None, _hub_folder(cfg.hub))
+        if key is None:
+            raise UsageError(NO_KEY)
+        self.key = key
         self.work_dir = cfg.work_dir / wid
         self.started = time.time()
         self.deadline = (
@@ -204,7 +210,27 @@ class Worker:
 
     # ---- one attempt --------------------------------------------------------
 
+    def assigned(self, job_id: str, n: int) -> bool:
+        """Whether the inbox file of ``job_id``.``n`` is a genuine assignment to this
+        worker: signed with the project's key, naming this worker and that attempt.
+        Anything else is refused with one line in the log, and nothing is written."""
+        try:
+            doc = self.hub.get_doc(P.inbox(self.id, job_id, n), P.Assignment)
+            if doc is None:
+                return False  # withdrawn meanwhile
+            verify(doc, self.key)
+        except OrchError as exc:
+            log.warning("refused assignment %s.%d: %s", job_id, n, exc)
+            return False
+        if (doc.job_id, doc.attempt, doc.worker_id) != (job_id, n, self.id):
+            log.warning("refused assignment %s.%d: it names job %s attempt %d for worker %s",
+                        job_id, n, doc.job_id, doc.attempt, doc.worker_id)
+            return False
+        return True
+
     def run_attempt(self, job_id: str, n: int) -> None:
+        if not self.assigned(job_id, n):
+            return
         try:
             done = self.hub.get_doc(P.status(job_id, n), P.RunStatus)
         except OrchError:
@@ -229,6 +255,14 @@ class Worker:
             self._set(P.WorkerState.IDLE)
 
 
+def _hub_folder(url: str) -> Path | None:
+    """The folder of a folder hub's url (None for Drive and other hubs)."""
+    scheme, sep, rest = url.partition(":")
+    if sep and scheme in ("drive", "sftp", "ssh"):
+        return None
+    return Path(rest if sep and scheme == "folder" else url).expanduser().resolve()
+
+
 def parse_args(argv: list[str] | None = None) -> WorkerConfig:
     p = argparse.ArgumentParser(prog="orch worker", description=__doc__.split("\n\n")[0])
     p.add_argument("--hub", required=True, help="hub folder (or URL) to work for")
@@ -250,6 +284,10 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
     p.add_argument("--session-hours", type=float, default=None)
     p.add_argument("--job", default=None, help="run this one job, then exit")
     p.add_argument("--id", default="", help="fixed worker id (default: NAME-<random>)")
+    p.add_argument("--key-file", default=None,
+                   help="the project's key, to check that jobs come from it: its "
+                        ".orch/project.json (default: $ORCH_HUB_KEY, or the project around "
+                        "a folder hub)")
     a = p.parse_args(argv)
     work = Path(a.work_dir) if a.work_dir else Path.home() / ".cache" / "orch" / "work"
     remote = a.hub.startswith("drive:")
@@ -261,6 +299,7 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
         heartbeat_interval=a.heartbeat or (5.0 if remote else 1.0),
         idle_timeout=a.idle_timeout, gpu=a.gpu,
         gpu_name=a.gpu_name, session_hours=a.session_hours, only_job=a.job, worker_id=a.id,
+        key=load_key(a.key_file) if a.key_file else None,
     )
 
 

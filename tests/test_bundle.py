@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import snapshot
 from orchestrator.archive import safe_extract, sha256_file
-from orchestrator.bundle import BlobStore, add_data, snapshot_files, take_snapshot
+from orchestrator.bundle import BlobStore, add_data, take_snapshot
 from orchestrator.errors import BundleError, UsageError
 
 GIT = shutil.which("git")
@@ -35,11 +36,19 @@ def write(root: Path, rel: str, content: str | bytes = "x") -> Path:
     return path
 
 
-def names(root: Path, **kw: object) -> set[str]:
-    files = snapshot_files(root, **kw)  # type: ignore[arg-type]
+def names(root: Path, exclude: set[str] = frozenset(), **kw: object) -> set[str]:  # type: ignore[assignment]
+    files = snapshot.plan(root, frozenset(exclude), **kw).files  # type: ignore[arg-type]
     for rel, path in files:
-        assert path == root / rel
+        assert path == root.resolve() / rel
     return {rel for rel, _ in files}
+
+
+def snap(root: Path, blobs: BlobStore, data: set[str], outputs_dir: str, max_mb: float,
+         ) -> tuple[str, int, list[str]]:
+    """Pack ``root`` as submit does: ``(sha256, size, names shipped)``."""
+    listed = snapshot.plan(root, frozenset(data), outputs_dir, sniff=False)
+    sha, size, final = take_snapshot(blobs, listed, max_mb)
+    return sha, size, [name for name, _ in final.files]
 
 
 def git(root: Path, *args: str) -> str:
@@ -258,9 +267,9 @@ def test_same_tree_twice_is_one_blob(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     make_project(root)
     blobs = BlobStore(tmp_path / "blobs")
-    sha1, size1, files1 = take_snapshot(root, blobs, set(), "models", max_mb=10)
+    sha1, size1, files1 = snap(root, blobs, set(), "models", max_mb=10)
     os.utime(root / "train.py", (1, 1))  # a touch changes nothing
-    sha2, size2, files2 = take_snapshot(root, blobs, set(), "models", max_mb=10)
+    sha2, size2, files2 = snap(root, blobs, set(), "models", max_mb=10)
     assert (sha1, size1, files1) == (sha2, size2, files2)
     assert sorted(files1) == ["pkg/net.py", "train.py"]
     assert blob_files(blobs.folder) == [sha1]  # one blob, no temporary left behind
@@ -276,23 +285,23 @@ def test_changed_tree_is_a_new_blob(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     make_project(root)
     blobs = BlobStore(tmp_path / "blobs")
-    sha1, _, _ = take_snapshot(root, blobs, set(), "models", max_mb=10)
+    sha1, _, _ = snap(root, blobs, set(), "models", max_mb=10)
     write(root, "pkg/net.py", "N = 4\n")
-    sha2, _, _ = take_snapshot(root, blobs, set(), "models", max_mb=10)
+    sha2, _, _ = snap(root, blobs, set(), "models", max_mb=10)
     assert sha1 != sha2
     assert blob_files(blobs.folder) == sorted([sha1, sha2])
     # a change to an excluded file changes nothing
     write(root, ".env", "SECRET=2")
     write(root, "models/new.h5", b"new")
-    assert take_snapshot(root, blobs, set(), "models", max_mb=10)[0] == sha2
+    assert snap(root, blobs, set(), "models", max_mb=10)[0] == sha2
 
 
 def test_same_tree_in_two_places_is_one_blob(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path / "blobs")
     make_project(tmp_path / "a")
     make_project(tmp_path / "b")
-    assert (take_snapshot(tmp_path / "a", blobs, set(), "models", 10)[0]
-            == take_snapshot(tmp_path / "b", blobs, set(), "models", 10)[0])
+    assert (snap(tmp_path / "a", blobs, set(), "models", 10)[0]
+            == snap(tmp_path / "b", blobs, set(), "models", 10)[0])
     assert len(blob_files(blobs.folder)) == 1
 
 
@@ -304,7 +313,7 @@ def test_snapshot_size_limit(tmp_path: Path) -> None:
     write(root, "small.txt", "s")
     blobs = BlobStore(tmp_path / "blobs")
     with pytest.raises(BundleError) as info:
-        take_snapshot(root, blobs, set(), "models", max_mb=0.25)
+        snap(root, blobs, set(), "models", max_mb=0.25)
     msg = str(info.value)
     assert isinstance(info.value, UsageError)  # the CLI exits 2 for it
     assert "huge_weights.bin" in msg and "medium.npz" in msg
@@ -312,7 +321,7 @@ def test_snapshot_size_limit(tmp_path: Path) -> None:
     assert ".orchignore" in msg and "--data" in msg and "limit" in msg
     assert blob_files(blobs.folder) == []  # nothing stored
     # shipping the big files as data brings it under the limit
-    sha, _, files = take_snapshot(root, blobs, {"huge_weights.bin", "medium.npz"}, "models",
+    sha, _, files = snap(root, blobs, {"huge_weights.bin", "medium.npz"}, "models",
                                   max_mb=0.25)
     assert sorted(files) == ["small.txt", "train.py"] and blobs.has(sha)
 

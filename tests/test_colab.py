@@ -24,7 +24,8 @@ S = JobState
 STANDIN = Path(__file__).parent / "colab_standin"
 
 
-def colab_kernel_env(monkeypatch: pytest.MonkeyPatch, fake: Any, tmp_path: Path) -> None:
+def colab_kernel_env(monkeypatch: pytest.MonkeyPatch, fake: Any, tmp_path: Path,
+                     project_dir: Path) -> None:
     """The environment a Colab kernel would give the notebook, for the local server."""
     adc = tmp_path / "adc.json"
     creds = fake.credentials()
@@ -35,6 +36,11 @@ def colab_kernel_env(monkeypatch: pytest.MonkeyPatch, fake: Any, tmp_path: Path)
         "client_secret": creds.client_secret, "refresh_token": creds.refresh_token,
         "token": fake.issue_token(ttl=24 * 3600), "expiry": "2099-01-01T00:00:00Z"}))
     monkeypatch.setenv("ORCH_TEST_ADC", str(adc))
+    from orchestrator.identity import load_identity
+
+    # the project's key, as the Colab secret ORCH_HUB_KEY the user added
+    monkeypatch.setenv("ORCH_TEST_SECRET_ORCH_HUB_KEY",
+                       load_identity(project_dir / ".orch").key)
     monkeypatch.setenv("ORCH_DRIVE_ROOT_URL", fake.url)
     monkeypatch.setenv("ORCH_NOTEBOOK_PIP_TARGET", str(tmp_path / "site"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(STANDIN), str(REPO)]))
@@ -71,7 +77,7 @@ def test_worker_notebook_runs_jobs_sent_to_colab(project_dir: Path, drive: Any,
     jobs = [queued.stdout.split()[0],
             p.orch("submit", "--on", "colab", "--name", "second", "save.py",
                    check=True).stdout.split()[0]]
-    colab_kernel_env(monkeypatch, drive, tmp_path)
+    colab_kernel_env(monkeypatch, drive, tmp_path, project_dir)
     set_param(nb, "WORK_DIR", str(tmp_path / "content"))
     done = run_notebook(nb)
     outputs = "".join(o.get("text", "") for c in done.cells if c.cell_type == "code"
@@ -96,7 +102,7 @@ def test_per_job_notebook_runs_one_job_and_stops(project_dir: Path, drive: Any, 
     link = p.orch("colab", "--job", first, check=True).stdout.strip()
     nb = fetch_notebook(p, link)
     assert f"JOB = {first!r}" in nb.cells[1].source
-    colab_kernel_env(monkeypatch, drive, tmp_path)
+    colab_kernel_env(monkeypatch, drive, tmp_path, project_dir)
     set_param(nb, "WORK_DIR", str(tmp_path / "content"))
     run_notebook(nb)
     wait_for(lambda: read_job(project_dir, first).state is S.PULLED, timeout=60,
@@ -168,7 +174,7 @@ def test_killed_kernel_then_rerun_resumes_from_the_checkpoint(project_dir: Path,
     job_id = p.orch("submit", "--on", "colab", "--name", "resume", "train.py", "--",
                     "--epochs", "10", "--sleep", "0.6", check=True).stdout.split()[0]
     link = p.orch("colab", "--idle", "3s", check=True).stdout.strip()
-    colab_kernel_env(monkeypatch, drive, tmp_path)
+    colab_kernel_env(monkeypatch, drive, tmp_path, project_dir)
     ckpt = f"{p.folder}/{P.ckpt(job_id, 1)}"
 
     first = fetch_notebook(p, link)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -253,13 +254,24 @@ def test_open_project_create_makes_state_dirs(tmp_path: Path) -> None:
     assert again.root == project.root
 
 
-def test_open_project_create_in_a_bare_folder(tmp_path: Path) -> None:
+def test_a_bare_folder_never_silently_becomes_a_project(tmp_path: Path) -> None:
     here = tmp_path / "bare"
     here.mkdir()
     if not no_marker_above(here):
         pytest.skip("a folder above tmp_path holds a project marker")
-    project = open_project(here, create=True)
-    assert project.root == here.resolve() and project.exists()
+    with pytest.raises(ProjectError, match="orch init"):
+        open_project(here, create=True)
+    assert not (here / ".orch").exists()
+
+
+def test_the_state_folder_is_private(tmp_path: Path) -> None:
+    project = Project(tmp_path, Settings())
+    project.init()
+    assert stat.S_IMODE(project.state_dir.stat().st_mode) == 0o700
+    os.chmod(project.state_dir, 0o755)  # made by an older orch
+    project.init()
+    assert stat.S_IMODE(project.state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((project.state_dir / "project.json").stat().st_mode) == 0o600
 
 
 def test_project_init_is_idempotent(tmp_path: Path) -> None:

@@ -86,9 +86,9 @@ def test_no_browser_sign_in_and_status_through_the_cli(drive: Any, project_dir: 
     assert "tester@example.com" in status and "auth/drive" in status
     # the credentials never reach a job snapshot
     (project_dir / "train.py").write_text("print(1)\n")
-    from orchestrator.bundle import snapshot_files
+    from orchestrator.snapshot import plan
 
-    names = [n for n, _ in snapshot_files(project_dir)]
+    names = [n for n, _ in plan(project_dir).files]
     assert "train.py" in names and not any("credentials" in n for n in names)
 
 

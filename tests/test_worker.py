@@ -121,7 +121,7 @@ def test_a_worker_refuses_a_hub_of_another_protocol_in_one_line(project: Project
     bare = subprocess.run(
         [sys.executable, "-m", "orchestrator.worker", "--hub", str(tmp_path / "bare"),
          "--burst", "--work-dir", str(tmp_path / "work")],
-        env=orch_env(), capture_output=True, text=True, timeout=60)
+        env=orch_env({"ORCH_HUB_KEY": "00" * 32}), capture_output=True, text=True, timeout=60)
     assert bare.returncode == 2 and "not set up (no hub.json)" in bare.stderr
     assert list((tmp_path / "bare").iterdir()) == []
 

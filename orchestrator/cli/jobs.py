@@ -33,8 +33,9 @@ def submit(
     data: Annotated[Optional[list[str]], typer.Option(
         help="Data file or folder to ship (repeatable; stored once per content).")] = None,
     output: Annotated[Optional[list[str]], typer.Option(
-        help="SRC[:DEST] to bring back (repeatable), e.g. model.h5:. ; default: the job's "
-             "output dir to models/NAME/.")] = None,
+        help="SRC[:DEST] to bring back (repeatable), e.g. mymodel.h5:. ; default: the job's "
+             "output dir, and model files the script saved in its working dir, to "
+             "models/NAME/.")] = None,
     env: Annotated[Optional[list[str]], typer.Option(help="NAME=VALUE for the job (repeatable).")]
     = None,
     sweep: Annotated[Optional[list[str]], typer.Option(
@@ -46,14 +47,16 @@ def submit(
     wait: Annotated[bool, typer.Option(
         "--wait", help="Block until the job(s) end; exit 0 only if all succeeded.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job(s) as JSON.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show what the code snapshot would hold and why each other file "
+                          "is left out (credentials never ship); queue nothing.")] = False,
 ) -> None:
     """Queue a training script. Prints the job id (one per line for a sweep)."""
-    from ..config import Project, find_root, load_settings
+    from ..config import find_project
     from ..submit import SubmitRequest
     from ..submit import submit as do_submit
 
-    root = find_root() or Path.cwd().resolve()
-    project = Project(root, load_settings(root))
+    project = find_project()  # .orch/ is made once the submit is accepted
     autotrack = auto_track or os.environ.get("ORCH_AUTOTRACK", "") not in ("", "0")
     req = SubmitRequest(
         script=script, script_args=tuple(script_args or ()), name=name, on=on,
@@ -62,6 +65,12 @@ def submit(
         outputs=tuple(output or ()), env=tuple(env or ()), sweep=tuple(sweep or ()),
         autotrack=autotrack,
     )
+    if dry_run:
+        from ..render import snapshot_preview
+        from ..submit import preview
+
+        print(snapshot_preview(preview(project, req), project.root))
+        return
     jobs = do_submit(project, req)
     ensure_daemon(project)
     _warn_if_nothing_can_run(project, jobs)
@@ -295,12 +304,14 @@ def pull(
                 continue
             pulled += 1
             rel = [str(p.relative_to(project.root)) if p.is_relative_to(project.root)
-                   else str(p) for p in outcome]
+                   else str(p) for p in outcome.paths]
             print(f"{job.id} {job.name}: {', '.join(rel)}")
+            for note in outcome.notes:
+                err(f"  {note}")
             if verify:
                 from ..verify import verify_paths
 
-                for line in verify_paths(outcome):
+                for line in verify_paths(outcome.paths):
                     print(f"  verified {line}")
     if not pulled and not failures:
         print("nothing to pull")

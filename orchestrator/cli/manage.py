@@ -14,15 +14,27 @@ from . import app, auth_app, daemon_app, err, open_store, project_here
 
 
 @app.command()
-def init() -> None:
-    """Make the current folder an orch project (creates .orch/). Idempotent."""
-    from ..config import Project, find_root, load_settings
+def init(
+    force: Annotated[bool, typer.Option(
+        "--force", help="Also in your home folder or /, which orch refuses otherwise.")]
+    = False,
+) -> None:
+    """Make the current folder an orch project (creates .orch/, private to you). Idempotent."""
+    from ..config import Project, find_root, load_settings, refuse_as_root
+    from ..errors import ProjectError
 
-    root = find_root() or Path.cwd().resolve()
+    found = find_root()
+    if found is not None and (found / ".orch").is_dir():
+        print(f"already an orch project: {found}")
+        return
+    root = Path.cwd().resolve()
+    refused = refuse_as_root(root)
+    if refused and not force:
+        raise ProjectError(f"{refused}: orch keeps projects in their own folders (cd into "
+                           "yours), or run `orch init --force` to make it one anyway")
     project = Project(root, load_settings(root))
-    new = project.init()
-    print(f"{'initialised' if new else 'already an orch project:'} {project.root}")
-
+    project.init()
+    print(f"initialised {project.root}")
 
 
 # ---- daemon and worker ------------------------------------------------------------
@@ -140,9 +152,17 @@ def colab(
         "--settings", help="Print the notebook's settings cell (to paste into a notebook "
                            "opened by hand from colab_runners/) instead of publishing.")]
     = False,
+    key: Annotated[bool, typer.Option(
+        "--key", help="Print the project's key, for the Colab secret ORCH_HUB_KEY (workers "
+                      "run only jobs signed with it; it never goes to Drive).")] = False,
 ) -> None:
     """Put the Colab worker notebook on the project's Drive hub and print its link."""
+    from ..identity import load_identity
     from ..models import parse_duration
+
+    if key:
+        print(load_identity(project_here().state_dir).key)
+        return
 
     idle_minutes = parse_duration(idle, "--idle") / 60
     session_hours = parse_duration(session, "--session") / 3600
@@ -173,16 +193,23 @@ def colab(
 
     published = publish(project, job_id, idle_minutes, session_hours)
     print(published.url)
-    err(f"{'per-job' if job_id else 'worker'} notebook on Drive: {published.key}; open the "
-         "link, choose a GPU runtime, then Runtime → Run all")
+    err(f"{'per-job' if job_id else 'worker'} notebook on Drive: {published.where}; open the "
+        "link, choose a GPU runtime, then Runtime → Run all. It runs only this project's "
+        "jobs: add the Colab secret ORCH_HUB_KEY once (the key icon in Colab's left bar; "
+        "`orch colab --key` prints the value)")
     if launch:
+        import dataclasses
         import secrets
 
+        from ..atomic import write_atomic
         from ..places.colab_launch import launch as start
+        from ..places.colab_notebook import render
 
-        local = project.state_dir / "colab" / published.key.rpartition("/")[2]
+        # the launched copy stays on this machine: it may carry the key
+        local = project.state_dir / "colab" / published.where.rpartition("/")[2]
         local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_text(published.text)
+        write_atomic(local, render(dataclasses.replace(
+            published.settings, hub_key=load_identity(project.state_dir).key)), mode=0o600)
         name = start(local, f"orch-{project.root.name}-{secrets.token_hex(3)}", gpu,
                      project.logs_dir / "colab-launch.log")
         err(f"launched Colab session {name} ({gpu or 'CPU'}); it stops when the worker is "
@@ -207,20 +234,10 @@ def config() -> None:
     """Print the project's effective settings (files plus ORCH_* overrides)."""
     import dataclasses
 
-    project = project_here(create=False) if _hasproject_here() else None
     from ..config import Project, find_root, load_settings
 
-    if project is None:
-        root = find_root() or Path.cwd().resolve()
-        project = Project(root, load_settings(root))
+    root = find_root() or Path.cwd().resolve()
+    project = Project(root, load_settings(root))
     print(f"project  {project.root}")
     for f in dataclasses.fields(project.settings):
         print(f"{f.name:20s} {getattr(project.settings, f.name)!r}")
-
-
-def _hasproject_here() -> bool:
-    from ..config import find_root
-
-    root = find_root()
-    return root is not None and (root / ".orch").is_dir()
-

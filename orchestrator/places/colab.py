@@ -17,6 +17,7 @@ from ..config import Project
 from ..errors import NotConfiguredError
 from ..models import WorkerInfo
 from . import Availability, Place, Placeable
+from .colab_notebook import NotebookSettings
 
 COLAB_URL = "https://colab.research.google.com/drive/{file_id}"
 TARGETS = ("colab", "remote", "auto")
@@ -48,11 +49,12 @@ class ColabPlace(Place):
 
 @dataclass(frozen=True)
 class Published:
-    """A notebook put on the hub: its Colab link, hub key, and the notebook itself."""
+    """A notebook put on the hub: its Colab link, where it is on the hub, and the
+    settings it was rendered with (its HUB_KEY is empty: the key never enters a hub)."""
 
     url: str
-    key: str
-    text: str
+    where: str
+    settings: NotebookSettings
 
 
 def publish(project: Project, job_id: str | None, idle_minutes: float,
@@ -61,7 +63,7 @@ def publish(project: Project, job_id: str | None, idle_minutes: float,
     Drive hub; the notebook's settings name the wheel by its sha256."""
     from ..hubs import claim_hub, project_hub
     from ..identity import load_identity
-    from .colab_notebook import NotebookSettings, build_wheel, render
+    from .colab_notebook import build_wheel, render
 
     if not project.settings.hub:
         raise NotConfiguredError('orch colab needs a Drive hub: set hub = "drive" in the '
@@ -75,8 +77,8 @@ def publish(project: Project, job_id: str | None, idle_minutes: float,
     settings = NotebookSettings(hub_folder=project.remote_hub_url.partition(":")[2],
                                 wheel_name=wheel_name, wheel_sha=sha, job=job_id,
                                 idle_minutes=idle_minutes, session_hours=session_hours)
-    text = render(settings)
     key = P.notebook(f"job-{job_id}" if job_id else "worker")
-    hub.put_bytes(key, text.encode())
+    hub.put_bytes(key, render(settings).encode())
     file_id = hub.file_id(key)  # type: ignore[attr-defined]
-    return Published(url=COLAB_URL.format(file_id=file_id), key=f"{hub.url}/{key}", text=text)
+    return Published(url=COLAB_URL.format(file_id=file_id), where=f"{hub.url}/{key}",
+                     settings=settings)

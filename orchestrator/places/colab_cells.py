@@ -100,15 +100,30 @@ def install_orch(creds: Any, hub_folder: str, wheel_name: str, wheel_sha: str,
     print("orch", orchestrator.__version__, "installed")
 
 
-def run_worker(creds: Any, hub_folder: str, gpu_name: str | None, job: str | None,
-               idle_minutes: float, session_hours: float, work_dir: str, worker_name: str,
-               heartbeat_seconds: float) -> int:
+def run_worker(creds: Any, hub_folder: str, hub_key: str, gpu_name: str | None,
+               job: str | None, idle_minutes: float, session_hours: float, work_dir: str,
+               worker_name: str, heartbeat_seconds: float) -> int:
     """Run the worker until it has been idle for ``idle_minutes`` (or, with ``job``,
-    until that job ran). Returns the number of jobs run."""
+    until that job ran). It runs only jobs signed with your project's key: the
+    ``hub_key`` setting, else the Colab secret ORCH_HUB_KEY. Returns the number of
+    jobs run."""
     from pathlib import Path
 
     from orchestrator.hubs.drive import DriveHub
     from orchestrator.worker import Worker, WorkerConfig
+
+    key = hub_key
+    if not key:
+        try:
+            from google.colab import userdata
+
+            key = userdata.get("ORCH_HUB_KEY")
+        except Exception:  # noqa: BLE001 - no such secret, or no access granted
+            key = ""
+    if not key:
+        raise SystemExit("this notebook needs your project's key: add the Colab secret "
+                         "ORCH_HUB_KEY (the key icon in the left bar; `orch colab --key` "
+                         "prints the value) and let this notebook access it")
 
     hub = DriveHub(hub_folder, credentials=creds, staleness=2.0)
     config = WorkerConfig(
@@ -116,7 +131,7 @@ def run_worker(creds: Any, hub_folder: str, gpu_name: str | None, job: str | Non
         idle_timeout=idle_minutes * 60, heartbeat_interval=heartbeat_seconds,
         poll_interval=2.0, check_interval=5.0, log_interval=10.0,
         gpu="0" if gpu_name else None, gpu_name=gpu_name, session_hours=session_hours,
-        only_job=job)
+        only_job=job, key=key)
     worker = Worker(config, hub=hub)
     print(f"worker {worker.id} on {hub.url}: waiting for jobs (Ctrl-M I to stop)")
     ran = worker.run()

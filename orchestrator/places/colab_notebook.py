@@ -40,6 +40,7 @@ class NotebookSettings:
     the worker runs. The defaults are the placeholders of ``colab_runners/``."""
 
     hub_folder: str = "orch-hub/YOUR-PROJECT"
+    hub_key: str = ""  # empty: the Colab secret ORCH_HUB_KEY (the key never enters a hub)
     wheel_name: str = f"orch-{__version__}-py3-none-any.whl"
     wheel_sha: str = ""
     job: str | None = None
@@ -50,10 +51,14 @@ class NotebookSettings:
     heartbeat_seconds: float = 5.0
 
     def cell(self) -> str:
-        lines = ["# orch settings, written by `orch colab` (`orch colab --settings` prints them)"]
+        lines = ["# orch settings, written by `orch colab` (`orch colab --settings` prints them)",
+                 "# HUB_KEY: leave it empty; the notebook reads the Colab secret ORCH_HUB_KEY"]
         lines += [f"{f.name.upper()} = {getattr(self, f.name)!r}"
                   for f in dataclasses.fields(self)]
         return "\n".join(lines)
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"NotebookSettings(hub_folder={self.hub_folder!r}, job={self.job!r})"
 
 
 def _cell(fn: Callable[..., Any], call: str) -> str:
@@ -70,8 +75,8 @@ CALLS: tuple[tuple[Callable[..., Any], str], ...] = (
     (colab_cells.install_orch,
      "install_orch(CREDS, HUB_FOLDER, WHEEL_NAME, WHEEL_SHA, WORK_DIR)"),
     (colab_cells.run_worker,
-     "run_worker(CREDS, HUB_FOLDER, GPU_NAME, JOB, IDLE_MINUTES, SESSION_HOURS, WORK_DIR,\n"
-     "           WORKER_NAME, HEARTBEAT_SECONDS)"),
+     "run_worker(CREDS, HUB_FOLDER, HUB_KEY, GPU_NAME, JOB, IDLE_MINUTES, SESSION_HOURS,\n"
+     "           WORK_DIR, WORKER_NAME, HEARTBEAT_SECONDS)"),
 )
 
 

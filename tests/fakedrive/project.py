@@ -41,6 +41,10 @@ class DriveProject:
             f'hub = "drive:{folder}"\nlocal_slots = 0\ngpus = "none"\n{settings}')
         self.credentials = root / ".orch" / "drive-credentials.json"
         fake.write_credentials(self.credentials)
+        from orchestrator.identity import identity_path, load_identity
+
+        load_identity(root / ".orch")  # the project's key, which its workers are given
+        self.key_file = identity_path(root / ".orch")
         self.env = clean_env({DRIVE_ENV: fake.url})
         self.db = root / ".orch" / "state.db"
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -77,7 +81,8 @@ class DriveProject:
         with open(self.root.parent / f"{name}.log", "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "orchestrator.worker", "--hub", f"drive:{self.folder}",
-                 "--credentials", str(self.credentials), "--name", name,
+                 "--credentials", str(self.credentials), "--key-file", str(self.key_file),
+                 "--name", name,
                  "--idle-timeout", str(idle_timeout),
                  "--work-dir", str(self.root.parent / f"work-{name}"), *extra],
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
