@@ -11,7 +11,6 @@ removes its temporary file. Temporary names start with ``.`` and end with
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +27,12 @@ def write_with(path: Path, fill: Callable[[IO[bytes]], object], mode: int | None
     never readable by others, not even for a moment). ``sync`` makes the content
     durable before the rename (for state that must survive a power cut)."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    tmp = Path(name)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}{TMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as f:
             if mode is not None:
-                os.fchmod(f.fileno(), mode)
+                os.fchmod(f.fileno(), mode)  # exactly: the umask does not widen or narrow it
             fill(f)
             if sync:
                 f.flush()

@@ -18,14 +18,13 @@ is written. The junk folders a walk skips are reported once each, not file by fi
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .credentials import why_by_content, why_by_name
+from .credentials import glob_match, why_by_content, why_by_name
 
 #: Skipped by default: environments and caches nobody means to ship.
 JUNK = (
@@ -98,7 +97,7 @@ def ignored(rel: str, rules: list[IgnoreRule]) -> bool:
 
 
 def _is_junk(rel: str) -> bool:
-    return any(fnmatch.fnmatchcase(part, p) for part in rel.split("/") for p in JUNK)
+    return any(glob_match(part, p) for part in rel.split("/") for p in JUNK)
 
 
 def _in_git_checkout(root: Path) -> bool:

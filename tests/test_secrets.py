@@ -190,3 +190,27 @@ def test_plan_reports_junk_folders_once(tmp_path: Path) -> None:
     assert [e.rel for e in plan.excluded] == [".venv/"]
     assert [n for n, _ in plan.files] == ["train.py"]
     assert not os.path.exists(tmp_path / ".orch")
+
+
+def test_the_glob_matcher_agrees_with_fnmatch() -> None:
+    """orch's fast matcher (``*`` only) gives fnmatch's answers, on every pattern it uses
+    and on random ones."""
+    import fnmatch
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from orchestrator.credentials import NOT_CREDENTIALS, RULES, glob_match
+
+    patterns = [p for rule in RULES for p in rule.names] + list(NOT_CREDENTIALS)
+    names = st.text(alphabet="ab._-*", max_size=8)
+
+    @settings(max_examples=400, deadline=None)
+    @given(name=names, pattern=st.one_of(st.sampled_from(patterns), names))
+    def agree(name: str, pattern: str) -> None:
+        assert glob_match(name, pattern) == fnmatch.fnmatchcase(name, pattern)
+
+    agree()
+    for pattern in patterns:
+        for name in (pattern.replace("*", ""), pattern.replace("*", "xy"), "x" + pattern):
+            assert glob_match(name, pattern) == fnmatch.fnmatchcase(name, pattern)

@@ -25,15 +25,15 @@ if TYPE_CHECKING:
     from ..config import Project
     from ..models import Job
 
+    class Placeable(Protocol):
+        """What a place needs to know of a job (a stored Job or a JobSpec)."""
 
-class Placeable(Protocol):
-    """What a place needs to know of a job (a stored Job or a JobSpec)."""
+        @property
+        def target(self) -> str: ...
 
-    @property
-    def target(self) -> str: ...
+        @property
+        def gpu(self) -> GpuNeed: ...
 
-    @property
-    def gpu(self) -> GpuNeed: ...
 
 
 @dataclass(frozen=True)
@@ -113,11 +113,12 @@ def gpu_allows(job: Placeable, worker: WorkerInfo) -> bool:
 
 def project_places(project: Project) -> list[Place]:
     """Every place this project can train in, local first."""
-    from .colab import ColabPlace
     from .local import LocalPlace
 
     places: list[Place] = [LocalPlace(project)]
     if project.settings.hub:
+        from .colab import ColabPlace
+
         places.append(ColabPlace(project))
     return places
 

@@ -8,16 +8,18 @@ wheel it installs stored beside it as a blob, and returns the Colab link.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .. import protocol as P
 from ..config import Project
 from ..errors import NotConfiguredError
 from ..models import WorkerInfo
-from . import Availability, Place, Placeable
-from .colab_notebook import NotebookSettings
+from . import Availability, Place
+
+if TYPE_CHECKING:
+    from . import Placeable
+    from .colab_notebook import NotebookSettings
 
 COLAB_URL = "https://colab.research.google.com/drive/{file_id}"
 TARGETS = ("colab", "remote", "auto")
@@ -61,9 +63,12 @@ def publish(project: Project, job_id: str | None, idle_minutes: float,
             session_hours: float) -> Published:
     """Store this orch's wheel (once per content) and the notebook on the project's
     Drive hub; the notebook's settings name the wheel by its sha256."""
+    import hashlib
+
+    from .. import protocol as P
     from ..hubs import claim_hub, project_hub
     from ..identity import load_identity
-    from .colab_notebook import build_wheel, render
+    from .colab_notebook import NotebookSettings, build_wheel, render
 
     if not project.settings.hub:
         raise NotConfiguredError('orch colab needs a Drive hub: set hub = "drive" in the '

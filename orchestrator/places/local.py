@@ -8,22 +8,32 @@ retired and replaced. ``nvidia-smi`` runs only when the GPUs are asked for.
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
 
 from ..config import Project
+from ..logs import get_logger
 from ..models import GpuNeed, Job, WorkerInfo
-from . import Availability, Place, Placeable
+from . import Availability, Place
 
-log = logging.getLogger(__name__)
-HOST = socket.gethostname()
+if TYPE_CHECKING:
+    import subprocess
+
+    from . import Placeable
+
+log = get_logger(__name__)
 TARGETS = ("local", "auto")
+
+
+@cache
+def this_host() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,8 @@ class Slot:
 
 def detect_gpus() -> list[tuple[str, str]]:
     """``[(index, name)]`` from ``nvidia-smi -L``; empty without NVIDIA GPUs."""
+    import subprocess
+
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -103,7 +115,7 @@ class LocalPlace(Place):
         now = self.fitting(job, workers)
         if now is not None:
             return now
-        if any(job.gpu is not GpuNeed.REQUIRED or s.gpu is not None for s in self.slots):
+        if self.could_start(job):
             return Availability(self.name, 2.0, "the daemon starts a local worker")
         if job.gpu is GpuNeed.REQUIRED:
             why = ("warning: no local GPU found (nvidia-smi); the job waits for a GPU worker "
@@ -113,11 +125,17 @@ class LocalPlace(Place):
                    "(`orch worker --hub .orch/hub`)")
         return Availability(self.name, None, why)
 
+    def could_start(self, job: Placeable) -> bool:
+        """Whether a slot fits ``job`` (GPUs are detected only for a GPU job)."""
+        if job.gpu is not GpuNeed.REQUIRED and self.project.settings.local_slots != 0:
+            return True  # a CPU slot, or (local_slots unset) the GPU slot that replaces it
+        return any(job.gpu is not GpuNeed.REQUIRED or s.gpu is not None for s in self.slots)
+
     # ---- worker processes (the daemon's side) -------------------------------------
 
     def alive(self, worker: WorkerInfo) -> bool | None:
         """Local workers: is the process there? Others: unknown (the lease decides)."""
-        if worker.host != HOST or not worker.pid:
+        if worker.host != this_host() or not worker.pid:
             return None
         proc = self.procs.get(worker.name)
         if proc is not None and proc.pid == worker.pid:
@@ -127,7 +145,7 @@ class LocalPlace(Place):
     def start_workers(self, waiting: Sequence[Job], workers: Sequence[WorkerInfo]) -> None:
         """Reap exited workers, retire the ones whose lease expired, and start a worker
         per free slot while ``waiting`` holds local work."""
-        gone = {w.pid for w in workers if w.gone and w.host == HOST}
+        gone = {w.pid for w in workers if w.gone and w.host == this_host()}
         for name, proc in list(self.procs.items()):
             if proc.poll() is not None:
                 log.info("local worker %s exited (%s)", name, proc.returncode)
@@ -139,13 +157,15 @@ class LocalPlace(Place):
         self.retired = [p for p in self.retired if p.poll() is None]
         if not any(j.target in TARGETS for j in waiting):
             return
-        live = {w.name for w in workers if self.owns(w) and not w.gone and w.host == HOST
+        live = {w.name for w in workers if self.owns(w) and not w.gone and w.host == this_host()
                 and w.state != "stopped" and w.pid and pid_alive(w.pid)}
         for slot in self.slots:
             if slot.name not in self.procs and slot.name not in live:
                 self.spawn(slot)
 
     def spawn(self, slot: Slot) -> None:
+        import subprocess
+
         s = self.project.settings
         cmd = [
             sys.executable, "-m", "orchestrator.worker", "--hub", self.project.hub_url,
@@ -165,6 +185,8 @@ class LocalPlace(Place):
         return any(p.poll() is None for p in self.procs.values())  # retired ones don't count
 
     def stop_workers(self) -> None:
+        import signal
+
         for proc in [*self.procs.values(), *self.retired]:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)  # idle workers exit; busy ones finish
