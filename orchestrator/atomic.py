@@ -19,6 +19,12 @@ from typing import IO
 TMP_SUFFIX = ".tmp"
 
 
+def temp_path(path: Path) -> Path:
+    """A unique hidden temporary name beside ``path``, for a writer that fills a file
+    itself before renaming it over ``path`` (a download, say)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}{TMP_SUFFIX}")
+
+
 def write_with(path: Path, fill: Callable[[IO[bytes]], object], mode: int | None = None,
                sync: bool = False) -> None:
     """Write ``path`` atomically: ``fill(f)`` writes the content to an open file.
@@ -27,7 +33,7 @@ def write_with(path: Path, fill: Callable[[IO[bytes]], object], mode: int | None
     never readable by others, not even for a moment). ``sync`` makes the content
     durable before the rename (for state that must survive a power cut)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}{TMP_SUFFIX}")
+    tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from .archive import HashingWriter, sha256_file, tree_files, write_tar
-from .atomic import write_atomic
+from .atomic import temp_path, write_atomic
 from .errors import BundleError
 from .logs import get_logger
 from .models import DataRef
@@ -41,30 +43,43 @@ class BlobStore:
         else:
             os.replace(tmp, target)
 
+    def _filled(self, fill: Callable[[BinaryIO], None]) -> Path:
+        """A temporary file of the store (a unique hidden ``*.tmp``: what a killed
+        writer leaves is cleaned up later) filled by ``fill``; removed on failure."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(self.folder / "blob")
+        try:
+            with open(tmp, "xb") as f:
+                fill(f)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
     def add_file(self, src: Path) -> tuple[str, int]:
         """Store a copy of ``src``; ``(sha256, size)``. No copy if already stored."""
         sha = sha256_file(src)
         if not self.has(sha):
-            import tempfile
+            def copy(f: BinaryIO) -> None:
+                with open(src, "rb") as source:
+                    shutil.copyfileobj(source, f, 1 << 20)
 
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=self.folder)
-            os.close(fd)
-            shutil.copyfile(src, tmp)
-            self._commit(Path(tmp), sha)
+            self._commit(self._filled(copy), sha)
         return sha, src.stat().st_size
 
     def add_tar(self, files: list[tuple[str, Path]]) -> tuple[str, int]:
         """Store a deterministic tar.gz of ``files``; ``(sha256, size)``."""
-        import tempfile
+        writer: HashingWriter | None = None
 
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=self.folder)
-        with os.fdopen(fd, "wb") as raw:
-            writer = HashingWriter(raw)
+        def pack(f: BinaryIO) -> None:
+            nonlocal writer
+            writer = HashingWriter(f)
             write_tar(writer, files)  # type: ignore[arg-type]
+
+        tmp = self._filled(pack)
+        assert writer is not None
         sha = writer.hash.hexdigest()
-        self._commit(Path(tmp), sha)
+        self._commit(tmp, sha)
         return sha, writer.size
 
 

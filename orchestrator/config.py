@@ -97,6 +97,9 @@ def _read_tables(root: Path, found: list[Path]) -> dict[str, Any]:
     for path in found:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ProjectError(f"cannot read {path}: it is not UTF-8 text (save it as "
+                               "UTF-8)") from None
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ProjectError(f"cannot read {path}: {exc}") from exc
         if path.name == "pyproject.toml":
@@ -121,10 +124,10 @@ def _file_settings(root: Path) -> dict[str, Any]:
         pass
     table = _read_tables(root, found)
     if cache.parent.is_dir():
+        from .atomic import write_atomic
+
         try:
-            tmp = cache.with_name(cache.name + ".partial")
-            tmp.write_text(json.dumps({"files": key, "table": table}))
-            os.replace(tmp, cache)
+            write_atomic(cache, json.dumps({"files": key, "table": table}))
         except (OSError, TypeError, ValueError):  # a read-only project, or odd values
             pass
     return table

@@ -18,19 +18,23 @@ import argparse
 import fcntl
 import logging
 import os
+import shutil
 import signal
+import sqlite3
 import sys
 import threading
 import time
 from pathlib import Path
 
+from . import protocol as P
+from .atomic import write_atomic
 from .config import Project, open_project
-from .errors import OrchError, PullError
+from .errors import OrchError, is_disk_full
 from .hubs import open_hub, project_hub
 from .lifecycle import lock_path, pid_path
-from .models import ACTIVE, JobState, WorkerInfo
+from .models import ACTIVE, Job, JobState, WorkerInfo
 from .places import Place, project_places
-from .pull import pull_job
+from .pull import AutoPull
 from .scheduler import Scheduler
 from .store import Store
 
@@ -46,11 +50,12 @@ class Daemon:
         self.hub = open_hub(project.hub_url)
         self.places: list[Place] = project_places(project)
         self.scheduler = Scheduler(project, self.store, {"local": self.hub},
-                                   alive=self.worker_alive)
+                                   alive=self.worker_alive, on_gone=self.worker_gone)
         self.hubs = self.scheduler.hubs  # by name: "local", and "remote" once connected
         self.remote_error: str | None = None
         self.stopping = False
-        self.pull_failed: set[tuple[str, int]] = set()
+        self.pulls = AutoPull(project, self.store)
+        self.trouble: str | None = None  # the error the last tick met, said once
         self.watcher = self.hub.watch()
 
     def worker_alive(self, worker: WorkerInfo) -> bool | None:
@@ -60,39 +65,37 @@ class Daemon:
                 return place.alive(worker)
         return None
 
+    def worker_gone(self, worker: WorkerInfo, jobs: list[Job]) -> None:
+        """A worker lost its lease: before its jobs are re-queued, the place that owns
+        it stops what may still run of it (a stopped or hung local process)."""
+        pids = []
+        hub = self.hubs.get(worker.hub)
+        for job in jobs:
+            try:
+                status = hub.get_doc(P.status(job.id, job.attempt), P.RunStatus) if hub else None
+            except OrchError:
+                status = None
+            if status is not None and status.pid:
+                pids.append(status.pid)
+        for place in self.places:
+            if place.owns(worker):
+                for line in place.kill(worker, pids):
+                    log.info("%s", line)
+                    for job in jobs:
+                        self.store.note(job.id, f"{line}, before re-queueing")
+
     def supervise(self) -> None:
         """Let each place start (or retire) its workers for the work waiting."""
-        waiting = [] if self.stopping else self.store.queued()
+        waiting = frozenset() if self.stopping else self.store.queued_targets()
         workers = self.store.workers(include_gone=True)
         for place in self.places:
             place.start_workers(waiting, workers)
 
-    # ---- pulls ----------------------------------------------------------------
-
-    def pull_ready(self) -> None:
-        if not self.settings.auto_pull:
-            return
-        for job in self.store.jobs([S.SUCCEEDED]):
-            if (job.id, job.attempt) in self.pull_failed:
-                continue
-            hub = self.hubs.get(job.hub)
-            if hub is None:
-                continue
-            try:
-                pull_job(self.project, self.store, hub, job)
-            except PullError as exc:
-                self.pull_failed.add((job.id, job.attempt))
-                self.store.update(job.id, error=f"pull failed: {exc}")
-                self.store.note(job.id, f"auto-pull failed: {exc}")
-                log.error("%s", exc)
-
     # ---- loop -----------------------------------------------------------------
 
     def busy(self) -> bool:
-        counts = self.store.counts()
-        waiting = sum(counts.get(s, 0) for s in ACTIVE)
-        unpulled = counts.get(S.SUCCEEDED, 0) if self.settings.auto_pull else 0
-        return waiting + unpulled - len(self.pull_failed) > 0
+        return self.store.has_jobs(ACTIVE) or (self.settings.auto_pull
+                                               and self.pulls.waiting() > 0)
 
     def connect_remote(self) -> None:
         """Open the project's remote hub (Drive) if configured and not open yet. A
@@ -112,15 +115,59 @@ class Daemon:
     def step(self) -> None:
         self.connect_remote()
         self.scheduler.tick()
-        self.pull_ready()
+        if self.settings.auto_pull:
+            self.pulls.run(self.hubs, time.monotonic())
         self.supervise()
+
+    def safe_step(self) -> float:
+        """One step that never ends the daemon over a fault it can outlive (a hub
+        error, a full disk, a busy database): it says so once and tries again,
+        backing off. Returns how long to wait before the next step."""
+        try:
+            self.step()
+        except (OrchError, OSError, sqlite3.OperationalError) as exc:
+            what = _describe(exc)
+            if what != self.trouble:
+                log.error("tick failed: %s; trying again", what)
+            self.trouble = what
+            return min(30.0, max(self.settings.tick_interval, 5.0))
+        if self.trouble is not None:
+            log.info("recovered: %s is over", self.trouble)
+            self.trouble = None
+        return self.settings.tick_interval
 
     def poke(self) -> None:
         """Tick now (signal handlers call this: it only sets an event)."""
         self.watcher.notify()
 
+    def clean_leftovers(self, older_than: float = 600.0) -> None:
+        """What killed processes and full disks left in ``.orch/`` (temporary files,
+        pull staging folders, the scratch folders of workers that are gone), older
+        than ``older_than`` seconds so that nothing still being written is touched."""
+        from .atomic import clean_stale
+        from .places.local import pid_alive, this_host
+
+        removed = clean_stale(self.project.state_dir, older_than)
+        cutoff = time.time() - older_than
+        live = {w.id for w in self.store.workers() if w.host == this_host() and w.pid
+                and pid_alive(w.pid)}
+        folders = [*(self.project.state_dir / "staging").glob("*"),
+                   *(p for p in self.project.work_dir.glob("*") if p.name not in live
+                     and p.name != "blobs")]
+        for folder in folders:
+            try:
+                if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed += 1
+            except OSError:
+                continue
+        if removed:
+            log.info("cleaned %d leftover(s) of earlier runs from %s", removed,
+                     self.project.state_dir)
+
     def run(self) -> None:
         watcher = self.watcher
+        self.clean_leftovers()
         self.connect_remote()  # before recovery: jobs assigned on Drive are recovered too
         self.scheduler.recover()
         idle_since = time.monotonic()
@@ -128,21 +175,31 @@ class Daemon:
                  ", ".join(p.name for p in self.places))
         try:
             while not self.stopping:
+                pause = self.safe_step()
                 try:
-                    self.step()
-                except OrchError as exc:
-                    log.error("tick failed: %s", exc)
-                if self.busy() or any(p.running() for p in self.places):
+                    busy = self.busy() or any(p.running() for p in self.places)
+                except sqlite3.OperationalError:
+                    busy = True
+                if busy or self.trouble:
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > self.settings.daemon_idle_timeout:
                     log.info("idle for %.0f s; exiting", self.settings.daemon_idle_timeout)
                     break
-                watcher.wait(self.settings.tick_interval)
+                watcher.wait(pause)
         finally:
             watcher.close()
             for place in self.places:
                 place.stop_workers()
             self.store.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a fault of a tick: a full disk is named as such."""
+    if is_disk_full(exc) or "disk is full" in str(exc):
+        return f"the disk is full ({exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,9 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("another daemon is running for %s", project.root)
         return 0
     pid_file = pid_path(project)
-    tmp = pid_file.with_suffix(".partial")
-    tmp.write_text(str(os.getpid()))
-    os.replace(tmp, pid_file)
+    write_atomic(pid_file, str(os.getpid()))
     daemon = Daemon(project)
 
     def on_term(*_: object) -> None:

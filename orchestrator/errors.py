@@ -88,6 +88,11 @@ class UnsafeArchiveError(PullError):
     """An archive tried to write outside its destination; it was refused whole."""
 
 
+class PullLaterError(PullError):
+    """A pull that may work later: the hub could not be read (or not yet shows the
+    result), or the disk is full. The daemon tries again, backing off."""
+
+
 class DaemonError(OrchError):
     """The background daemon could not be started, stopped or reached."""
 
@@ -98,3 +103,14 @@ class AuthError(OrchError):
 
 class LaunchError(OrchError):
     """Google's `colab` CLI refused to provision or run a session."""
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk or an exhausted quota."""
+    import errno
+
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        exc = exc.__cause__
+    return False

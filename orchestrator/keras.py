@@ -26,14 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic, write_with
+
 _FIT_COUNTER = 0
 BATCH_REPORT_INTERVAL = 1.0  # seconds between in-epoch progress writes
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
@@ -68,10 +64,13 @@ def make_reporter(run_dir: Path | None, ckpt_root: Path | None) -> Any:
             if self.run_dir is None:
                 return
             self.state["updated"] = time.time()
-            _atomic_write(self.run_dir / "progress.json", json.dumps(self.state).encode())
+            write_atomic(self.run_dir / "progress.json", json.dumps(self.state).encode())
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             self._train_start = time.time()
+            # BackupAndRestore (before us in the list) has restored a checkpoint by now
+            # and set the epoch training resumes at: known even if no epoch is left.
+            resumed = getattr(self.model, "_initial_epoch", None) or None
             self.state = {
                 "epochs": self.params.get("epochs"),
                 "batches": self.params.get("steps"),
@@ -79,7 +78,7 @@ def make_reporter(run_dir: Path | None, ckpt_root: Path | None) -> Any:
                 "batch": 0,
                 "metrics": {},
                 "eta_s": None,
-                "first_epoch": None,
+                "first_epoch": resumed,
             }
             self._write()
 
@@ -120,10 +119,11 @@ def make_reporter(run_dir: Path | None, ckpt_root: Path | None) -> Any:
             root = self.ckpt_root
             if root is None or not root.is_dir() or not any(root.iterdir()):
                 return
-            tmp = self.run_dir / ".ckpt.tar.tmp"  # type: ignore[operator]
-            with tarfile.open(tmp, "w") as tar:
-                tar.add(root, arcname=".")
-            os.replace(tmp, self.run_dir / "ckpt.tar")  # type: ignore[operator]
+            def pack(f: Any) -> None:
+                with tarfile.open(fileobj=f, mode="w") as tar:
+                    tar.add(root, arcname=".")
+
+            write_with(self.run_dir / "ckpt.tar", pack)  # type: ignore[operator]
             self._ckpt_seq += 1
             self.state.update(checkpoint_epoch=epoch, checkpoint_seq=self._ckpt_seq)
 

@@ -3,8 +3,8 @@ stop it. Kept apart from daemon.py so `orch submit` can check on the daemon
 without importing the scheduler.
 
 One daemon per project: it holds an exclusive ``flock`` on ``.orch/daemon.lock``
-for its whole life and writes its pid to ``.orch/daemon.pid`` (via a ``.partial``
-file and a rename). The lock, not the pid file, is the truth: a daemon killed
+for its whole life and writes its pid to ``.orch/daemon.pid`` (atomically, via
+:mod:`orchestrator.atomic`). The lock, not the pid file, is the truth: a daemon killed
 with ``kill -9`` releases the lock with its last breath.
 """
 

@@ -40,13 +40,14 @@ class JobState(str, enum.Enum):
 S = JobState
 
 #: The only legal state changes. ``ASSIGNED → SUCCEEDED/FAILED`` covers a run so
-#: quick that the daemon never saw it RUNNING.
+#: quick that the daemon never saw it RUNNING. ``→ QUEUED`` from an ended job is
+#: `orch retry`; from LOST it is the re-queue in the same transaction.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.QUEUED: frozenset({S.ASSIGNED, S.CANCELLED}),
     S.ASSIGNED: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.LOST, S.CANCELLED}),
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.LOST, S.CANCELLED}),
-    S.SUCCEEDED: frozenset({S.PULLED}),
-    S.PULLED: frozenset(),
+    S.SUCCEEDED: frozenset({S.PULLED, S.QUEUED}),
+    S.PULLED: frozenset({S.QUEUED}),
     S.FAILED: frozenset({S.QUEUED}),
     S.LOST: frozenset({S.QUEUED}),
     S.CANCELLED: frozenset({S.QUEUED}),
@@ -63,6 +64,8 @@ ACTIVE = frozenset({S.QUEUED, S.LOST}) | ON_WORKER
 UNFINISHED = ACTIVE | {S.SUCCEEDED}
 TERMINAL = frozenset({S.PULLED, S.FAILED, S.CANCELLED})
 HAS_RESULT = frozenset({S.SUCCEEDED, S.PULLED})
+#: What `orch retry` accepts: a job that ended, or whose result waits to be pulled.
+RETRYABLE = TERMINAL | {S.SUCCEEDED}
 #: A partition of every state (tested): where a job is in its life.
 BUCKETS: dict[str, frozenset[JobState]] = {
     "waiting": ACTIVE - ON_WORKER,
@@ -167,6 +170,8 @@ class Job:
     pulled_to: tuple[str, ...] = ()
     hub: str = "local"  # the hub of the worker it was last assigned to
     checkpoints: bool = False
+    pull_error: str | None = None  # why the sealed result could not be pulled (yet)
+    fresh_from: int = 1  # resume only from checkpoints of attempts >= this (retry --fresh)
 
 
 @dataclass(frozen=True, eq=False)  # compared by id; eq costs CLI start-up time

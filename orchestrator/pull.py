@@ -22,25 +22,21 @@ from pathlib import Path
 
 from . import protocol as P
 from .archive import safe_extract, sha256_file
+from .atomic import temp_path
 from .config import Project
-from .errors import HubError, HubNotFound, IllegalTransitionError, PullError
+from .errors import (
+    HubError,
+    HubNotFound,
+    IllegalTransitionError,
+    PullError,
+    PullLaterError,
+    is_disk_full,
+)
 from .hubs import Hub
 from .models import HAS_RESULT, Job, JobState, OutputSpec
 from .store import Store
 
 log = logging.getLogger(__name__)
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def _disk_full(exc: BaseException | None) -> bool:
-    """Whether ``exc`` (or what caused it) is a full disk or quota."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
-            return True
-        exc = exc.__cause__
-    return False
-
-
 def default_dest(project: Project, job: Job) -> str:
     return f"{project.settings.outputs_dir.strip('/')}/{job.name}"
 
@@ -58,6 +54,20 @@ def destinations(project: Project, job: Job, to: Path | None) -> list[Path]:
             raise PullError(f"output destination {spec.dest} is outside the project")
         out.append(dest)
     return out
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``, atomically. Across file systems (a project folder
+    mounted elsewhere than its ``.orch/``) the copy goes beside ``dst`` first, then is
+    renamed over it: a half-copied model never appears at ``dst`` either."""
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = temp_path(dst)
+        shutil.move(str(src), str(tmp))
+        os.replace(tmp, dst)
 
 
 @dataclass(frozen=True)
@@ -96,16 +106,16 @@ class _Placer:
             rel = target.relative_to(self.project.root).as_posix() if inside else None
             owner = self.owner(rel) if rel is not None else self.job.id
             if owner == self.job.id:
-                os.replace(target, self.trash / f"{target.name}.{time.time_ns()}")
+                _move(target, self.trash / f"{target.name}.{time.time_ns()}")
             else:
                 aside = self.keep / str(rel)
                 aside.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(target, aside)
+                _move(target, aside)
                 whose = (f"delivered by job {owner} ({self.names.get(owner, '?')})" if owner
                          else "not delivered by orch")
                 self.notes.append(f"replaced {rel} ({whose}); the replaced copy is in "
                                   f"{aside.relative_to(self.project.root)}")
-        os.replace(entry, target)
+        _move(entry, target)
 
 
 def pull_job(project: Project, store: Store, hub: Hub, job: Job,
@@ -118,9 +128,9 @@ def pull_job(project: Project, store: Store, hub: Hub, job: Job,
     try:
         sealed = hub.get_doc(P.result_json(job.id, job.attempt), P.Seal)
     except HubError as exc:
-        raise PullError(f"job {job.id}: unusable seal on the hub: {exc}") from exc
+        raise PullLaterError(f"job {job.id}: cannot read its seal on the hub: {exc}") from exc
     if sealed is None:
-        raise PullError(f"job {job.id} has no sealed result on the hub")
+        raise PullLaterError(f"job {job.id} has no sealed result on the hub (yet)")
     dests = destinations(project, job, to)
     staging_root = project.state_dir / "staging"
     staging_root.mkdir(parents=True, exist_ok=True)
@@ -134,7 +144,8 @@ def pull_job(project: Project, store: Store, hub: Hub, job: Job,
             try:
                 hub.get_file(key, archive)
             except HubNotFound as exc:
-                raise PullError(f"job {job.id}: result archive missing from the hub") from exc
+                raise PullLaterError(f"job {job.id}: result archive missing from the hub") \
+                    from exc
         got = sha256_file(archive)
         if got != sealed.sha256:
             raise PullError(
@@ -157,13 +168,13 @@ def pull_job(project: Project, store: Store, hub: Hub, job: Job,
                 placer.place(entry, target)
                 placed.append(target)
     except (OSError, HubError) as exc:
-        if _disk_full(exc):
-            raise PullError(
-                f"disk full while pulling job {job.id} ({job.name}): free some space, then "
-                f"run `orch pull {job.id}`"
+        if is_disk_full(exc):
+            raise PullLaterError(
+                f"disk full while pulling job {job.id} ({job.name}): free some space; the "
+                f"daemon tries again (or run `orch pull {job.id}`)"
             ) from exc
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise PullError(f"cannot pull job {job.id}: {reason}") from exc
+        raise PullLaterError(f"cannot pull job {job.id}: {reason}") from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     rel = [str(p.relative_to(project.root)) if p.is_relative_to(project.root) else str(p)
@@ -176,7 +187,8 @@ def pull_job(project: Project, store: Store, hub: Hub, job: Job,
     if job.state is JobState.SUCCEEDED and to is None:
         try:
             store.transition(job.id, JobState.PULLED, "pulled: " + ", ".join(rel),
-                             expect=[JobState.SUCCEEDED], pulled_to=rel, error=None)
+                             expect=[JobState.SUCCEEDED], pulled_to=rel, error=None,
+                             pull_error=None)
         except IllegalTransitionError:
             pass  # pulled concurrently by the daemon or another `orch pull`
     log.info("pulled %s into %s", job.id, ", ".join(rel))
@@ -200,3 +212,40 @@ def pull_many(project: Project, store: Store, refs: list[str] | None = None,
             yield job, pull_job(project, store, project_hub(project, job.hub), job, to=to)
         except PullError as exc:
             yield job, exc
+
+
+class AutoPull:
+    """The daemon's pulls: every SUCCEEDED job, as soon as it is sealed. A failed pull
+    is recorded on the job (``pull_error``: `orch status` shows it and `--wait` stops
+    waiting); one that may work later is tried again with a growing pause (up to
+    five minutes), one that will not (a corrupt or unsafe result) is left to the user."""
+
+    def __init__(self, project: Project, store: Store) -> None:
+        self.project = project
+        self.store = store
+        self.later: dict[str, tuple[float, float]] = {}  # job id → (next try, pause)
+        self.given_up: set[tuple[str, int]] = set()
+
+    def waiting(self) -> int:
+        """How many sealed results still wait to be pulled by the daemon."""
+        return sum(1 for j in self.store.jobs([JobState.SUCCEEDED])
+                   if (j.id, j.attempt) not in self.given_up)
+
+    def run(self, hubs: dict[str, Hub], now: float) -> None:
+        for job in self.store.jobs([JobState.SUCCEEDED]):
+            hub = hubs.get(job.hub)
+            next_try, pause = self.later.get(job.id, (0.0, 1.0))
+            if hub is None or (job.id, job.attempt) in self.given_up or now < next_try:
+                continue
+            try:
+                pull_job(self.project, self.store, hub, job)
+                self.later.pop(job.id, None)
+            except PullError as exc:
+                self.store.update(job.id, pull_error=str(exc))
+                if isinstance(exc, PullLaterError):
+                    self.later[job.id] = (now + pause, min(300.0, pause * 2))
+                    log.warning("%s (trying again in %.0f s)", exc, pause)
+                else:
+                    self.given_up.add((job.id, job.attempt))
+                    self.store.note(job.id, f"auto-pull failed: {exc}")
+                    log.error("%s", exc)

@@ -120,6 +120,8 @@ def job_detail(job: Job, events: Sequence[Event], attempts: Sequence[Attempt],
         lines.append(f"  exit code {job.exit_code}")
     if job.error:
         lines.append(f"  error     {job.error}")
+    if job.pull_error:
+        lines.append(f"  not pulled {job.pull_error}")
     if job.pulled_to:
         lines.append(f"  pulled to {', '.join(job.pulled_to)}")
     lines.append("attempts:")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
 from .archive import HashingWriter, safe_extract, sha256_file, write_tar
+from .atomic import temp_path
 from .errors import HubError, OrchError, SignatureError, SupersededError
 from .joblogs import tail
 from .outputs import collect, stats_of
@@ -52,8 +53,11 @@ except (OSError, AttributeError):  # pragma: no cover
 class AttemptRun:
     """One attempt of one job on this worker: set up, run, monitor, seal."""
 
-    def __init__(self, worker: Worker, job_id: str, n: int) -> None:
+    def __init__(self, worker: Worker, job_id: str, n: int, resume_from: int = 1) -> None:
+        """``resume_from``: restore only checkpoints of attempts from this one on
+        (`orch retry --fresh` sets it to the new attempt: nothing to restore)."""
         self.w = worker
+        self.resume_from = resume_from
         self.hub = worker.hub
         self.job_id = job_id
         self.n = n
@@ -151,7 +155,7 @@ class AttemptRun:
         cached = cache / sha
         if not cached.is_file():
             cache.mkdir(parents=True, exist_ok=True)
-            tmp = cache / f".{sha}.{os.getpid()}.part"
+            tmp = temp_path(cached)
             self.hub.get_file(P.blob(sha), tmp)
             got = sha256_file(tmp)
             if got != sha:
@@ -179,7 +183,7 @@ class AttemptRun:
             else:
                 self.fetch_blob(ref.sha256, target)
         earlier = [n for n in map(P.parse_ckpt_name, self.hub.list(P.ckpt_dir(self.job_id)))
-                   if n is not None and n < self.n]
+                   if n is not None and self.resume_from <= n < self.n]
         if earlier:
             m = max(earlier)
             tmp = self.dir / "restore.tar"
@@ -218,13 +222,21 @@ class AttemptRun:
 
     def run_script(self, manifest: P.Manifest) -> int | None:
         """Run and watch the script. Returns its exit code, or None when the run was
-        cancelled (status written) or superseded (SupersededError raised)."""
+        cancelled (status written) or superseded (SupersededError raised). Whatever
+        ends the watching (an error too), the script is never left running."""
         with open(self.log_path, "ab") as logf:
             proc = subprocess.Popen(
                 self.command(manifest), cwd=self.src, env=self.environment(manifest),
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_pdeathsig,
             )
+        try:
+            return self._watch(proc)
+        finally:
+            if proc.poll() is None:
+                kill_tree(proc)
+
+    def _watch(self, proc: subprocess.Popen[bytes]) -> int | None:
         self.put_status(phase=P.Phase.RUNNING, pid=proc.pid)
         log.info("%s.%d running (pid %d)", self.job_id, self.n, proc.pid)
         cfg = self.w.cfg

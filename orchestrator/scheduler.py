@@ -1,14 +1,17 @@
 """The scheduler tick: the only place that moves jobs between places.
 
 One tick, in order: read workers' heartbeats, read the status of every attempt
-on a worker, expire the leases of silent workers (their job goes LOST, then back
-to QUEUED as attempt+1), pass cancel requests on, and assign queued jobs to free
-workers (priority first, then submit order; GPU jobs only to GPU workers).
+on a worker, expire the leases of silent workers (their job goes LOST and back to
+QUEUED as attempt+1, in one transaction), repair the hub, pass cancel requests
+on, and assign queued jobs to free workers (priority first, then submit order;
+GPU jobs only to GPU workers).
 
-Assignment order is chosen for crash safety: the store says ASSIGNED before the
-inbox file exists. A crash in between leaves an ASSIGNED job with no inbox file;
-:meth:`Scheduler.recover` (run at daemon start) writes it again. The reverse
-order could run a job twice.
+Every state change is one store transaction (:class:`~.store.Store`'s moves); hub
+I/O comes after the commit. A crash or a hub error between the two leaves the hub
+behind the store, never the reverse, and :meth:`Scheduler.repair` catches the hub
+up on every tick: an ASSIGNED job whose inbox file is missing gets it again, an
+inbox file of an attempt that is no longer current is withdrawn. The store says
+ASSIGNED before the inbox file exists; the reverse order could run a job twice.
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ S = JobState
 
 #: Is this (local) worker's process alive? None when it cannot be told.
 AliveCheck = Callable[[WorkerInfo], bool | None]
+#: Called when a worker is declared gone, before its jobs are re-queued: a place
+#: that can (the local one) makes sure nothing of it still runs.
+GoneHook = Callable[[WorkerInfo, list[Job]], None]
 
 
 def manifest_for(job: Job) -> P.Manifest:
-    """What a worker needs to run ``job`` (jobs/<id>/manifest.json)."""
+    """What a worker needs to run ``job`` (jobs/<id>/manifest.json), unsigned."""
     return P.Manifest(job_id=job.id, name=job.name, script=job.script, args=job.args,
                       env=job.env, snapshot=job.snapshot_sha256, data=job.data,
                       outputs=job.outputs, gpu=job.gpu, autotrack=job.autotrack)
@@ -59,7 +65,7 @@ def preference(job: Job, worker: WorkerInfo) -> tuple[int, str]:
 
 class Scheduler:
     def __init__(self, project: Project, store: Store, hubs: Hub | dict[str, Hub],
-                 alive: AliveCheck | None = None) -> None:
+                 alive: AliveCheck | None = None, on_gone: GoneHook | None = None) -> None:
         """``hubs`` by name; a single hub is the ``local`` one. Each is claimed for
         the project (``hub.json``): one of another project or protocol is refused."""
         self.project = project
@@ -69,9 +75,11 @@ class Scheduler:
         for name, hub in (hubs if isinstance(hubs, dict) else {"local": hubs}).items():
             self.add_hub(name, hub)
         self.alive = alive or (lambda w: None)
+        self.on_gone = on_gone or (lambda w, jobs: None)
         self.settings = project.settings
         self._missing: set[str] = set()  # hubs warned about
         self._refused: set[str] = set()  # heartbeats of another protocol, warned about
+        self._assign_seen: tuple[Any, ...] | None = None  # what the last assign() saw
 
     def add_hub(self, name: str, hub: Hub) -> None:
         """Serve ``hub`` under ``name`` from now on (after checking it is ours)."""
@@ -95,27 +103,24 @@ class Scheduler:
         self.sync_workers(now)
         self.sync_statuses()
         self.expire_leases(now)
+        self.repair()
         self.pass_cancels()
-        self.assign()
+        self.assign(now)
 
     def recover(self, now: float | None = None) -> None:
-        """At daemon start: forgive downtime, and finish half-done assignments."""
+        """At daemon start: forgive downtime (fresh leases), re-queue jobs an older
+        orch left LOST, and catch the hub up with the store."""
         now = time.time() if now is None else now
         self.store.refresh_worker_leases(now)
-        for job in self.store.jobs([S.ASSIGNED]):
-            hub = self.hub_of(job.hub)
-            if job.worker_id is None or hub is None:
-                continue
-            key = P.inbox(job.worker_id, job.id, job.attempt)
-            if not hub.exists(key) and not hub.exists(P.status(job.id, job.attempt)):
-                log.info("re-writing the assignment of %s attempt %d", job.id, job.attempt)
-                self.write_assignment(job, job.worker_id, hub)
+        for job_id in self.store.requeue_lost():
+            log.info("re-queued %s, left LOST", job_id)
+        self.repair()
 
     # ---- steps --------------------------------------------------------------
 
     def sync_workers(self, now: float) -> None:
         for name, hub in self.hubs.items():
-            for wid in hub.list("workers"):
+            for wid in hub.list(P.WORKERS):
                 self.sync_worker(name, hub, wid, now)
 
     def sync_worker(self, hub_name: str, hub: Hub, wid: str, now: float) -> None:
@@ -149,20 +154,15 @@ class Scheduler:
 
     def apply_status(self, job: Job, status: P.RunStatus, hub: Hub) -> None:
         phase = status.phase
-        progress = status.progress
-        resumed = status.resumed_from_epoch
         try:
             if job.state is S.ASSIGNED and phase is not P.Phase.CANCELLED:
-                started = status.started_at or time.time()
-                job = self.store.transition(
-                    job.id, S.RUNNING, f"started on {job.worker_id}", expect=[S.ASSIGNED],
-                    on_attempt=job.attempt, started_at=started,
-                )
-                self.store.update_attempt(job.id, job.attempt, started_at=started)
-            if resumed and resumed > 0:
-                self.store.update_attempt(job.id, job.attempt, resumed_from_epoch=resumed)
-            if progress and progress != job.progress:
-                self.store.update(job.id, on_attempt=job.attempt, progress=progress)
+                job = self.store.start(job.id, job.attempt, status.started_at or time.time(),
+                                       f"started on {job.worker_id}")
+            if status.resumed_from_epoch:
+                self.store.update_attempt(job.id, job.attempt,
+                                          resumed_from_epoch=status.resumed_from_epoch)
+            if status.progress and status.progress != job.progress:
+                self.store.update(job.id, on_attempt=job.attempt, progress=status.progress)
             if phase is P.Phase.SUCCEEDED:
                 if not hub.exists(P.result_json(job.id, job.attempt)):
                     return  # status can show before the seal on lagging hubs
@@ -172,21 +172,29 @@ class Scheduler:
                             exit_code=status.exit_code, error=status.error)
             elif phase is P.Phase.CANCELLED:
                 self.finish(job, S.CANCELLED, "cancelled on the worker")
-                hub.delete(P.cancel(job.id))
         except IllegalTransitionError as exc:
             log.info("status of %s ignored: %s", job.id, exc)
 
     def finish(self, job: Job, dst: JobState, message: str, **fields: Any) -> None:
-        now = time.time()
-        self.store.transition(job.id, dst, message, expect=ON_WORKER,
-                              on_attempt=job.attempt, finished_at=now, **fields)
-        self.store.update_attempt(job.id, job.attempt, ended_at=now, outcome=dst.value)
-        hub = self.hubs.get(job.hub)
-        if job.worker_id and hub is not None:
-            hub.delete(P.inbox(job.worker_id, job.id, job.attempt))
+        self.store.finish(job.id, job.attempt, dst, message, **fields)
         log.info("%s %s: %s", job.id, dst.value, message)
+        self._withdraw(job)
+
+    def _withdraw(self, job: Job) -> None:
+        """Best effort, after the commit: remove the attempt's inbox file (and a cancel
+        marker it no longer needs). What fails here, repair() redoes."""
+        hub = self.hubs.get(job.hub)
+        if hub is None or job.worker_id is None:
+            return
+        try:
+            hub.delete(P.inbox(job.worker_id, job.id, job.attempt))
+            if job.cancel_requested:
+                hub.delete(P.cancel(job.id))
+        except HubError as exc:
+            log.warning("could not withdraw %s attempt %d yet: %s", job.id, job.attempt, exc)
 
     def expire_leases(self, now: float) -> None:
+        on_worker = self.store.jobs(ON_WORKER)
         for worker in self.store.workers():
             ttl = (self.settings.lease_ttl if worker.hub == "local"
                    else self.settings.remote_lease_ttl)
@@ -201,62 +209,96 @@ class Scheduler:
                 reason = f"no heartbeat for {now - worker.last_seen:.0f} s (lease {ttl:.0f} s)"
             if reason is None:
                 continue
+            held = [j for j in on_worker if j.worker_id == worker.id]
+            self.on_gone(worker, held)  # e.g. a stopped local process is killed first
             self.store.mark_worker_gone(worker.id)
             log.info("worker %s gone: %s", worker.id, reason)
-            for job in self.store.jobs(ON_WORKER):
-                if job.worker_id == worker.id:
-                    self.lose(job, reason)
+            for job in held:
+                self.lose(job, reason)
             hub = self.hubs.get(worker.hub)
             if worker.state == P.WorkerState.STOPPED.value and hub is not None:
-                hub.delete(P.worker_dir(worker.id))
+                try:
+                    hub.delete(P.worker_dir(worker.id))
+                except HubError as exc:
+                    log.warning("could not remove stopped worker %s: %s", worker.id, exc)
 
     def lose(self, job: Job, reason: str) -> None:
-        """Lease expired: LOST, withdraw the assignment (fences a zombie), re-queue."""
+        """Lease expired: LOST and re-queued (one transaction), then the assignment is
+        withdrawn (fences a zombie)."""
         try:
-            self.store.transition(job.id, S.LOST, f"lost on {job.worker_id}: {reason}",
-                                  expect=ON_WORKER, on_attempt=job.attempt)
+            self.store.lose(job.id, job.attempt, reason)
         except IllegalTransitionError:
             return
-        self.store.update_attempt(job.id, job.attempt, ended_at=time.time(), outcome="LOST")
-        hub = self.hubs.get(job.hub)
-        if job.worker_id and hub is not None:
-            hub.delete(P.inbox(job.worker_id, job.id, job.attempt))
-        nxt = job.attempt + 1
-        self.store.transition(
-            job.id, S.QUEUED, f"re-queued as attempt {nxt} (resumes from its checkpoint)",
-            expect=[S.LOST], on_attempt=job.attempt, worker_id=None, attempt=nxt,
-            progress={},
-        )
-        if job.cancel_requested:
-            self.store.transition(job.id, S.CANCELLED, "cancelled", expect=[S.QUEUED],
-                                  finished_at=time.time())
+        self._withdraw(job)
+
+    def repair(self) -> None:
+        """Catch every hub up with the store (idempotent; cheap when nothing is off):
+        rewrite the assignment of an ASSIGNED job whose inbox file and status are both
+        missing, and withdraw inbox files of attempts that are no longer current."""
+        on_worker = self.store.jobs(ON_WORKER)
+        current = {(j.worker_id, j.id, j.attempt) for j in on_worker}
+        for job in on_worker:
+            hub = self.hubs.get(job.hub)
+            if job.state is not S.ASSIGNED or job.worker_id is None or hub is None:
+                continue
+            try:
+                if not hub.exists(P.inbox(job.worker_id, job.id, job.attempt)) and \
+                        not hub.exists(P.status(job.id, job.attempt)):
+                    log.info("re-writing the assignment of %s attempt %d", job.id,
+                             job.attempt)
+                    self.publish(job, hub)
+                    self.write_assignment(job, job.worker_id, hub)
+            except HubError as exc:
+                log.warning("cannot repair the assignment of %s yet: %s", job.id, exc)
+        for worker in self.store.workers():  # a gone worker that beats again is back here
+            hub = self.hubs.get(worker.hub)
+            if hub is None:
+                continue
+            try:
+                for name in hub.list(P.inbox_dir(worker.id)):
+                    parsed = P.parse_inbox_name(name)
+                    if parsed and (worker.id, *parsed) not in current:
+                        log.info("withdrawing stale assignment %s of %s", name, worker.id)
+                        hub.delete(P.inbox(worker.id, *parsed))
+            except HubError as exc:
+                log.warning("cannot tidy the inbox of %s yet: %s", worker.id, exc)
 
     def pass_cancels(self) -> None:
         for job in self.store.jobs(ON_WORKER):
             hub = self.hubs.get(job.hub)
-            if job.cancel_requested and hub is not None and not hub.exists(P.cancel(job.id)):
-                hub.put_doc(P.cancel(job.id), P.Cancel(job_id=job.id, at=time.time()))
-                log.info("cancel marker written for %s", job.id)
+            if not job.cancel_requested or hub is None:
+                continue
+            try:
+                if not hub.exists(P.cancel(job.id)):
+                    hub.put_doc(P.cancel(job.id), P.Cancel(job_id=job.id, at=time.time()))
+                    log.info("cancel marker written for %s", job.id)
+            except HubError as exc:
+                log.warning("cannot pass the cancel of %s on yet: %s", job.id, exc)
 
     def free_workers(self) -> list[WorkerInfo]:
         busy = {j.worker_id for j in self.store.jobs(ON_WORKER)}
         return [w for w in self.store.workers()
                 if w.id not in busy and w.state != P.WorkerState.STOPPED.value]
 
-    def assign(self) -> None:
-        queued = self.store.queued()
-        if not queued:
-            return
+    def assign(self, now: float | None = None) -> None:
+        """Give queued jobs to free workers. Skipped while neither the queue nor the
+        free workers changed since the last call (a queue nobody can take costs a
+        count, not a scan)."""
         free = self.free_workers()
-        for job in queued:
-            if job.cancel_requested:
+        seen = (self.store.queue_version(), tuple(sorted(w.id for w in free)))
+        if not free or seen == self._assign_seen:
+            self._assign_seen = seen
+            return
+        self._assign_seen = seen
+        for job in self.store.queued():
+            if job.cancel_requested:  # asked while it was being re-queued
                 try:
                     self.store.transition(job.id, S.CANCELLED, "cancelled before it started",
                                           expect=[S.QUEUED], finished_at=time.time())
                 except IllegalTransitionError:
                     pass
                 continue
-            fitting = sorted((w for w in free if worker_fits(job, w)),
+            fitting = sorted((w for w in free if worker_fits(job, w, now)),
                              key=lambda w: preference(job, w))
             if not fitting:
                 continue
@@ -266,23 +308,25 @@ class Scheduler:
                 continue
             try:
                 self.publish(job, hub)
-                job = self.store.transition(
-                    job.id, S.ASSIGNED, f"assigned to {worker.id} (attempt {job.attempt})",
-                    expect=[S.QUEUED], on_attempt=job.attempt, worker_id=worker.id,
-                    hub=worker.hub,
-                )
+                job = self.store.assign(job.id, job.attempt, worker.id, worker.hub)
             except IllegalTransitionError:
                 continue  # cancelled meanwhile
             except HubError as exc:
                 log.warning("cannot publish %s: %s", job.id, exc)
+                self._assign_seen = None  # try again next tick
                 continue
-            self.store.start_attempt(job.id, job.attempt, worker.id)
-            self.write_assignment(job, worker.id, hub)
             free.remove(worker)
+            try:
+                self.write_assignment(job, worker.id, hub)
+            except HubError as exc:  # the store says ASSIGNED: repair() writes it later
+                log.warning("assignment of %s not written yet: %s", job.id, exc)
+            if not free:
+                break
+        self._assign_seen = (self.store.queue_version(), seen[1])
 
     def publish(self, job: Job, hub: Hub) -> None:
-        """Make the job's blobs and manifest available on ``hub`` (idempotent; a
-        blob already there, by its sha256, is not sent again)."""
+        """Make the job's blobs and its signed manifest available on ``hub``
+        (idempotent; a blob already there, by its sha256, is not sent again)."""
         local = self.project.hub_dir / "blobs"
         for sha in [job.snapshot_sha256, *(d.sha256 for d in job.data)]:
             if not hub.exists(P.blob(sha)):
@@ -292,5 +336,5 @@ class Scheduler:
     def write_assignment(self, job: Job, worker_id: str, hub: Hub) -> None:
         """Write the (signed) assignment of the job's current attempt to ``worker_id``."""
         doc = P.Assignment(job_id=job.id, attempt=job.attempt, worker_id=worker_id,
-                           assigned_at=time.time())
+                           assigned_at=time.time(), resume_from=job.fresh_from)
         hub.put_doc(P.inbox(worker_id, job.id, job.attempt), sign(doc, self.identity.key))

@@ -1,10 +1,13 @@
-"""The SQLite schema of ``.orch/state.db``: its migrations, and how a row of the
-jobs table becomes a :class:`~orchestrator.models.Job`. Used only by the store."""
+"""The SQLite file ``.orch/state.db``: its migrations, how a row of the jobs table
+becomes a :class:`~orchestrator.models.Job`, what is said when the file cannot be
+used, and how `orch init --reset` moves it aside. Used by the store."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
+from pathlib import Path
 
 from .models import DataRef, GpuNeed, Job, JobState, OutputSpec
 
@@ -100,13 +103,22 @@ MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL
     );
     """,
+    # v5: a pull that failed says why (and `--wait` stops waiting); `orch retry --fresh`
+    # ignores the checkpoints of earlier attempts.
+    """
+    ALTER TABLE jobs ADD COLUMN pull_error TEXT;
+    ALTER TABLE jobs ADD COLUMN fresh_from INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX jobs_state_changed ON jobs(state, updated_at);
+    CREATE INDEX jobs_state_target ON jobs(state, target);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 JOB_COLUMNS = (
     "id, seq, name, script, args, target, gpu, priority, estimate_s, snapshot_sha256, data, "
     "outputs, env, autotrack, state, attempt, worker_id, submitted_at, updated_at, started_at, "
-    "finished_at, progress, exit_code, error, cancel_requested, pulled_to, hub, checkpoints"
+    "finished_at, progress, exit_code, error, cancel_requested, pulled_to, hub, checkpoints, "
+    "pull_error, fresh_from"
 )
 
 
@@ -140,4 +152,38 @@ def job_of(row: sqlite3.Row) -> Job:
         pulled_to=tuple(json.loads(row["pulled_to"])),
         hub=row["hub"],
         checkpoints=bool(row["checkpoints"]),
+        pull_error=row["pull_error"],
+        fresh_from=row["fresh_from"],
     )
+
+
+CREATED_MARKER = "store-created"
+
+
+def damaged(path: Path, exc: BaseException) -> str:
+    """One line for a store SQLite cannot use: it is kept as it is for inspection."""
+    import os
+
+    if "readonly" in str(exc) or not os.access(path.parent, os.W_OK):
+        return (f"{path.parent} is read-only: orch needs to write its state there "
+                f"({exc})")
+    if "unable to open" in str(exc):
+        return f"cannot open {path}: {exc}"
+    if isinstance(exc, sqlite3.OperationalError) and ("full" in str(exc) or "disk" in str(exc)):
+        return f"cannot write {path}: {exc}"
+    return (f"{path} is damaged or not an orch store ({exc}); it was left as it is for "
+            "inspection: restore it from a backup, or run `orch init --reset` to start over")
+
+
+def reset_store(path: Path) -> Path:
+    """Move the store at ``path`` (and its WAL files, and the marker that it existed)
+    aside into a new ``reset-<time>/`` folder beside it; return that folder. The
+    daemon must not be running (its lock is checked by the caller's CLI)."""
+    import os
+
+    aside = path.with_name(f"reset-{time.strftime('%Y%m%d-%H%M%S')}")
+    aside.mkdir()
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", CREATED_MARKER):
+        if (path.parent / name).exists():
+            os.replace(path.parent / name, aside / name)
+    return aside

@@ -15,43 +15,65 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import IllegalTransitionError, JobNotFoundError, StoreError
 from .logs import get_logger
 from .models import (
+    TERMINAL,
+    UNFINISHED,
     Attempt,
     Event,
     Job,
     JobSpec,
     JobState,
-    WorkerInfo,
     check_transition,
     sources_for,
 )
-from .schema import JOB_COLUMNS, MIGRATIONS, SCHEMA_VERSION, job_of
-
-if TYPE_CHECKING:
-    from .protocol import Heartbeat
+from .schema import (
+    CREATED_MARKER,
+    JOB_COLUMNS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    damaged,
+    job_of,
+)
+from .store_moves import JobMoves
+from .store_records import Records
 
 log = get_logger(__name__)
 
-class Store:
+class Store(JobMoves, Records):
     """One connection to a project's state database. Not shared across threads."""
 
     def __init__(self, path: Path) -> None:
+        """Open (or, in a new project, create) the store at ``path``. StoreError, in
+        one line, for a file that is not an orch store, and for a store that is gone
+        or emptied where this project had one (``store-created`` says so): that is
+        refused rather than silently re-created (`orch init --reset` starts over)."""
         self.path = Path(path)
+        self.job_moves = 0  # state changes made through this connection (queue_version)
+        marker = self.path.with_name(CREATED_MARKER)
+        emptied = not self.path.exists() or self.path.stat().st_size == 0
+        if emptied and marker.exists():
+            raise StoreError(
+                f"{self.path} is {'empty' if self.path.exists() else 'missing'}, but this "
+                f"project had a store ({marker.name}): restore it from a backup, or run "
+                "`orch init --reset` to start over without the old jobs")
         try:
             self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+            raise StoreError(damaged(self.path, exc)) from exc
         self.db.row_factory = sqlite3.Row
         try:
             self.db.execute("PRAGMA busy_timeout = 30000")
             self.db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a usable orch state database: {exc}") from exc
+            self.db.close()
+            raise StoreError(damaged(self.path, exc)) from exc
+        if emptied:
+            marker.write_text("orch: this project has a store; do not delete it by hand\n")
 
     def close(self) -> None:
         self.db.close()
@@ -179,16 +201,74 @@ class Store:
             params.append(limit)
         return [job_of(r) for r in self.db.execute(sql, params)]
 
-    def queued(self) -> list[Job]:
-        """QUEUED jobs in scheduling order: priority first, then submit order."""
-        rows = self.db.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state='QUEUED' ORDER BY priority DESC, seq"
-        )
+    def queued(self, limit: int | None = None) -> list[Job]:
+        """QUEUED jobs in scheduling order: priority first, then submit order (the
+        first ``limit`` of them)."""
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE state='QUEUED' ORDER BY priority DESC, seq"
+        rows = self.db.execute(sql + (" LIMIT ?" if limit is not None else ""),
+                               () if limit is None else (limit,))
         return [job_of(r) for r in rows]
+
+    def overview(self, limit: int | None) -> list[Job]:
+        """What `orch status` lists, in submit order: every job on a worker, lost, or
+        waiting to be pulled; the first ``limit`` queued ones (in scheduling order);
+        the ``limit`` newest that ended. ``limit`` None: every job. Its cost does not
+        grow with a long queue."""
+        if limit is None:
+            return self.jobs()
+        jobs = self.jobs(UNFINISHED - {JobState.QUEUED}) + self.queued(limit) + self.jobs(
+            TERMINAL, limit=limit, newest_first=True)
+        return sorted(jobs, key=lambda j: j.seq)
+
+    def queue_version(self) -> tuple[int, int]:
+        """Changes whenever the jobs may have changed: another process (the CLI)
+        committed (SQLite's ``data_version``), or this connection moved a job. O(1)."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0]), self.job_moves
+
+    def has_jobs(self, states: Iterable[JobState]) -> bool:
+        """Whether any job is in one of ``states`` (an index seek, whatever the count)."""
+        wanted = [s.value for s in states]
+        return self.db.execute(f"SELECT 1 FROM jobs WHERE state IN "
+                               f"({','.join('?' * len(wanted))}) LIMIT 1",
+                               wanted).fetchone() is not None
+
+    def queued_targets(self) -> frozenset[str]:
+        """The ``--on`` targets of the queued jobs (which places have work waiting)."""
+        rows = self.db.execute("SELECT DISTINCT target FROM jobs WHERE state='QUEUED'")
+        return frozenset(r[0] for r in rows)
 
     def counts(self) -> dict[JobState, int]:
         rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {JobState(s): n for s, n in rows}
+
+    def _move(self, db: sqlite3.Connection, job_id: str, dst: JobState, message: str,
+              expect: Iterable[JobState] | None, on_attempt: int | None,
+              fields: dict[str, Any], now: float) -> JobState:
+        """One compare-and-set inside the open transaction ``db``; returns the state
+        the job left. IllegalTransitionError (with the state found) if it lost."""
+        sources = sources_for(dst) if expect is None else frozenset(expect)
+        for src in sources:
+            check_transition(src, dst)
+        sets = {"state": dst.value, "updated_at": now, **fields}
+        for key in ("progress", "pulled_to"):
+            if key in sets and not isinstance(sets[key], str):
+                sets[key] = json.dumps(sets[key])
+        assignments = ", ".join(f"{k}=?" for k in sets)
+        where = f"id=? AND state IN ({','.join('?' * len(sources))})"
+        params: list[Any] = [*sets.values(), job_id, *(s.value for s in sources)]
+        if on_attempt is not None:
+            where += " AND attempt=?"
+            params.append(on_attempt)
+        before = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if before is None:
+            raise JobNotFoundError(f"no job {job_id!r}")
+        if db.execute(f"UPDATE jobs SET {assignments} WHERE {where}", params).rowcount != 1:
+            raise IllegalTransitionError(
+                f"job {job_id} is {before['state']}; cannot move it to {dst.value}")
+        self.job_moves += 1
+        db.execute("INSERT INTO events (job_id, at, src, dst, message) VALUES (?,?,?,?,?)",
+                   (job_id, now, before["state"], dst.value, message))
+        return JobState(before["state"])
 
     def transition(
         self,
@@ -206,33 +286,8 @@ class Store:
         raised with the state found. ``fields`` are set in the same statement.
         Appends an event in the same transaction.
         """
-        sources = sources_for(dst) if expect is None else frozenset(expect)
-        for src in sources:
-            check_transition(src, dst)
-        now = time.time()
-        sets = {"state": dst.value, "updated_at": now, **fields}
-        for key in ("progress", "pulled_to"):
-            if key in sets and not isinstance(sets[key], str):
-                sets[key] = json.dumps(sets[key])
-        assignments = ", ".join(f"{k}=?" for k in sets)
-        where = f"id=? AND state IN ({','.join('?' * len(sources))})"
-        params: list[Any] = [*sets.values(), job_id, *(s.value for s in sources)]
-        if on_attempt is not None:
-            where += " AND attempt=?"
-            params.append(on_attempt)
         with self.tx() as db:
-            before = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
-            if before is None:
-                raise JobNotFoundError(f"no job {job_id!r}")
-            cur = db.execute(f"UPDATE jobs SET {assignments} WHERE {where}", params)
-            if cur.rowcount != 1:
-                raise IllegalTransitionError(
-                    f"job {job_id} is {before['state']}; cannot move it to {dst.value}"
-                )
-            db.execute(
-                "INSERT INTO events (job_id, at, src, dst, message) VALUES (?,?,?,?,?)",
-                (job_id, now, before["state"], dst.value, message),
-            )
+            self._move(db, job_id, dst, message, expect, on_attempt, fields, time.time())
         return self.get(job_id)
 
     def update(self, job_id: str, on_attempt: int | None = None, **fields: Any) -> bool:
@@ -266,14 +321,6 @@ class Store:
 
     # ---- attempts ---------------------------------------------------------
 
-    def start_attempt(self, job_id: str, n: int, worker_id: str) -> None:
-        with self.tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO attempts (job_id, n, worker_id, assigned_at) "
-                "VALUES (?,?,?,?)",
-                (job_id, n, worker_id, time.time()),
-            )
-
     def update_attempt(self, job_id: str, n: int, **fields: Any) -> None:
         if not fields:
             return
@@ -288,92 +335,6 @@ class Store:
             (job_id,),
         )
         return [Attempt(**dict(r)) for r in rows]
-
-    # ---- deliveries -------------------------------------------------------
-
-    def deliveries(self) -> dict[str, str]:
-        """Project paths (files or folders) that pulls placed, by the job that did."""
-        return dict(self.db.execute("SELECT path, job_id FROM deliveries"))
-
-    def record_deliveries(self, job_id: str, paths: Iterable[str]) -> None:
-        """``paths`` (project-relative) were placed by ``job_id``'s pull."""
-        now = time.time()
-        with self.tx() as db:
-            db.executemany("INSERT OR REPLACE INTO deliveries (path, job_id, at) VALUES (?,?,?)",
-                           [(path, job_id, now) for path in paths])
-
-    # ---- workers ----------------------------------------------------------
-
-    def upsert_worker(self, beat: Heartbeat, seen_at: float,
-                      hub: str = "local") -> tuple[bool, bool]:
-        """Record a heartbeat. Returns ``(new, advanced)``: whether the worker is new,
-        and whether its heartbeat counter moved (only then is ``last_seen`` bumped,
-        so liveness is judged by the daemon's clock, not the worker's)."""
-        wid = beat.worker_id
-        row = self.db.execute("SELECT seq, gone FROM workers WHERE id=?", (wid,)).fetchone()
-        caps = beat.capabilities
-        values = {
-            "name": beat.name,
-            "kind": caps.kind,
-            "host": beat.host,
-            "pid": beat.pid,
-            "gpu": int(caps.gpu),
-            "gpu_name": caps.gpu_name,
-            "state": beat.state.value,
-            "job_id": beat.job_id,
-            "attempt": beat.attempt,
-            "seq": beat.seq,
-            "info": beat.to_json().decode(),
-            "hub": hub,
-            "session_left": caps.session_left,
-        }
-        with self.tx() as db:
-            if row is None:
-                db.execute(
-                    f"INSERT INTO workers (id, {', '.join(values)}, last_seen) "
-                    f"VALUES (?, {', '.join('?' * len(values))}, ?)",
-                    [wid, *values.values(), seen_at],
-                )
-                return True, True
-            advanced = beat.seq != row["seq"]
-            if not advanced:
-                return False, False
-            # A worker declared gone that beats again may rejoin: its old assignments
-            # were withdrawn when it was declared gone, so it cannot run them twice.
-            revived = 0 if beat.state.value != "stopped" else row["gone"]
-            db.execute(
-                f"UPDATE workers SET {', '.join(f'{k}=?' for k in values)}, last_seen=?, "
-                "gone=? WHERE id=?",
-                [*values.values(), seen_at, revived, wid],
-            )
-            return False, True
-
-    def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
-        sql = (
-            "SELECT id, name, kind, host, pid, gpu, gpu_name, state, job_id, attempt, last_seen, "
-            "gone, hub, session_left, info FROM workers"
-        )
-        if not include_gone:
-            sql += " WHERE gone=0"
-        rows = self.db.execute(sql + " ORDER BY name, id")
-        out = []
-        for r in rows:
-            fields = {k: r[k] for k in r.keys() if k != "info"}  # noqa: SIM118 - a Row
-            caps = json.loads(r["info"] or "{}").get("capabilities") or {}
-            out.append(WorkerInfo(**{**fields, "gpu": bool(r["gpu"]), "gone": bool(r["gone"]),
-                                     "heartbeat_interval": caps.get("heartbeat_interval")}))
-        return out
-
-    def mark_worker_gone(self, worker_id: str) -> None:
-        with self.tx() as db:
-            db.execute("UPDATE workers SET gone=1 WHERE id=?", (worker_id,))
-
-    def refresh_worker_leases(self, now: float) -> None:
-        """Give every live worker a fresh lease (the daemon calls this at start-up,
-        so time it was down does not count against the workers)."""
-        with self.tx() as db:
-            db.execute("UPDATE workers SET last_seen=? WHERE gone=0", (now,))
-
 
 def open_store(path: Path) -> Store:
     return Store(path)

@@ -10,6 +10,7 @@ import itertools
 import os
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from . import snapshot
@@ -27,6 +28,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SWEEP_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 KNOWN_TARGETS = "local, remote, auto, colab or ssh:HOST"
+#: Bounds on what one submit may ask (checked before anything is stored).
+MAX_NAME = 100  # a job's name becomes a folder name (models/NAME/)
+MAX_PRIORITY = 1_000_000
+MAX_ESTIMATE = 30 * 86400.0  # a month: longer is a typo
+MAX_JOBS = 1000  # per submit (a sweep)
 
 
 @dataclass(frozen=True)
@@ -159,15 +165,36 @@ class _Checked:
 
 
 def _check(project: Project, req: SubmitRequest) -> _Checked:
+    """Every value of the request, checked: UsageError (exit 2, one line) for the
+    first that is wrong. Nothing is read beyond the script and data paths."""
     target = parse_target(req.on, project.settings.hub)
     script = resolve_script(project.root, req.script)
     estimate = parse_duration(req.estimate, "--estimate") if req.estimate else None
+    if estimate is not None and not 1 <= estimate <= MAX_ESTIMATE:
+        raise UsageError(f"bad --estimate {req.estimate!r}: between 1s and 30 days")
+    if abs(req.priority) > MAX_PRIORITY:
+        raise UsageError(f"bad --priority {req.priority}: between -{MAX_PRIORITY:,} and "
+                         f"{MAX_PRIORITY:,}")
     env = parse_env(req.env)
     axes = parse_sweep(req.sweep)
+    combos = 1
+    for _, values in axes:
+        combos *= len(values)
+    if combos > MAX_JOBS:
+        raise UsageError(f"--sweep makes {combos:,} jobs; at most {MAX_JOBS:,} per submit")
     outputs = parse_outputs(req.outputs)
     base = Path(script).stem if req.name is None else req.name
     if not _NAME.match(base) or ".." in base:
         raise UsageError(f"bad --name {base!r}: use letters, digits, '.', '_', '-'")
+    def width(key: str, value: str) -> int:
+        return len(sweep_name("", ((key, value),)))
+
+    # the longest name a combination of the axes' values can get
+    widest = tuple((k, max(vs, key=partial(width, k))) for k, vs in axes)
+    longest = len(sweep_name(base, widest)) if widest else len(base)
+    if longest > MAX_NAME:
+        raise UsageError(f"job name too long ({longest} characters, at most {MAX_NAME}): "
+                         "give a shorter --name")
     for given in req.data:
         if not Path(given).expanduser().exists():
             raise BundleError(f"data path {given} does not exist")

@@ -34,11 +34,20 @@ class JobWatch:
         return [self.store.get(i) for i in self.ids]
 
     def finished(self, job: Job) -> bool:
-        """Whether ``job`` has reached the end a waiter waits for."""
-        return job.state in TERMINAL or (not self.auto_pull and job.state is S.SUCCEEDED)
+        """Whether ``job`` has reached an end a waiter waits for: a terminal state, or
+        a sealed result that will not be pulled (auto-pull off, or the pull failed)."""
+        return job.state in TERMINAL or (job.state is S.SUCCEEDED and (
+            not self.auto_pull or job.pull_error is not None))
 
     def failures(self, jobs: Sequence[Job]) -> list[str]:
         """One line per job that did not end as hoped (empty: all succeeded)."""
         ok = S.PULLED if self.auto_pull else S.SUCCEEDED
-        return [f"job {j.id} ({j.name}) {j.state.value}: {j.error or ''}".rstrip(": ")
-                for j in jobs if j.state is not ok]
+        lines = []
+        for j in jobs:
+            if j.state is S.SUCCEEDED and j.pull_error:
+                lines.append(f"job {j.id} ({j.name}) succeeded but its result was not pulled: "
+                             f"{j.pull_error}")
+            elif j.state is not ok:
+                lines.append(f"job {j.id} ({j.name}) {j.state.value}: {j.error or ''}"
+                             .rstrip(": "))
+        return lines

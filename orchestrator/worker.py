@@ -210,26 +210,27 @@ class Worker:
 
     # ---- one attempt --------------------------------------------------------
 
-    def assigned(self, job_id: str, n: int) -> bool:
-        """Whether the inbox file of ``job_id``.``n`` is a genuine assignment to this
+    def assigned(self, job_id: str, n: int) -> P.Assignment | None:
+        """The inbox file of ``job_id``.``n`` if it is a genuine assignment to this
         worker: signed with the project's key, naming this worker and that attempt.
         Anything else is refused with one line in the log, and nothing is written."""
         try:
             doc = self.hub.get_doc(P.inbox(self.id, job_id, n), P.Assignment)
             if doc is None:
-                return False  # withdrawn meanwhile
+                return None  # withdrawn meanwhile
             verify(doc, self.key)
         except OrchError as exc:
             log.warning("refused assignment %s.%d: %s", job_id, n, exc)
-            return False
+            return None
         if (doc.job_id, doc.attempt, doc.worker_id) != (job_id, n, self.id):
             log.warning("refused assignment %s.%d: it names job %s attempt %d for worker %s",
                         job_id, n, doc.job_id, doc.attempt, doc.worker_id)
-            return False
-        return True
+            return None
+        return doc
 
     def run_attempt(self, job_id: str, n: int) -> None:
-        if not self.assigned(job_id, n):
+        assignment = self.assigned(job_id, n)
+        if assignment is None:
             return
         try:
             done = self.hub.get_doc(P.status(job_id, n), P.RunStatus)
@@ -238,7 +239,7 @@ class Worker:
         if done and done.phase in P.TERMINAL_PHASES:
             log.info("%s.%d already ended (%s); skipping", job_id, n, done.phase.value)
             return
-        run = AttemptRun(self, job_id, n)
+        run = AttemptRun(self, job_id, n, resume_from=assignment.resume_from)
         self._set(P.WorkerState.BUSY, (job_id, n))
         try:
             run.execute()

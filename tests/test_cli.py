@@ -53,7 +53,8 @@ def test_submit_then_status_cancel_retry(invoke: Invoke, project_dir: Path) -> N
     assert doc["events"][0]["dst"] == "QUEUED"
     assert invoke("cancel", job_id[:4]).stdout.strip() == f"{job_id} first: cancelled"
     retried = invoke("retry", "first")
-    assert retried.stdout.strip() == f"{job_id} first: queued as attempt 2"
+    assert retried.stdout.strip() == (f"{job_id} first: queued as attempt 2 (resuming "
+                                      "from its newest checkpoint)")
     detail = invoke("status", job_id).stdout
     assert "retried by user" in detail and "cancelled by user" in detail
 

@@ -105,6 +105,15 @@ BAD_SUBMITS: dict[str, tuple[list[str], str]] = {
     "name_dotdot": (["train.py", "--name", "../up"], "--name"),
     "name_hidden": (["train.py", "--name", ".hidden"], "--name"),
     "name_unicode_slash": (["train.py", "--name", "a\u2215b"], "--name"),
+    "name_too_long": (["train.py", "--name", "n" * 300], "too long"),
+    "sweep_names_too_long": (["train.py", "--name", "n" * 80, "--sweep", "x=" + "v" * 30],
+                             "too long"),
+    "sweep_too_many_jobs": (["train.py", "--sweep", "a=" + ",".join(map(str, range(40))),
+                             "--sweep", "b=" + ",".join(map(str, range(40)))], "1,600 jobs"),
+    "estimate_zero": (["train.py", "--estimate", "0s"], "--estimate"),
+    "estimate_absurd": (["train.py", "--estimate", "5000d"], "--estimate"),
+    "priority_beyond_sqlite": (["train.py", "--priority", "99999999999999999999"], "--priority"),
+    "priority_huge_negative": (["train.py", "--priority", "-2000000"], "--priority"),
 }
 
 

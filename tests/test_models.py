@@ -59,8 +59,8 @@ def test_the_table_matches_the_design() -> None:
         S.QUEUED: {S.ASSIGNED, S.CANCELLED},
         S.ASSIGNED: {S.RUNNING, S.SUCCEEDED, S.FAILED, S.LOST, S.CANCELLED},
         S.RUNNING: {S.SUCCEEDED, S.FAILED, S.LOST, S.CANCELLED},
-        S.SUCCEEDED: {S.PULLED},
-        S.PULLED: set(),
+        S.SUCCEEDED: {S.PULLED, S.QUEUED},  # QUEUED: `orch retry` (discards the result)
+        S.PULLED: {S.QUEUED},  # `orch retry`
         S.FAILED: {S.QUEUED},
         S.LOST: {S.QUEUED},
         S.CANCELLED: {S.QUEUED},
@@ -85,7 +85,6 @@ def test_every_state_is_reachable_from_queued() -> None:
 def test_final_states_only_leave_by_explicit_retry() -> None:
     for state in TERMINAL:
         assert TRANSITIONS[state] <= {S.QUEUED}, state
-    assert TRANSITIONS[S.PULLED] == frozenset()
     assert not TERMINAL & UNFINISHED
 
 
@@ -118,7 +117,7 @@ def test_illegal_transition_raises(src: JobState, dst: JobState) -> None:
 def test_sources_for_inverts_the_table() -> None:
     for dst in JobState:
         assert sources_for(dst) == {s for s in JobState if dst in TRANSITIONS[s]}
-    assert sources_for(S.QUEUED) == {S.FAILED, S.LOST, S.CANCELLED}
+    assert sources_for(S.QUEUED) == {S.FAILED, S.LOST, S.CANCELLED, S.SUCCEEDED, S.PULLED}
     assert sources_for(S.PULLED) == {S.SUCCEEDED}
 
 

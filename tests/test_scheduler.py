@@ -133,14 +133,12 @@ def test_recover_rewrites_an_assignment_lost_in_a_crash(project: Project, store:
 
 
 def test_cancel_request_becomes_a_marker_then_cancelled(project: Project, store: Store) -> None:
-    from orchestrator.control import cancel
-
     hub = FolderHub(project.hub_dir)
     sched = Scheduler(project, store, hub)
     job_id = queue(project, store, "j")
     beat(hub, "w1")
     sched.tick()
-    assert cancel(store, store.get(job_id)) == "cancelling"
+    assert store.cancel(job_id) == "cancelling"
     sched.tick()
     assert hub.exists(P.cancel(job_id))
     report(hub, job_id, 1, "cancelled")

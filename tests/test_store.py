@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.errors import IllegalTransitionError, JobNotFoundError, StoreError
+from orchestrator.errors import IllegalTransitionError, JobNotFoundError, StoreError, UsageError
 from orchestrator.models import (
     TRANSITIONS,
     DataRef,
@@ -487,18 +487,80 @@ def test_jobs_filters_and_orders(store: Store) -> None:
 # ---- attempts ----------------------------------------------------------------------
 
 
-def test_attempt_records(store: Store) -> None:
+def test_the_moves_of_a_life_keep_attempts_and_events_together(store: Store) -> None:
     job = store.insert_jobs([spec()])[0]
-    store.start_attempt(job.id, 1, "w1")
-    store.update_attempt(job.id, 1, started_at=5.0, ended_at=9.0, outcome="LOST")
-    store.start_attempt(job.id, 2, "w2")
+    store.assign(job.id, 1, "w1", "local")
+    store.start(job.id, 1, 5.0, "started on w1")
+    lost = store.lose(job.id, 1, "no heartbeat")
+    assert (lost.state, lost.attempt, lost.worker_id) == (S.QUEUED, 2, None)
+    store.assign(job.id, 2, "w2", "remote")
     store.update_attempt(job.id, 2, resumed_from_epoch=3)
+    done = store.finish(job.id, 2, S.SUCCEEDED, "result sealed", exit_code=0)
+    assert (done.state, done.hub, done.exit_code) == (S.SUCCEEDED, "remote", 0)
     first, second = store.attempts(job.id)
-    assert (first.n, first.worker_id, first.started_at, first.ended_at, first.outcome) == (
-        1, "w1", 5.0, 9.0, "LOST")
+    assert (first.n, first.worker_id, first.started_at, first.outcome) == (1, "w1", 5.0, "LOST")
+    assert first.ended_at is not None
     assert (second.n, second.worker_id, second.resumed_from_epoch, second.outcome) == (
-        2, "w2", 3, None)
-    assert second.assigned_at is not None
+        2, "w2", 3, "SUCCEEDED")
+    moves = [(e.src, e.dst) for e in store.events(job.id)]
+    assert moves == [(None, "QUEUED"), ("QUEUED", "ASSIGNED"), ("ASSIGNED", "RUNNING"),
+                     ("RUNNING", "LOST"), ("LOST", "QUEUED"), ("QUEUED", "ASSIGNED"),
+                     ("ASSIGNED", "SUCCEEDED")]
+
+
+def test_losing_is_one_transaction(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure between LOST and QUEUED (here: the event insert of the re-queue)
+    leaves the job as it was, ASSIGNED, never stranded in LOST."""
+    job = store.insert_jobs([spec()])[0]
+    store.assign(job.id, 1, "w1", "local")
+    real = store._requeue
+
+    def broken(*args: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "_requeue", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        store.lose(job.id, 1, "no heartbeat")
+    assert store.get(job.id).state is S.ASSIGNED
+    assert store.attempts(job.id)[0].outcome is None
+    monkeypatch.setattr(store, "_requeue", real)
+    assert store.lose(job.id, 1, "no heartbeat").state is S.QUEUED
+
+
+def test_a_cancel_asked_while_on_a_worker_ends_a_lost_job(store: Store) -> None:
+    job = store.insert_jobs([spec()])[0]
+    store.assign(job.id, 1, "w1", "local")
+    assert store.cancel(job.id) == "cancelling"
+    assert store.lose(job.id, 1, "gone").state is S.CANCELLED
+    with pytest.raises(UsageError, match="nothing to cancel"):
+        store.cancel(job.id)
+
+
+def test_retry_accepts_any_finished_job_and_fresh_starts_over(store: Store) -> None:
+    a, b, c = store.insert_jobs([spec("a"), spec("b"), spec("c")])
+    with pytest.raises(UsageError, match="only a job that has ended"):
+        store.retry(a.id)
+    store.assign(a.id, 1, "w", "local")
+    store.finish(a.id, 1, S.SUCCEEDED, "sealed")
+    store.transition(a.id, S.PULLED, pulled_to=["models/a/m.h5"])
+    again = store.retry(a.id)
+    assert (again.state, again.attempt, again.fresh_from) == (S.QUEUED, 2, 1)
+    store.cancel(b.id)
+    fresh = store.retry(b.id, fresh=True)
+    assert (fresh.attempt, fresh.fresh_from) == (2, 2)
+    store.assign(c.id, 1, "w", "local")
+    store.finish(c.id, 1, S.SUCCEEDED, "sealed")
+    store.update(c.id, pull_error="disk full")
+    retried = store.retry(c.id)
+    assert retried.state is S.QUEUED and retried.pull_error is None
+
+
+def test_legacy_lost_jobs_are_requeued(store: Store) -> None:
+    job = store.insert_jobs([spec()])[0]
+    store.assign(job.id, 1, "w1", "local")
+    store.transition(job.id, S.LOST, expect=[S.ASSIGNED])  # as an older orch left it
+    assert store.requeue_lost() == [job.id]
+    assert (store.get(job.id).state, store.get(job.id).attempt) == (S.QUEUED, 2)
 
 
 # ---- workers -----------------------------------------------------------------------

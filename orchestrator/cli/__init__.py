@@ -70,7 +70,10 @@ def ensure_daemon(project: Any) -> None:
 
 
 def main() -> None:
-    """Console entry point: run the app, turning OrchError into one clean line."""
+    """Run the app, turning every error a user can meet into one clean line: orch's
+    own, a store SQLite cannot use, a file system that refuses (read-only, full)."""
+    import sqlite3
+
     try:
         app()  # standalone: typer reports usage errors itself (exit 2) and exits
     except OrchError as exc:
@@ -78,6 +81,26 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except sqlite3.Error as exc:
+        from ..schema import damaged
+
+        err(f"orch: error: {damaged(_store_path(), exc)}")
+        sys.exit(1)
+    except OSError as exc:
+        from ..errors import is_disk_full
+
+        where = f": {exc.filename}" if exc.filename else ""
+        what = "the disk is full" if is_disk_full(exc) else (exc.strerror or str(exc))
+        err(f"orch: error: {what}{where}")
+        sys.exit(1)
+
+
+def _store_path() -> Any:
+    from pathlib import Path
+
+    from ..config import STATE_DIR, find_root
+
+    return (find_root() or Path.cwd()) / STATE_DIR / "state.db"
 
 
 from . import jobs, manage  # noqa: E402,F401 - importing them registers their commands

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import PullError, UsageError
-from ..models import TERMINAL, UNFINISHED, GpuNeed, Job, JobState
+from ..models import UNFINISHED, GpuNeed, Job, JobState
 from . import app, ensure_daemon, err, job_json, open_store, project_here
 
 S = JobState
@@ -129,9 +129,10 @@ def _wait(project: Any, ids: list[str]) -> int:
 def status(
     job: Annotated[Optional[str], typer.Argument(help="A job id, id prefix or name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    all_jobs: Annotated[bool, typer.Option("--all", "-a", help="Every job, not only recent.")]
-    = False,
-    limit: Annotated[int, typer.Option(help="Finished jobs to show.")] = 20,
+    all_jobs: Annotated[bool, typer.Option(
+        "--all", "-a", help="Every job (default: those on workers, the next queued, the "
+                            "newest finished).")] = False,
+    limit: Annotated[int, typer.Option(help="Queued, and finished, jobs to show.")] = 20,
 ) -> None:
     """Show all jobs (active ones plus the most recent), or one job in detail."""
     project = project_here()
@@ -139,9 +140,7 @@ def status(
         if job:
             _status_one(project, store, job, as_json)
             return
-        active = store.jobs(UNFINISHED)
-        recent = store.jobs(TERMINAL, limit=None if all_jobs else limit, newest_first=True)
-        jobs = sorted(active + recent, key=lambda j: j.seq)
+        jobs = store.overview(None if all_jobs else limit)
         counts = store.counts()
     if as_json:
         print(json.dumps({"jobs": [job_json(j) for j in jobs],
@@ -154,9 +153,9 @@ def status(
 
     print(jobs_table(jobs, colour=sys.stdout.isatty()))
     hidden = sum(counts.values()) - len(jobs)
-    summary = ", ".join(f"{n} {s.value.lower()}" for s, n in sorted(counts.items()))
-    print(f"\n{sum(counts.values())} job(s): {summary}"
-          + (f"; {hidden} older not shown (--all)" if hidden > 0 else ""))
+    summary = ", ".join(f"{n:,} {s.value.lower()}" for s, n in sorted(counts.items()))
+    print(f"\n{sum(counts.values()):,} job(s): {summary}"
+          + (f"; {hidden:,} not shown (--all shows every job)" if hidden > 0 else ""))
 
 
 def _status_one(project: Any, store: Any, ref: str, as_json: bool) -> None:
@@ -223,9 +222,7 @@ def top(
     store = open_store(project)
 
     def read() -> list[Job]:
-        jobs = store.jobs(UNFINISHED) + store.jobs(TERMINAL, limit=10,
-                                               newest_first=True)
-        return sorted(jobs, key=lambda j: j.seq)
+        return store.overview(10)  # its cost does not grow with a long queue
 
     def done(jobs: list[Job]) -> bool:
         return until_done and not any(j.state in UNFINISHED for j in jobs)
@@ -255,28 +252,30 @@ def top(
 def cancel(jobs: Annotated[list[str], typer.Argument(help="Job ids, id prefixes or names.")]
            ) -> None:
     """Cancel jobs: queued ones at once, running ones as soon as their worker stops them."""
-    from ..control import cancel as do_cancel
-
     project = project_here()
     with open_store(project) as store:
         targets = [store.resolve(r) for r in jobs]
         for job in targets:
-            print(f"{job.id} {job.name}: {do_cancel(store, job)}")
+            print(f"{job.id} {job.name}: {store.cancel(job.id)}")
     ensure_daemon(project)
 
 
 @app.command()
-def retry(jobs: Annotated[list[str], typer.Argument(help="Job ids, id prefixes or names.")]
-          ) -> None:
-    """Queue FAILED or CANCELLED jobs again (a new attempt, same snapshot)."""
-    from ..control import retry as do_retry
-
+def retry(
+    jobs: Annotated[list[str], typer.Argument(help="Job ids, id prefixes or names.")],
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Start from scratch (default: resume from the newest checkpoint).")]
+    = False,
+) -> None:
+    """Queue jobs that ended (failed, cancelled, or succeeded) again: a new attempt of
+    the same snapshot, resuming from its newest checkpoint unless --fresh."""
     project = project_here()
     with open_store(project) as store:
         targets = [store.resolve(r) for r in jobs]
         for job in targets:
-            job = do_retry(store, job)
-            print(f"{job.id} {job.name}: queued as attempt {job.attempt}")
+            job = store.retry(job.id, fresh=fresh)
+            how = "from scratch" if fresh else "resuming from its newest checkpoint"
+            print(f"{job.id} {job.name}: queued as attempt {job.attempt} ({how})")
     ensure_daemon(project)
 
 

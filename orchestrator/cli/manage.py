@@ -18,6 +18,9 @@ def init(
     force: Annotated[bool, typer.Option(
         "--force", help="Also in your home folder or /, which orch refuses otherwise.")]
     = False,
+    reset: Annotated[bool, typer.Option(
+        "--reset", help="Start the project's state over: the store (jobs, history) is "
+                        "moved aside to .orch/reset-TIME/, nothing is deleted.")] = False,
 ) -> None:
     """Make the current folder an orch project (creates .orch/, private to you). Idempotent."""
     from ..config import Project, find_root, load_settings, refuse_as_root
@@ -25,6 +28,12 @@ def init(
 
     found = find_root()
     if found is not None and (found / ".orch").is_dir():
+        if reset:
+            from ..schema import reset_store
+
+            kept = reset_store(found / ".orch" / "state.db")
+            print(f"the old store is in {kept}; {found} starts over with no jobs")
+            return
         print(f"already an orch project: {found}")
         return
     root = Path.cwd().resolve()

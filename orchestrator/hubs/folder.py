@@ -1,6 +1,7 @@
 """FolderHub: the hub protocol on a plain folder (local disk or a synced folder).
 
-Atomic writes: a hidden temporary file in the same folder, then ``os.replace``.
+Atomic writes: a hidden temporary file with a unique name in the same folder, then
+``os.replace`` (:mod:`orchestrator.atomic`).
 Readers ignore names starting with ``.``. Changes are signalled by watchdog
 (inotify on Linux), so the daemon reacts to a sealed result at once.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
+from ..atomic import write_with
 from ..errors import HubError, HubNotFound
 from .base import Hub, Watcher, check_key
 
@@ -37,29 +39,25 @@ class FolderHub(Hub):
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
-    def _atomic_write(self, key: str, write: Callable[[Path], object]) -> None:
-        """``write(tmp)`` fills a hidden temporary file beside the target, which is
-        then renamed over it: readers see the old file or the new one, never part."""
+    def _atomic_write(self, key: str, fill: Callable[[IO[bytes]], object]) -> None:
+        """Write through :func:`~orchestrator.atomic.write_with`: readers see the old
+        file or the new one, never part; concurrent writers never share a temp file."""
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        except OSError as exc:  # e.g. a file where a folder of the key should be
-            raise HubError(f"cannot write {key} to hub {self.url}: {exc.strerror}") from exc
-        os.close(fd)
-        tmp = Path(name)
-        try:
-            write(tmp)
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            write_with(path, fill)
+        except OSError as exc:  # e.g. a full disk, or a file where a folder of the key is
             raise HubError(f"cannot write {key} to hub {self.url}: {exc.strerror}") from exc
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self._atomic_write(key, lambda tmp: tmp.write_bytes(data))
+        self._atomic_write(key, lambda f: f.write(data))
 
     def put_file(self, key: str, src: Path) -> None:
-        self._atomic_write(key, lambda tmp: shutil.copyfile(src, tmp))
+        def copy(f: IO[bytes]) -> None:
+            with open(src, "rb") as source:
+                shutil.copyfileobj(source, f, 1 << 20)
+
+        self._atomic_write(key, copy)
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -73,13 +71,14 @@ class FolderHub(Hub):
         src = self._path(key)
         if not src.is_file():
             raise HubNotFound(f"{key} not in hub {self.url}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.part")
+        def copy(f: IO[bytes]) -> None:
+            with open(src, "rb") as source:
+                shutil.copyfileobj(source, f, 1 << 20)
+
         try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write_with(dest, copy)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise HubError(f"cannot copy {key} from hub to {dest}: {exc.strerror}") from exc
 
     def exists(self, key: str) -> bool:

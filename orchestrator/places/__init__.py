@@ -23,7 +23,6 @@ from ..models import GpuNeed, WorkerInfo
 
 if TYPE_CHECKING:
     from ..config import Project
-    from ..models import Job
 
     class Placeable(Protocol):
         """What a place needs to know of a job (a stored Job or a JobSpec)."""
@@ -77,10 +76,10 @@ class Place(ABC):
             return Availability(self.name, 1.0, f"{self.name} workers are busy")
         return None
 
-    def start_workers(self, waiting: Sequence[Job], workers: Sequence[WorkerInfo]) -> None:
-        """Start the workers that ``waiting`` jobs need, if this place starts its
-        own; ``workers`` are every worker the daemon knows, gone ones included.
-        Idempotent: called on every daemon tick."""
+    def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
+        """Start the workers that queued jobs need, if this place starts its own;
+        ``waiting`` holds the ``--on`` targets of the queued jobs, ``workers`` every
+        worker the daemon knows, gone ones included. Idempotent: called every tick."""
 
     def stop_workers(self) -> None:
         """Ask the workers this place started to stop (busy ones finish first)."""
@@ -89,6 +88,12 @@ class Place(ABC):
         """Whether a worker process this place started is still running (the daemon
         stays up while one is)."""
         return False
+
+    def kill(self, worker: WorkerInfo, run_pids: Sequence[int]) -> list[str]:
+        """``worker`` lost its lease: make sure nothing of it still runs here before
+        its jobs are re-queued (``run_pids``: the process groups of its runs). Returns
+        one line per process stopped. The default: nothing this place can reach."""
+        return []
 
     def alive(self, worker: WorkerInfo) -> bool | None:
         """Is ``worker``'s process alive? None when this place cannot tell (the

@@ -136,7 +136,7 @@ def build_wheel() -> tuple[str, bytes]:
                               "Summary: Hybrid local/Colab training orchestrator\n").encode()),
         (f"{dist}/WHEEL", b"Wheel-Version: 1.0\nGenerator: orch\nRoot-Is-Purelib: true\n"
                           b"Tag: py3-none-any\n"),
-        (f"{dist}/entry_points.txt", b"[console_scripts]\norch = orchestrator.cli:main\n"),
+        (f"{dist}/entry_points.txt", b"[console_scripts]\norch = orchestrator.entry:main\n"),
     ]
     record = [f"{n},sha256={_b64sha(d)},{len(d)}" for n, d in files] + [f"{dist}/RECORD,,"]
     files.append((f"{dist}/RECORD", ("\n".join(record) + "\n").encode()))

@@ -3,7 +3,9 @@
 while there is local work.
 
 A slot's worker that loses its lease while its process lives (stopped, hung) is
-retired and replaced. ``nvidia-smi`` runs only when the GPUs are asked for.
+killed, with its runs, before its jobs are re-queued (:meth:`LocalPlace.kill`): a
+stale run never trains beside the next attempt. ``nvidia-smi`` runs only when the
+GPUs are asked for.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..config import Project
 from ..logs import get_logger
-from ..models import GpuNeed, Job, WorkerInfo
+from ..models import GpuNeed, WorkerInfo
 from . import Availability, Place
 
 if TYPE_CHECKING:
@@ -79,13 +81,18 @@ def local_slots(project: Project) -> list[Slot]:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet collected, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 class LocalPlace(Place):
@@ -133,6 +140,37 @@ class LocalPlace(Place):
 
     # ---- worker processes (the daemon's side) -------------------------------------
 
+    def kill(self, worker: WorkerInfo, run_pids: Sequence[int]) -> list[str]:
+        """SIGKILL a worker of this machine and its runs' process groups, and wait
+        (up to 10 s) until they are gone. A run also dies with its worker
+        (PR_SET_PDEATHSIG); killing its group too covers what it started."""
+        import signal
+        import time
+
+        if worker.host != this_host() or not worker.pid:
+            return []
+        done = []
+        for pid, what, group in [(p, "run", True) for p in run_pids] + [
+                (worker.pid, "worker", False)]:
+            try:
+                (os.killpg if group else os.kill)(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+            done.append(f"killed the {what} process {pid} of {worker.id} on this machine")
+        deadline = time.monotonic() + 10
+        for pid in [*run_pids, worker.pid]:
+            while pid_alive(pid) and time.monotonic() < deadline:
+                self._reap(pid)
+                time.sleep(0.05)
+        return done
+
+    def _reap(self, pid: int) -> None:
+        """Collect a killed child of the daemon (else it lingers as a zombie)."""
+        for proc in [*self.procs.values(), *self.retired]:
+            if proc.pid == pid:
+                proc.poll()
+                return
+
     def alive(self, worker: WorkerInfo) -> bool | None:
         """Local workers: is the process there? Others: unknown (the lease decides)."""
         if worker.host != this_host() or not worker.pid:
@@ -142,9 +180,9 @@ class LocalPlace(Place):
             return proc.poll() is None
         return pid_alive(worker.pid)
 
-    def start_workers(self, waiting: Sequence[Job], workers: Sequence[WorkerInfo]) -> None:
+    def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
         """Reap exited workers, retire the ones whose lease expired, and start a worker
-        per free slot while ``waiting`` holds local work."""
+        per free slot while local work waits (``waiting``: the queued jobs' targets)."""
         gone = {w.pid for w in workers if w.gone and w.host == this_host()}
         for name, proc in list(self.procs.items()):
             if proc.poll() is not None:
@@ -155,7 +193,7 @@ class LocalPlace(Place):
                             proc.pid)
                 self.retired.append(self.procs.pop(name))
         self.retired = [p for p in self.retired if p.poll() is None]
-        if not any(j.target in TARGETS for j in waiting):
+        if not waiting & set(TARGETS):
             return
         live = {w.name for w in workers if self.owns(w) and not w.gone and w.host == this_host()
                 and w.state != "stopped" and w.pid and pid_alive(w.pid)}

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ...atomic import temp_path
 from ...errors import HubError, HubNotFound
 from ..base import Hub, Watcher, check_key
 from .api import CHUNK, DriveClient
@@ -301,7 +302,7 @@ class DriveHub(Hub):
                 raise HubNotFound(f"{key} not in hub {self.url}")
             f = newest(files)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+            tmp = temp_path(dest)
             try:
                 for _ in range(3):
                     md5 = self.client.download(key, f.id, tmp)
