@@ -29,6 +29,17 @@ worker_idle_timeout = 30
 """
 
 
+def write(root: Path, rel: str, content: str | bytes = "x") -> Path:
+    """Write ``content`` to ``root/rel`` (folders made as needed); the path."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
 def heartbeat(wid: str, seq: int = 1, state: str = "idle", kind: str = "local",
               gpu: bool = False, name: str | None = None, host: str = "elsewhere",
               pid: int | None = None, **caps: Any) -> Any:

@@ -16,6 +16,8 @@ from orchestrator.archive import safe_extract, sha256_file
 from orchestrator.bundle import BlobStore, add_data, take_snapshot
 from orchestrator.errors import BundleError, UsageError
 
+from .conftest import write
+
 GIT = shutil.which("git")
 needs_git = pytest.mark.skipif(GIT is None, reason="git is not installed")
 
@@ -24,16 +26,6 @@ SECRETS = [".env", ".env.local", "client_secrets.json", "client_secrets_123.json
            "token.json", "credentials.json", "key.pem"]
 #: Folders never shipped, wherever they are.
 JUNK_DIRS = [".git", ".orch", "__pycache__", ".venv"]
-
-
-def write(root: Path, rel: str, content: str | bytes = "x") -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
-    return path
 
 
 def names(root: Path, exclude: set[str] = frozenset(), **kw: object) -> set[str]:  # type: ignore[assignment]

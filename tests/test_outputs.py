@@ -15,7 +15,7 @@ from pathlib import Path
 from orchestrator import protocol as P
 from orchestrator.models import JobState
 
-from .conftest import read_job, run_orch, wait_for
+from .conftest import read_job, run_orch, wait_for, write
 
 S = JobState
 
@@ -32,16 +32,6 @@ model.save("mymodel.h5")
 print("saved mymodel.h5")
 '''
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-
-
-def write(root: Path, rel: str, content: str | bytes) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
-    return path
 
 
 def submit_wait(root: Path, *args: str) -> tuple[str, int, str]:

@@ -15,7 +15,7 @@ import pytest
 from orchestrator import snapshot
 from orchestrator.credentials import why_secret
 
-from .conftest import run_orch
+from .conftest import run_orch, write
 
 #: One file of each class of credential developers of this field keep in projects
 #: and home folders; each holds a unique marker that must never reach a snapshot.
@@ -39,13 +39,6 @@ SERVICE_ACCOUNT = ('{"type": "service_account", "project_id": "p", "private_key"
 PEM = ("-----BEGIN OPENSSH PRIVATE KEY-----\n"
        "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
        "-----END OPENSSH PRIVATE KEY-----\n")
-
-
-def write(root: Path, rel: str, content: str) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(content)
-    return path
 
 
 def shipped_bytes(project_dir: Path, job_id: str) -> bytes:

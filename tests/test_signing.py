@@ -55,6 +55,16 @@ def planted_manifest(job_id: str, snapshot: str) -> P.Manifest:
                       gpu=GpuNeed.ANY, autotrack=False)
 
 
+def assigned_job(project: Project, store: Store) -> tuple[Any, FolderHub]:
+    """A real job, assigned by the real scheduler to worker ``w-1``."""
+    (project.root / "train.py").write_text("print('the real job')\n")
+    job = submit(project, SubmitRequest(script=str(project.root / "train.py")), store=store)[0]
+    hub = FolderHub(project.hub_dir)
+    beat(hub, "w-1")
+    Scheduler(project, store, hub).tick()
+    return store.get(job.id), hub
+
+
 @pytest.mark.parametrize("how", ["unsigned", "another key", "for another worker"])
 def test_a_job_planted_by_another_writer_never_runs(project: Project, tmp_path: Path,
                                                     how: str) -> None:
@@ -82,11 +92,7 @@ def test_a_job_planted_by_another_writer_never_runs(project: Project, tmp_path: 
 def test_a_manifest_swapped_after_assignment_fails_the_attempt_unrun(project: Project,
                                                                    store: Store,
                                                                    tmp_path: Path) -> None:
-    (project.root / "train.py").write_text("print('the real job')\n")
-    job = submit(project, SubmitRequest(script=str(project.root / "train.py")), store=store)[0]
-    hub = FolderHub(project.hub_dir)
-    beat(hub, "w-1")
-    Scheduler(project, store, hub).tick()
+    job, hub = assigned_job(project, store)
     assert store.get(job.id).state is S.ASSIGNED
     marker = tmp_path / "pwned"
     hub.put_doc(P.manifest(job.id), planted_manifest(job.id, planted_snapshot(hub, marker)))
@@ -99,11 +105,7 @@ def test_a_manifest_swapped_after_assignment_fails_the_attempt_unrun(project: Pr
 
 def test_a_blob_swapped_after_signing_is_refused(project: Project, store: Store,
                                                  tmp_path: Path) -> None:
-    (project.root / "train.py").write_text("print('the real job')\n")
-    job = submit(project, SubmitRequest(script=str(project.root / "train.py")), store=store)[0]
-    hub = FolderHub(project.hub_dir)
-    beat(hub, "w-1")
-    Scheduler(project, store, hub).tick()
+    job, hub = assigned_job(project, store)
     marker = tmp_path / "pwned"
     evil = planted_snapshot(hub, marker)
     swapped = project.hub_dir / P.blob(job.snapshot_sha256)
