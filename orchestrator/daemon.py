@@ -32,14 +32,13 @@ from .config import Project, open_project
 from .errors import OrchError, is_disk_full
 from .hubs import open_hub, project_hub
 from .lifecycle import lock_path, pid_path
-from .models import ACTIVE, Job, JobState, WorkerInfo
+from .models import ACTIVE, Job, WorkerInfo
 from .places import Place, project_places
 from .pull import AutoPull
 from .scheduler import Scheduler
 from .store import Store
 
 log = logging.getLogger(__name__)
-S = JobState
 
 
 class Daemon:
@@ -58,16 +57,20 @@ class Daemon:
         self.trouble: str | None = None  # the error the last tick met, said once
         self.watcher = self.hub.watch()
 
+    def owner(self, worker: WorkerInfo) -> Place | None:
+        return next((place for place in self.places if place.owns(worker)), None)
+
     def worker_alive(self, worker: WorkerInfo) -> bool | None:
         """Whether a worker's process lives, if the place that owns it can tell."""
-        for place in self.places:
-            if place.owns(worker):
-                return place.alive(worker)
-        return None
+        place = self.owner(worker)
+        return None if place is None else place.alive(worker)
 
     def worker_gone(self, worker: WorkerInfo, jobs: list[Job]) -> None:
         """A worker lost its lease: before its jobs are re-queued, the place that owns
         it stops what may still run of it (a stopped or hung local process)."""
+        place = self.owner(worker)
+        if place is None:
+            return
         pids = []
         hub = self.hubs.get(worker.hub)
         for job in jobs:
@@ -77,12 +80,10 @@ class Daemon:
                 status = None
             if status is not None and status.pid:
                 pids.append(status.pid)
-        for place in self.places:
-            if place.owns(worker):
-                for line in place.kill(worker, pids):
-                    log.info("%s", line)
-                    for job in jobs:
-                        self.store.note(job.id, f"{line}, before re-queueing")
+        for line in place.kill(worker, pids):
+            log.info("%s", line)
+            for job in jobs:
+                self.store.note(job.id, f"{line}, before re-queueing")
 
     def supervise(self) -> None:
         """Let each place start (or retire) its workers for the work waiting."""

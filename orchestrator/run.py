@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: have the kernel SIGKILL the job if the worker dies (even by kill -9)."""
     if _PRCTL is not None:
@@ -102,23 +103,22 @@ class AttemptRun:
 
     # -- stages --
 
+    def manifest(self) -> P.Manifest:
+        """The job's manifest, checked: signed with the project's key, naming this job.
+        OrchError (one line) for one that is missing, unreadable, or not the project's."""
+        manifest = self.hub.get_doc(P.manifest(self.job_id), P.Manifest)
+        if manifest is None:
+            raise HubError("job manifest missing from the hub")
+        verify(manifest, self.w.key)
+        if manifest.job_id != self.job_id:
+            raise SignatureError(f"the manifest of job {self.job_id} names job "
+                                 f"{manifest.job_id}: refused")
+        return manifest
+
     def execute(self) -> None:
         try:
-            manifest = self.hub.get_doc(P.manifest(self.job_id), P.Manifest)
+            manifest = self.manifest()
         except OrchError as exc:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.fail(f"unusable job manifest: {exc}")
-            return
-        if manifest is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.fail("job manifest missing from the hub")
-            return
-        try:
-            verify(manifest, self.w.key)
-            if manifest.job_id != self.job_id:
-                raise SignatureError(f"the manifest of job {self.job_id} names job "
-                                     f"{manifest.job_id}: refused")
-        except SignatureError as exc:
             log.warning("%s.%d: %s", self.job_id, self.n, exc)
             self.dir.mkdir(parents=True, exist_ok=True)
             self.fail(str(exc))
