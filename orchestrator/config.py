@@ -46,6 +46,12 @@ class Settings:
     remote_lease_ttl: float = 120.0  # the same for workers on a remote hub (Drive lags)
     tick_interval: float = 1.0  # daemon polls at least this often
     max_snapshot_mb: float = 200.0
+    placement: str = "finish-first"  # or any-free, round-robin, rule, local (comparisons)
+    upload_rate: float = 5e6  # bytes/s to a remote hub, for placement's transfer times
+    gpu_jobs: int | None = None  # most jobs a local GPU runs at once (None: 4)
+    colab_workers: int | None = None  # Colab sessions orch may launch itself (None: none)
+    colab_gpu: str = "T4"  # the GPU those sessions ask for
+    colab_startup: float = 180.0  # how long a launched Colab session takes to join
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

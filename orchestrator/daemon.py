@@ -49,7 +49,8 @@ class Daemon:
         self.hub = open_hub(project.hub_url)
         self.places: list[Place] = project_places(project)
         self.scheduler = Scheduler(project, self.store, {"local": self.hub},
-                                   alive=self.worker_alive, on_gone=self.worker_gone)
+                                   alive=self.worker_alive, on_gone=self.worker_gone,
+                                   places=self.places)
         self.hubs = self.scheduler.hubs  # by name: "local", and "remote" once connected
         self.remote_error: str | None = None
         self.stopping = False

@@ -107,7 +107,12 @@ def make_reporter(run_dir: Path | None, ckpt_root: Path | None) -> Any:
                 epoch=epoch, completed_epochs=epoch + 1, batch=self.state.get("batches"),
                 metrics=metrics, eta_s=round(per_epoch * max(0, epochs - epoch - 1), 1),
                 epoch_seconds=round(now - self._epoch_start, 3),
+                mean_epoch_seconds=round(per_epoch, 3),
             )
+            if self._epochs_done_here == 1:  # what placement packs GPUs by
+                peak = gpu_memory_peak_mb()
+                if peak is not None:
+                    self.state["gpu_mem_peak_mb"] = peak
             if self.run_dir is not None:
                 with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps({"epoch": epoch, "time": now, **metrics}) + "\n")
@@ -119,6 +124,7 @@ def make_reporter(run_dir: Path | None, ckpt_root: Path | None) -> Any:
             root = self.ckpt_root
             if root is None or not root.is_dir() or not any(root.iterdir()):
                 return
+
             def pack(f: Any) -> None:
                 with tarfile.open(fileobj=f, mode="w") as tar:
                     tar.add(root, arcname=".")
@@ -133,6 +139,30 @@ def make_reporter(run_dir: Path | None, ckpt_root: Path | None) -> Any:
             self._write()
 
     return Reporter()
+
+
+def gpu_memory_peak_mb() -> float | None:
+    """The most GPU memory this process has used so far (MB), from the framework Keras
+    runs on (TensorFlow or JAX); None without a GPU or when it cannot be told."""
+    import sys
+
+    try:
+        if "tensorflow" in sys.modules:
+            import tensorflow as tf
+
+            if tf.config.list_logical_devices("GPU"):
+                return float(tf.config.experimental.get_memory_info("GPU:0")["peak"]) / 2**20
+        if "jax" in sys.modules:
+            import jax
+
+            device = jax.local_devices()[0]
+            if device.platform == "gpu":
+                stats = device.memory_stats() or {}
+                peak = stats.get("peak_bytes_in_use")
+                return None if peak is None else float(peak) / 2**20
+    except Exception:  # noqa: BLE001 - a figure we can do without
+        return None
+    return None
 
 
 def callbacks(checkpoint: bool = True) -> list[Any]:

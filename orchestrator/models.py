@@ -136,6 +136,7 @@ class JobSpec:
     autotrack: bool = False
     sweep: tuple[tuple[str, str], ...] = ()
     checkpoints: bool = False  # uses orch's callbacks (or --auto-track): can resume
+    gpu_mem_mb: float | None = None  # GPU memory it needs (--gpu-mem); None: measure it
 
 
 @dataclass(frozen=True, eq=False)  # compared by id; eq costs CLI start-up time
@@ -172,6 +173,8 @@ class Job:
     checkpoints: bool = False
     pull_error: str | None = None  # why the sealed result could not be pulled (yet)
     fresh_from: int = 1  # resume only from checkpoints of attempts >= this (retry --fresh)
+    placement: str | None = None  # the latest placement decision (JSON), for `orch explain`
+    gpu_mem_mb: float | None = None  # GPU memory it needs (--gpu-mem), if known
 
 
 @dataclass(frozen=True, eq=False)  # compared by id; eq costs CLI start-up time
@@ -218,6 +221,8 @@ class WorkerInfo:
     hub: str = "local"  # which of the daemon's hubs it works on
     session_left: float | None = None  # seconds of its session left at last_seen (Colab)
     heartbeat_interval: float | None = None  # how often it says it beats
+    slots: int = 1  # attempts it runs at once
+    gpu_mem_mb: float | None = None  # GPU memory it shares among its attempts
 
     def time_left(self, now: float) -> float | None:
         """Seconds of session left now (None: no session limit)."""

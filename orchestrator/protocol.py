@@ -33,11 +33,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import types
 import typing
-from functools import cache
 from typing import Any, ClassVar, TypeVar
 
+from .codec import decode, encode
 from .errors import ProtocolError
 from .models import DataRef, GpuNeed, OutputSpec
 
@@ -78,7 +77,7 @@ class Document:
 
     def to_dict(self) -> dict[str, Any]:
         out = {"protocol": PROTOCOL_VERSION}
-        out.update(_encode(self))
+        out.update(encode(self))
         return out
 
     def to_json(self) -> bytes:
@@ -95,7 +94,7 @@ class Document:
                 f"{cls.NAME} was written by orch speaking hub protocol {version or 1}; this "
                 f"orch speaks protocol {PROTOCOL_VERSION}: run the same orch version on both "
                 "sides")
-        return typing.cast(D, _decode(cls, raw, cls.NAME))
+        return typing.cast(D, decode(cls, raw, cls.NAME))
 
     @classmethod
     def from_json(cls: type[D], data: bytes) -> D:
@@ -147,6 +146,16 @@ class Capabilities:
     session_left: float | None = None  # seconds left in its session when it beat
     python: str = ""
     orch: str = ""
+    slots: int = 1  # attempts it runs at once (a GPU worker that packs jobs: more)
+    gpu_mem_mb: float | None = None  # its GPU's memory, when it packs jobs by memory
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRef:
+    """An attempt a worker is running."""
+
+    job_id: str
+    attempt: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,8 +171,9 @@ class Heartbeat(Document):
     seq: int
     state: WorkerState
     capabilities: Capabilities
-    job_id: str | None = None
+    job_id: str | None = None  # the first of ``running``
     attempt: int | None = None
+    running: tuple[RunRef, ...] = ()  # every attempt it runs (several: a shared GPU)
     progress: dict[str, Any] = dataclasses.field(default_factory=dict)
     started: float = 0.0
     time: float = 0.0
@@ -230,78 +240,6 @@ class Cancel(Document):
     NAME: ClassVar[str] = "cancel"
     job_id: str
     at: float
-
-
-# ---- encoding ------------------------------------------------------------------------
-
-
-def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (tuple, list)):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
-    return value
-
-
-@cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _decode(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        inner = [o for o in options if o is not type(None)]
-        return _decode(inner[0], value, where)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ProtocolError(f"{where}: expected an object")
-        hints = _hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name in value:
-                kwargs[f.name] = _decode(hints[f.name], value[f.name], f"{where}.{f.name}")
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ProtocolError(f"{where}: missing {f.name!r}")
-        return tp(**kwargs)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            raise ProtocolError(f"{where}: unknown value {value!r}") from None
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ProtocolError(f"{where}: expected a list")
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ProtocolError(f"{where}: expected {len(args)} items")
-        return tuple(_decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ProtocolError(f"{where}: expected an object")
-        return dict(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ProtocolError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProtocolError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp in (str, bool) and not isinstance(value, tp):
-        raise ProtocolError(f"{where}: expected {tp.__name__}, got {value!r}")
-    return value
 
 
 # ---- keys ----------------------------------------------------------------------------

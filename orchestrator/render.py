@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .models import HAS_RESULT, Attempt, Event, Job, JobState, format_duration
+from .models import HAS_RESULT, ON_WORKER, Attempt, Event, Job, JobState, format_duration
 
 if TYPE_CHECKING:
     from .snapshot import Plan
@@ -69,8 +69,43 @@ def elapsed(job: Job, now: float | None = None) -> str:
     return format_duration(end - job.started_at)
 
 
+def planned(job: Job) -> tuple[str | None, float | None]:
+    """A queued job's placement: the server it waits for (or, on a worker, was
+    placed on), and when (the daemon's clock) it is expected to finish; (None, None)
+    when it was not planned (or runs elsewhere than planned)."""
+    if job.state not in ON_WORKER | {S.QUEUED} or not job.placement:
+        return None, None
+    from .placement import Decision
+
+    try:
+        decision = Decision.from_json(job.placement)
+    except (ValueError, TypeError, KeyError):
+        return None, None  # written by another orch version: planned again soon
+    choice = decision.choice
+    if choice is None or job.worker_id not in (None, choice.server.partition("#")[0]):
+        return None, None
+    end = choice.finish_in
+    return choice.server, None if end is None else decision.at + end
+
+
 def where(job: Job) -> str:
-    return job.worker_id or job.target
+    if job.worker_id:
+        return job.worker_id
+    server, _ = planned(job)
+    return f"→ {server}" if server else job.target
+
+
+def expected_end(job: Job, now: float) -> float | None:
+    """When (the clock's time) the job is expected to end: from its plan while
+    queued, from its progress's ETA on a worker; None when not known."""
+    eta = job.progress.get("eta_s") if job.state in ON_WORKER else None
+    return now + eta if isinstance(eta, (int, float)) else planned(job)[1]
+
+
+def finish_text(job: Job, now: float) -> str:
+    """`orch status`'s FINISH column: how long until the job is expected to end."""
+    end = expected_end(job, now)
+    return "-" if end is None else f"~{format_duration(max(0.0, end - now))}"
 
 
 def attempt_text(job: Job) -> str:
@@ -79,10 +114,10 @@ def attempt_text(job: Job) -> str:
 
 def row(job: Job, now: float) -> list[str]:
     return [job.id, job.name, where(job), job.state.value + attempt_text(job), progress_text(job),
-            metrics_text(job), elapsed(job, now)]
+            finish_text(job, now), metrics_text(job), elapsed(job, now)]
 
 
-HEADERS = ["ID", "NAME", "WHERE", "STATE", "PROGRESS", "METRICS", "ELAPSED"]
+HEADERS = ["ID", "NAME", "WHERE", "STATE", "PROGRESS", "FINISH", "METRICS", "ELAPSED"]
 
 
 def jobs_table(jobs: Sequence[Job], colour: bool = False, now: float | None = None) -> str:
@@ -227,4 +262,34 @@ def snapshot_preview(plan: Plan, root: Path) -> str:
                   for e in plan.excluded]
     lines += [f"warning: {w}" for w in plan.warnings]
     lines.append("nothing was queued (--dry-run)")
+    return "\n".join(lines)
+
+
+def explain_text(job: Job, events: Sequence[Event]) -> str:
+    """`orch explain`: the job's latest placement decision, and the history of them."""
+    from .placement import Decision
+
+    lines = [f"job {job.id}  {job.name}  ({job.state.value}{attempt_text(job)}, --on "
+             f"{job.target}, gpu={job.gpu.value})"]
+    if not job.placement:
+        lines.append("  not placed yet: the daemon plans it on its next tick")
+    else:
+        d = Decision.from_json(job.placement)
+        lines.append(f"  estimate  {d.estimate}")
+        lines.append(f"  planned   {when(d.at)} (policy {d.policy})")
+        lines.append("  places considered:")
+        for option in sorted(d.options, key=lambda o: (o.finish_in is None,
+                                                        o.finish_in or o.start_in)):
+            mark = "→" if d.choice and option.server == d.choice.server else " "
+            lines.append(f"   {mark} {option.describe()}")
+        if not d.options:
+            lines.append("     (none)")
+        lines.append(f"  choice    {d.choice.server if d.choice else 'none: waiting'}"
+                     f": {d.reason}")
+    decisions = [e for e in events if e.dst is None and e.message.startswith("placement:")]
+    assigned = [e for e in events if e.dst == "ASSIGNED"]
+    if decisions or assigned:
+        lines.append("history:")
+        for e in sorted([*decisions, *assigned], key=lambda e: e.at):
+            lines.append(f"  {when(e.at)}  {e.message}")
     return "\n".join(lines)

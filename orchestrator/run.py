@@ -204,7 +204,9 @@ class AttemptRun:
             ORCH_JOB_NAME=manifest.name,
             ORCH_ATTEMPT=str(self.n),
             PYTHONUNBUFFERED="1",
+            # a GPU shared by several jobs: each takes memory as it needs it
             TF_FORCE_GPU_ALLOW_GROWTH="true",
+            XLA_PYTHON_CLIENT_PREALLOCATE="false",
         )
         if manifest.gpu.value == "none":
             env["CUDA_VISIBLE_DEVICES"] = ""

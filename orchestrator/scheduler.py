@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import protocol as P
@@ -26,13 +26,15 @@ from .config import Project
 from .errors import HubError, IllegalTransitionError, ProtocolError
 from .hubs import Hub, claim_hub
 from .identity import load_identity
-from .models import ON_WORKER, GpuNeed, Job, JobState, WorkerInfo
-from .places import gpu_allows, target_allows
+from .models import ON_WORKER, Job, JobState, WorkerInfo
+from .places import Place, project_places
+from .planner import Planner, fits_memory
 from .signing import sign
 from .store import Store
 
 log = logging.getLogger(__name__)
 S = JobState
+READY = 1.0  # a server that can start a job within this many seconds is free now
 
 #: Is this (local) worker's process alive? None when it cannot be told.
 AliveCheck = Callable[[WorkerInfo], bool | None]
@@ -48,28 +50,19 @@ def manifest_for(job: Job) -> P.Manifest:
                       outputs=job.outputs, gpu=job.gpu, autotrack=job.autotrack)
 
 
-def worker_fits(job: Job, worker: WorkerInfo, now: float | None = None) -> bool:
-    """Can ``worker`` take ``job``? Place, GPU, and (for Colab) whether the session
-    lasts long enough for the job's estimate unless the job checkpoints."""
-    left = worker.time_left(time.time() if now is None else now)
-    if left is not None and job.estimate_s and job.estimate_s > left and not job.checkpoints:
-        return False
-    return target_allows(job.target, worker) and gpu_allows(job, worker)
-
-
-def preference(job: Job, worker: WorkerInfo) -> tuple[int, str]:
-    """Lower is better: GPU workers first unless the job asked for the CPU."""
-    wants_gpu = job.gpu is not GpuNeed.NONE
-    return (0 if worker.gpu == wants_gpu else 1, worker.name)
-
-
 class Scheduler:
     def __init__(self, project: Project, store: Store, hubs: Hub | dict[str, Hub],
-                 alive: AliveCheck | None = None, on_gone: GoneHook | None = None) -> None:
+                 alive: AliveCheck | None = None, on_gone: GoneHook | None = None,
+                 places: Sequence[Place] | None = None, policy: str | None = None) -> None:
         """``hubs`` by name; a single hub is the ``local`` one. Each is claimed for
-        the project (``hub.json``): one of another project or protocol is refused."""
+        the project (``hub.json``): one of another project or protocol is refused.
+        ``places`` (default: the project's) answer what placement asks of them;
+        ``policy`` (default: the ``placement`` setting) is how jobs are placed."""
         self.project = project
         self.store = store
+        self.places = list(places) if places is not None else project_places(project)
+        self.planner = Planner(project, store, self.places,
+                               policy or project.settings.placement)
         self.identity = load_identity(project.state_dir)
         self.hubs: dict[str, Hub] = {}
         for name, hub in (hubs if isinstance(hubs, dict) else {"local": hubs}).items():
@@ -79,6 +72,7 @@ class Scheduler:
         self.settings = project.settings
         self._missing: set[str] = set()  # hubs warned about
         self._refused: set[str] = set()  # heartbeats of another protocol, warned about
+        self._beats: dict[tuple[str, str], str] = {}  # the heartbeat text last read
         self._assign_seen: tuple[Any, ...] | None = None  # what the last assign() saw
 
     def add_hub(self, name: str, hub: Hub) -> None:
@@ -105,6 +99,7 @@ class Scheduler:
         self.expire_leases(now)
         self.repair()
         self.pass_cancels()
+        self.rebalance(now)
         self.assign(now)
 
     def recover(self, now: float | None = None) -> None:
@@ -119,24 +114,30 @@ class Scheduler:
     # ---- steps --------------------------------------------------------------
 
     def sync_workers(self, now: float) -> None:
+        """Record every changed heartbeat, one transaction per hub (a heartbeat whose
+        text is what this scheduler last read is not even decoded)."""
         for name, hub in self.hubs.items():
-            for wid in hub.list(P.WORKERS):
-                self.sync_worker(name, hub, wid, now)
+            beats = [read for wid in hub.list(P.WORKERS)
+                     if (read := self.read_heartbeat(name, hub, wid)) is not None]
+            for (beat, text), (new, _) in zip(beats, self.store.upsert_workers(beats, now, name)):
+                self._beats[(name, beat.worker_id)] = text  # recorded: skipped until it changes
+                if new:
+                    log.info("worker %s joined %s (%s, gpu=%s)", beat.worker_id, name,
+                             beat.capabilities.kind, beat.capabilities.gpu)
 
-    def sync_worker(self, hub_name: str, hub: Hub, wid: str, now: float) -> None:
+    def read_heartbeat(self, hub_name: str, hub: Hub,
+                       wid: str) -> tuple[P.Heartbeat, str] | None:
+        """A worker's heartbeat with its text; None if absent, unreadable, refused
+        (warned about once) or unchanged since it was last recorded."""
         try:
-            beat = hub.get_doc(P.heartbeat(wid), P.Heartbeat)
+            read = hub.get_doc_text(P.heartbeat(wid), P.Heartbeat,
+                                    self._beats.get((hub_name, wid)))
         except ProtocolError as exc:
             if wid not in self._refused:
                 self._refused.add(wid)
                 log.warning("worker %s ignored: %s", wid, exc)
-            return
-        if beat is None or beat.worker_id != wid:
-            return
-        new, _ = self.store.upsert_worker(beat, now, hub=hub_name)
-        if new:
-            log.info("worker %s joined %s (%s, gpu=%s)", wid, hub_name,
-                     beat.capabilities.kind, beat.capabilities.gpu)
+            return None
+        return None if read is None or read[0].worker_id != wid else read
 
     def sync_statuses(self) -> None:
         for job in self.store.jobs(ON_WORKER):
@@ -176,9 +177,13 @@ class Scheduler:
             log.info("status of %s ignored: %s", job.id, exc)
 
     def finish(self, job: Job, dst: JobState, message: str, **fields: Any) -> None:
-        self.store.finish(job.id, job.attempt, dst, message, **fields)
+        done = self.store.finish(job.id, job.attempt, dst, message, **fields)
         log.info("%s %s: %s", job.id, dst.value, message)
         self._withdraw(job)
+        if dst is S.SUCCEEDED:
+            worker = next((w for w in self.store.workers(include_gone=True)
+                           if w.id == job.worker_id), None)
+            self.planner.learn(done, worker, time.time())
 
     def _withdraw(self, job: Job) -> None:
         """Best effort, after the commit: remove the attempt's inbox file (and a cancel
@@ -231,6 +236,18 @@ class Scheduler:
             return
         self._withdraw(job)
 
+    def rebalance(self, now: float) -> None:
+        """Move the running jobs the planner says finish much sooner elsewhere (a
+        probe that showed a long job on a slow worker): re-queued, they resume from
+        their checkpoint where they were placed next."""
+        running = self.store.jobs([S.RUNNING])
+        if not running:
+            return
+        for job, reason in self.planner.moves(running, self.store.workers(),
+                                              self.store.jobs(ON_WORKER), now):
+            log.info("%s %s", job.id, reason)
+            self.lose(job, reason)
+
     def repair(self) -> None:
         """Catch every hub up with the store (idempotent; cheap when nothing is off):
         rewrite the assignment of an ASSIGNED job whose inbox file and status are both
@@ -275,54 +292,86 @@ class Scheduler:
             except HubError as exc:
                 log.warning("cannot pass the cancel of %s on yet: %s", job.id, exc)
 
-    def free_workers(self) -> list[WorkerInfo]:
-        busy = {j.worker_id for j in self.store.jobs(ON_WORKER)}
+    def free_workers(self, on_worker: list[Job] | None = None) -> list[WorkerInfo]:
+        """Live workers with a free slot."""
+        on_worker = self.store.jobs(ON_WORKER) if on_worker is None else on_worker
+        held: dict[str | None, int] = {}
+        for j in on_worker:
+            held[j.worker_id] = held.get(j.worker_id, 0) + 1
         return [w for w in self.store.workers()
-                if w.id not in busy and w.state != P.WorkerState.STOPPED.value]
+                if held.get(w.id, 0) < max(1, w.slots)
+                and w.state != P.WorkerState.STOPPED.value]
+
+    def _cancel_queued(self, jobs: list[Job]) -> None:
+        """Queued jobs whose cancel was asked while they were being re-queued."""
+        for job in jobs:
+            try:
+                self.store.transition(job.id, S.CANCELLED, "cancelled before it started",
+                                      expect=[S.QUEUED], finished_at=time.time())
+            except IllegalTransitionError:
+                pass
 
     def assign(self, now: float | None = None) -> None:
-        """Give queued jobs to free workers. Skipped while neither the queue nor the
-        free workers changed since the last call (a queue nobody can take costs a
-        count, not a scan)."""
-        free = self.free_workers()
-        seen = (self.store.queue_version(), tuple(sorted(w.id for w in free)))
-        if not free or seen == self._assign_seen:
-            self._assign_seen = seen
+        """Plan the head of the queue (:mod:`.placement`) and assign each job whose best
+        place is a free worker now; a job whose best place is busy, or still to be
+        started, waits for it (the places are told which new workers the plan wants).
+        Skipped while neither the jobs nor the workers changed since the last call: a
+        queue nobody can take costs nothing per tick."""
+        now = time.time() if now is None else now
+        on_worker = self.store.jobs(ON_WORKER)
+        free = self.free_workers(on_worker)
+        workers = self.store.workers()
+        seen = (self.store.queue_version(), tuple(sorted(w.id for w in free)),
+                tuple(sorted(w.id for w in workers)))
+        if seen == self._assign_seen:
             return
         self._assign_seen = seen
-        for job in self.store.queued():
-            if job.cancel_requested:  # asked while it was being re-queued
-                try:
-                    self.store.transition(job.id, S.CANCELLED, "cancelled before it started",
-                                          expect=[S.QUEUED], finished_at=time.time())
-                except IllegalTransitionError:
-                    pass
+        servers = self.planner.servers(workers, on_worker, now)
+        queued = self.store.queued(limit=self.planner.head_size(servers))
+        self._cancel_queued([j for j in queued if j.cancel_requested])
+        queued = [j for j in queued if not j.cancel_requested]
+        decisions = self.planner.decide(queued, servers, now)
+        wanted: dict[str, list[str]] = {}
+        by_id = {w.id: w for w in free}
+        for job, decision in zip(queued, decisions):
+            choice = decision.choice
+            if choice is None:
                 continue
-            fitting = sorted((w for w in free if worker_fits(job, w, now)),
-                             key=lambda w: preference(job, w))
-            if not fitting:
+            if not choice.live:
+                wanted.setdefault(choice.place, []).append(choice.server)
                 continue
-            worker = fitting[0]
-            hub = self.hubs.get(worker.hub)
-            if hub is None:
-                continue
-            try:
-                self.publish(job, hub)
-                job = self.store.assign(job.id, job.attempt, worker.id, worker.hub)
-            except IllegalTransitionError:
-                continue  # cancelled meanwhile
-            except HubError as exc:
-                log.warning("cannot publish %s: %s", job.id, exc)
-                self._assign_seen = None  # try again next tick
-                continue
-            free.remove(worker)
-            try:
-                self.write_assignment(job, worker.id, hub)
-            except HubError as exc:  # the store says ASSIGNED: repair() writes it later
-                log.warning("assignment of %s not written yet: %s", job.id, exc)
-            if not free:
-                break
-        self._assign_seen = (self.store.queue_version(), seen[1])
+            worker = by_id.get(choice.server.partition("#")[0])
+            if choice.start_in > READY or worker is None or not fits_memory(
+                    job, worker, on_worker, self.planner.memory):
+                continue  # its best place is busy: it waits for it
+            if self.start(job, worker):
+                on_worker.append(self.store.get(job.id))
+                if len([j for j in on_worker if j.worker_id == worker.id]) >= worker.slots:
+                    del by_id[worker.id]
+        for place in self.places:
+            place.want(wanted.get(place.name, []))
+        self._assign_seen = (self.store.queue_version(), *seen[1:])
+
+    def start(self, job: Job, worker: WorkerInfo) -> bool:
+        """Publish, assign (one transaction), then write the assignment: True if the
+        job is now the worker's."""
+        hub = self.hubs.get(worker.hub)
+        if hub is None:
+            return False
+        try:
+            self.publish(job, hub)
+            job = self.store.assign(job.id, job.attempt, worker.id, worker.hub)
+        except IllegalTransitionError:
+            return False  # cancelled meanwhile
+        except HubError as exc:
+            log.warning("cannot publish %s: %s", job.id, exc)
+            self._assign_seen = None  # try again next tick
+            return False
+        try:
+            self.write_assignment(job, worker.id, hub)
+        except HubError as exc:  # the store says ASSIGNED: repair() writes it later
+            log.warning("assignment of %s not written yet: %s", job.id, exc)
+        return True
 
     def publish(self, job: Job, hub: Hub) -> None:
         """Make the job's blobs and its signed manifest available on ``hub``

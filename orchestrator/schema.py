@@ -111,6 +111,29 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_state_changed ON jobs(state, updated_at);
     CREATE INDEX jobs_state_target ON jobs(state, target);
     """,
+    # v6: placement: what finished attempts took where (estimates and speeds are learned
+    # from it), each queued job's latest placement decision, a job's GPU memory, and
+    # what a worker offers (attempts at once, GPU memory) without parsing its heartbeat.
+    """
+    CREATE TABLE runs (
+        job_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        workload TEXT NOT NULL,
+        device TEXT NOT NULL,
+        epochs INTEGER,
+        epoch_seconds REAL,
+        seconds REAL NOT NULL,
+        gpu_mem_mb REAL,
+        at REAL NOT NULL,
+        PRIMARY KEY (job_id, attempt)
+    );
+    CREATE INDEX runs_workload ON runs(workload);
+    ALTER TABLE jobs ADD COLUMN placement TEXT;
+    ALTER TABLE jobs ADD COLUMN gpu_mem_mb REAL;
+    ALTER TABLE workers ADD COLUMN slots INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE workers ADD COLUMN gpu_mem_mb REAL;
+    ALTER TABLE workers ADD COLUMN heartbeat_interval REAL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -118,7 +141,7 @@ JOB_COLUMNS = (
     "id, seq, name, script, args, target, gpu, priority, estimate_s, snapshot_sha256, data, "
     "outputs, env, autotrack, state, attempt, worker_id, submitted_at, updated_at, started_at, "
     "finished_at, progress, exit_code, error, cancel_requested, pulled_to, hub, checkpoints, "
-    "pull_error, fresh_from"
+    "pull_error, fresh_from, placement, gpu_mem_mb"
 )
 
 
@@ -154,6 +177,8 @@ def job_of(row: sqlite3.Row) -> Job:
         checkpoints=bool(row["checkpoints"]),
         pull_error=row["pull_error"],
         fresh_from=row["fresh_from"],
+        placement=row["placement"],
+        gpu_mem_mb=row["gpu_mem_mb"],
     )
 
 

@@ -132,8 +132,8 @@ class Store(JobMoves, Records):
                 db.execute(
                     "INSERT INTO jobs (id, seq, name, script, args, target, gpu, priority, "
                     "estimate_s, snapshot_sha256, data, outputs, env, autotrack, sweep, state, "
-                    "attempt, submitted_at, updated_at, checkpoints) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "attempt, submitted_at, updated_at, checkpoints, gpu_mem_mb) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job_id, seq, spec.name, spec.script, json.dumps(list(spec.args)),
                         spec.target, spec.gpu.value, spec.priority, spec.estimate_s,
@@ -141,7 +141,7 @@ class Store(JobMoves, Records):
                         json.dumps([o.__dict__ for o in spec.outputs]),
                         json.dumps([list(kv) for kv in spec.env]), int(spec.autotrack),
                         json.dumps([list(kv) for kv in spec.sweep]), JobState.QUEUED.value,
-                        1, now, now, int(spec.checkpoints),
+                        1, now, now, int(spec.checkpoints), spec.gpu_mem_mb,
                     ),
                 )
                 db.execute(
@@ -149,6 +149,7 @@ class Store(JobMoves, Records):
                     (job_id, now, None, JobState.QUEUED.value, f"submitted (target {spec.target})"),
                 )
                 ids.append(job_id)
+        self.job_moves += 1
         return [self.get(i) for i in ids]
 
     def get(self, job_id: str) -> Job:

@@ -4,13 +4,13 @@ worker, and what pulls placed in the project. A mixin of :class:`~.store.Store`
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
+from .estimates import Run
 from .models import WorkerInfo
 
 if TYPE_CHECKING:
@@ -42,11 +42,26 @@ class Records:
 
     def upsert_worker(self, beat: Heartbeat, seen_at: float,
                       hub: str = "local") -> tuple[bool, bool]:
-        """Record a heartbeat. Returns ``(new, advanced)``: whether the worker is new,
-        and whether its heartbeat counter moved (only then is ``last_seen`` bumped,
-        so liveness is judged by the daemon's clock, not the worker's)."""
+        """Record one heartbeat: see :meth:`upsert_workers`."""
+        return self.upsert_workers([(beat, None)], seen_at, hub)[0]
+
+    def upsert_workers(self, beats: Sequence[tuple[Heartbeat, str | None]], seen_at: float,
+                       hub: str = "local") -> list[tuple[bool, bool]]:
+        """Record heartbeats of ``hub``'s workers, each with the JSON it was read
+        from (None: encode it again), in one transaction. Returns ``(new, advanced)``
+        per beat: whether the worker is new, and whether its heartbeat counter moved
+        (only then is ``last_seen`` bumped, so liveness is judged by the daemon's
+        clock, not the worker's)."""
+        with self.tx() as db:
+            return [self._upsert(db, beat, raw, seen_at, hub) for beat, raw in beats]
+
+    @staticmethod
+    def _upsert(db: sqlite3.Connection, beat: Heartbeat, raw: str | None, seen_at: float,
+                hub: str) -> tuple[bool, bool]:
         wid = beat.worker_id
-        row = self.db.execute("SELECT seq, gone FROM workers WHERE id=?", (wid,)).fetchone()
+        row = db.execute("SELECT seq, gone FROM workers WHERE id=?", (wid,)).fetchone()
+        if row is not None and beat.seq == row["seq"]:
+            return False, False
         caps = beat.capabilities
         values = {
             "name": beat.name,
@@ -59,46 +74,35 @@ class Records:
             "job_id": beat.job_id,
             "attempt": beat.attempt,
             "seq": beat.seq,
-            "info": beat.to_json().decode(),
+            "info": raw if raw is not None else beat.to_json().decode(),
             "hub": hub,
             "session_left": caps.session_left,
+            "slots": max(1, caps.slots),
+            "gpu_mem_mb": caps.gpu_mem_mb,
+            "heartbeat_interval": caps.heartbeat_interval,
+            "last_seen": seen_at,
         }
-        with self.tx() as db:
-            if row is None:
-                db.execute(
-                    f"INSERT INTO workers (id, {', '.join(values)}, last_seen) "
-                    f"VALUES (?, {', '.join('?' * len(values))}, ?)",
-                    [wid, *values.values(), seen_at],
-                )
-                return True, True
-            advanced = beat.seq != row["seq"]
-            if not advanced:
-                return False, False
-            # A worker declared gone that beats again may rejoin: its old assignments
-            # were withdrawn when it was declared gone, so it cannot run them twice.
-            revived = 0 if beat.state.value != "stopped" else row["gone"]
-            db.execute(
-                f"UPDATE workers SET {', '.join(f'{k}=?' for k in values)}, last_seen=?, "
-                "gone=? WHERE id=?",
-                [*values.values(), seen_at, revived, wid],
-            )
-            return False, True
+        if row is None:
+            db.execute(f"INSERT INTO workers (id, {', '.join(values)}) "
+                       f"VALUES (?, {', '.join('?' * len(values))})", [wid, *values.values()])
+            return True, True
+        # A worker declared gone that beats again may rejoin: its old assignments
+        # were withdrawn when it was declared gone, so it cannot run them twice.
+        values["gone"] = 0 if beat.state.value != "stopped" else row["gone"]
+        db.execute(f"UPDATE workers SET {', '.join(f'{k}=?' for k in values)} WHERE id=?",
+                   [*values.values(), wid])
+        return False, True
 
     def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         sql = (
             "SELECT id, name, kind, host, pid, gpu, gpu_name, state, job_id, attempt, last_seen, "
-            "gone, hub, session_left, info FROM workers"
+            "gone, hub, session_left, heartbeat_interval, slots, gpu_mem_mb FROM workers"
         )
         if not include_gone:
             sql += " WHERE gone=0"
-        rows = self.db.execute(sql + " ORDER BY name, id")
-        out = []
-        for r in rows:
-            fields = {k: r[k] for k in r.keys() if k != "info"}  # noqa: SIM118 - a Row
-            caps = json.loads(r["info"] or "{}").get("capabilities") or {}
-            out.append(WorkerInfo(**{**fields, "gpu": bool(r["gpu"]), "gone": bool(r["gone"]),
-                                     "heartbeat_interval": caps.get("heartbeat_interval")}))
-        return out
+        return [WorkerInfo(**{**dict(zip(r.keys(), r)), "gpu": bool(r["gpu"]),
+                              "gone": bool(r["gone"])})
+                for r in self.db.execute(sql + " ORDER BY name, id")]
 
     def mark_worker_gone(self, worker_id: str) -> None:
         with self.tx() as db:
@@ -109,3 +113,24 @@ class Records:
         so time it was down does not count against the workers)."""
         with self.tx() as db:
             db.execute("UPDATE workers SET last_seen=? WHERE gone=0", (now,))
+
+    # ---- runs (what placement learns from) ---------------------------------------
+
+    def record_run(self, job_id: str, attempt: int, run: Run) -> None:
+        """What one finished attempt took: its device, epochs and times."""
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO runs (job_id, attempt, workload, device, epochs, "
+                       "epoch_seconds, seconds, gpu_mem_mb, at) VALUES (?,?,?,?,?,?,?,?,?)",
+                       (job_id, attempt, run.workload, run.device, run.epochs,
+                        run.epoch_seconds, run.seconds, run.gpu_mem_mb, time.time()))
+
+    def runs(self, limit: int = 2000) -> list[Run]:
+        """The newest ``limit`` recorded runs (placement learns from them)."""
+        rows = self.db.execute("SELECT workload, device, epochs, epoch_seconds, seconds, "
+                               "gpu_mem_mb FROM runs ORDER BY at DESC LIMIT ?", (limit,))
+        return [Run(*row) for row in rows]
+
+    def set_placement(self, job_id: str, decision: str) -> None:
+        """Keep a queued job's latest placement decision (JSON) for `orch explain`."""
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET placement=? WHERE id=?", (decision, job_id))

@@ -42,7 +42,7 @@ class SubmitRequest:
     script: str
     script_args: tuple[str, ...] = ()
     name: str | None = None
-    on: str = "local"
+    on: str = "auto"
     gpu: GpuNeed = GpuNeed.ANY
     estimate: str | None = None
     priority: int = 0
@@ -51,6 +51,7 @@ class SubmitRequest:
     env: tuple[str, ...] = ()
     sweep: tuple[str, ...] = ()
     autotrack: bool = False
+    gpu_mem: str | None = None  # MB of GPU memory the job needs, to share a GPU
 
 
 def parse_target(on: str, remote_hub: str = "") -> str:
@@ -158,6 +159,7 @@ class _Checked:
     target: str
     script: str
     estimate: float | None
+    gpu_mem: float | None
     env: tuple[tuple[str, str], ...]
     axes: list[tuple[str, list[str]]]
     outputs: tuple[OutputSpec, ...]
@@ -172,6 +174,14 @@ def _check(project: Project, req: SubmitRequest) -> _Checked:
     estimate = parse_duration(req.estimate, "--estimate") if req.estimate else None
     if estimate is not None and not 1 <= estimate <= MAX_ESTIMATE:
         raise UsageError(f"bad --estimate {req.estimate!r}: between 1s and 30 days")
+    gpu_mem = None
+    if req.gpu_mem is not None:
+        try:
+            gpu_mem = float(req.gpu_mem)
+        except ValueError:
+            gpu_mem = -1.0
+        if not 1 <= gpu_mem <= 1e6:
+            raise UsageError(f"bad --gpu-mem {req.gpu_mem!r}: megabytes, e.g. 2000")
     if abs(req.priority) > MAX_PRIORITY:
         raise UsageError(f"bad --priority {req.priority}: between -{MAX_PRIORITY:,} and "
                          f"{MAX_PRIORITY:,}")
@@ -198,7 +208,7 @@ def _check(project: Project, req: SubmitRequest) -> _Checked:
     for given in req.data:
         if not Path(given).expanduser().exists():
             raise BundleError(f"data path {given} does not exist")
-    return _Checked(target, script, estimate, env, axes, outputs, base)
+    return _Checked(target, script, estimate, gpu_mem, env, axes, outputs, base)
 
 
 def credential_paths(project: Project) -> frozenset[str]:
@@ -283,6 +293,7 @@ def submit(project: Project, req: SubmitRequest, store: Store | None = None) -> 
                 args=tuple(args), target=c.target, gpu=req.gpu, priority=req.priority,
                 estimate_s=c.estimate, snapshot_sha256=snap, data=data, outputs=c.outputs,
                 env=c.env, autotrack=req.autotrack, sweep=combo, checkpoints=checkpoints,
+                gpu_mem_mb=c.gpu_mem,
             ))
         return db.insert_jobs(specs)
     finally:

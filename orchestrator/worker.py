@@ -62,6 +62,8 @@ class WorkerConfig:
     worker_id: str = field(default="")
     credentials: str | None = None
     key: str | None = field(default=None, repr=False)  # the project's signing key (hex)
+    slots: int = 1  # attempts run at once (a GPU shared by several small jobs: more)
+    gpu_mem_mb: float | None = None  # the GPU's memory, which the daemon packs jobs into
 
 
 class Worker:
@@ -83,12 +85,13 @@ class Worker:
         )
         self._seq = 0
         self._state = P.WorkerState.IDLE
-        self._job: tuple[str, int] | None = None
+        self._running: dict[tuple[str, int], threading.Thread] = {}
         self._progress: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()  # finish current job, then exit
         self._abort = threading.Event()  # stop the run now
-        self._done: set[tuple[str, int]] = set()
+        self._done: set[tuple[str, int]] = set()  # assignments taken
+        self._finished: set[str] = set()  # jobs whose attempt here ended
         self.jobs_run = 0
 
     # ---- heartbeat --------------------------------------------------------
@@ -105,16 +108,20 @@ class Worker:
             session_left=None if self.deadline is None else self.deadline - time.time(),
             python=platform.python_version(),
             orch=__version__,
+            slots=self.cfg.slots,
+            gpu_mem_mb=self.cfg.gpu_mem_mb,
         )
 
     def beat(self) -> None:
         with self._lock:
             self._seq += 1
+            running = sorted(self._running)
+            first = running[0] if running else None
             doc = P.Heartbeat(
                 worker_id=self.id, name=self.cfg.name, host=socket.gethostname(),
                 pid=os.getpid(), seq=self._seq, state=self._state,
-                job_id=self._job[0] if self._job else None,
-                attempt=self._job[1] if self._job else None,
+                job_id=first[0] if first else None, attempt=first[1] if first else None,
+                running=tuple(P.RunRef(j, n) for j, n in running),
                 progress=self._progress, capabilities=self.capabilities(),
                 started=self.started, time=time.time(),
             )
@@ -138,11 +145,10 @@ class Worker:
         """Whether the worker was told to stop the run now (SIGINT)."""
         return self._abort.is_set()
 
-    def _set(self, state: P.WorkerState, job: tuple[str, int] | None = None) -> None:
+    def _set(self, state: P.WorkerState) -> None:
         with self._lock:
             self._state = state
-            self._job = job
-            if job is None:
+            if not self._running:
                 self._progress = {}
         self.beat()
 
@@ -184,26 +190,56 @@ class Worker:
         idle_since = time.monotonic()
         try:
             while not (self._stop.is_set() or self._abort.is_set()):
-                assignment = self.next_assignment()
+                if self._reap():
+                    idle_since = time.monotonic()
+                    if self.cfg.only_job and self.cfg.only_job in self._finished:
+                        break
+                assignment = self.next_assignment() if len(self._running) < self.cfg.slots \
+                    else None
                 if assignment is not None:
                     self._done.add(assignment)
-                    self.run_attempt(*assignment)
-                    idle_since = time.monotonic()
-                    if self.cfg.only_job and assignment[0] == self.cfg.only_job:
-                        break
+                    self._launch(*assignment)
                     continue
-                if self.cfg.burst:
-                    break
-                if time.monotonic() - idle_since > self.cfg.idle_timeout:
-                    log.info("idle for %.0f s; exiting", self.cfg.idle_timeout)
-                    break
+                if not self._running:
+                    if self.cfg.burst:
+                        break
+                    if time.monotonic() - idle_since > self.cfg.idle_timeout:
+                        log.info("idle for %.0f s; exiting", self.cfg.idle_timeout)
+                        break
+                else:
+                    idle_since = time.monotonic()
                 self._stop.wait(self.cfg.poll_interval)
         finally:
+            for thread in list(self._running.values()):  # a stop lets runs finish;
+                thread.join()  # an abort (SIGINT) has them stop at once
             self._set(P.WorkerState.STOPPED)
             self._abort.set()
             hb.join(timeout=5)
             shutil.rmtree(self.work_dir, ignore_errors=True)
         return self.jobs_run
+
+    def _launch(self, job_id: str, n: int) -> None:
+        """Run attempt ``n`` of ``job_id`` in a thread of its own (the worker runs up to
+        ``slots`` at once)."""
+        thread = threading.Thread(target=self.run_attempt, args=(job_id, n),
+                                  name=f"{job_id}.{n}", daemon=True)
+        with self._lock:
+            self._running[(job_id, n)] = thread
+            self._state = P.WorkerState.BUSY
+        thread.start()
+
+    def _reap(self) -> bool:
+        """Forget the runs that ended; True if one did."""
+        with self._lock:
+            ended = [key for key, t in self._running.items() if not t.is_alive()]
+            for key in ended:
+                del self._running[key]
+            if ended and not self._running:
+                self._state = P.WorkerState.IDLE
+                self._progress = {}
+        if ended:
+            self.beat()
+        return bool(ended)
 
     def request_stop(self, now: bool = False) -> None:
         (self._abort if now else self._stop).set()
@@ -240,7 +276,7 @@ class Worker:
             log.info("%s.%d already ended (%s); skipping", job_id, n, done.phase.value)
             return
         run = AttemptRun(self, job_id, n, resume_from=assignment.resume_from)
-        self._set(P.WorkerState.BUSY, (job_id, n))
+        self.beat()
         try:
             run.execute()
         except SupersededError:
@@ -252,8 +288,9 @@ class Worker:
             except Exception:
                 log.exception("could not report the failure of %s.%d", job_id, n)
         finally:
-            self.jobs_run += 1
-            self._set(P.WorkerState.IDLE)
+            with self._lock:
+                self.jobs_run += 1
+                self._finished.add(job_id)
 
 
 def _hub_folder(url: str) -> Path | None:
@@ -285,6 +322,10 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
     p.add_argument("--session-hours", type=float, default=None)
     p.add_argument("--job", default=None, help="run this one job, then exit")
     p.add_argument("--id", default="", help="fixed worker id (default: NAME-<random>)")
+    p.add_argument("--slots", type=int, default=1,
+                   help="attempts to run at once (jobs sharing one GPU; default 1)")
+    p.add_argument("--gpu-mem", type=float, default=None,
+                   help="the GPU's memory in MB, which the daemon packs jobs into")
     p.add_argument("--key-file", default=None,
                    help="the project's key, to check that jobs come from it: its "
                         ".orch/project.json (default: $ORCH_HUB_KEY, or the project around "
@@ -301,6 +342,7 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
         idle_timeout=a.idle_timeout, gpu=a.gpu,
         gpu_name=a.gpu_name, session_hours=a.session_hours, only_job=a.job, worker_id=a.id,
         key=load_key(a.key_file) if a.key_file else None,
+        slots=max(1, a.slots), gpu_mem_mb=a.gpu_mem,
     )
 
 

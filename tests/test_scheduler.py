@@ -104,7 +104,8 @@ def test_silent_worker_loses_its_job_after_the_lease(project: Project, store: St
     job = store.get(job_id)
     assert job.state is S.QUEUED and job.attempt == 2 and job.worker_id is None
     assert not hub.exists(P.inbox("w1", job_id, 1))  # withdrawn: fences the zombie
-    assert [e.dst for e in store.events(job_id)] == ["QUEUED", "ASSIGNED", "LOST", "QUEUED"]
+    moves = [e.dst for e in store.events(job_id) if e.dst]  # notes (placement) aside
+    assert moves == ["QUEUED", "ASSIGNED", "LOST", "QUEUED"]
 
 
 def test_advancing_heartbeat_keeps_the_lease(project: Project, store: Store) -> None:
@@ -197,10 +198,11 @@ def test_a_long_job_skips_a_short_session_unless_it_checkpoints(project: Project
     (project.root / "plain.py").write_text("print('no checkpoints')\n")
     (project.root / "resumable.py").write_text("from orchestrator.keras import callbacks\n")
     plain = submit(project, SubmitRequest(script=str(project.root / "plain.py"), on="colab",
-                                          estimate="3h"), store=store)[0]
+                                          estimate="8h"), store=store)[0]
     resumable = submit(project, SubmitRequest(script=str(project.root / "resumable.py"),
-                                              on="colab", estimate="3h"), store=store)[0]
+                                              on="colab", estimate="8h"), store=store)[0]
     assert not plain.checkpoints and resumable.checkpoints
+    # --estimate is the time on this machine's CPU: 8 h there is about 2 h on a T4
     colab_beat(hub, "colab-1", session_left=3600)  # one hour of session left
     sched.tick()
     assert store.get(plain.id).state is S.QUEUED  # would be cut off: waits for a longer one

@@ -52,12 +52,19 @@ def err(message: str) -> None:
 
 
 def job_json(job: Job) -> dict[str, Any]:
+    """A job as `--json` prints it (``expected_finish``: Unix time, or null)."""
+    import time
+
+    from ..render import expected_end, planned
+
     return {
         "id": job.id, "name": job.name, "state": job.state.value, "attempt": job.attempt,
         "target": job.target, "worker": job.worker_id, "script": job.script,
         "args": list(job.args), "progress": job.progress, "exit_code": job.exit_code,
         "error": job.error, "submitted_at": job.submitted_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "pulled_to": list(job.pulled_to),
+        "gpu_mem_mb": job.gpu_mem_mb, "planned_on": planned(job)[0],
+        "expected_finish": expected_end(job, time.time()),
     }
 
 

@@ -23,12 +23,17 @@ def submit(
         help="Arguments for the script; put them after `--`.", show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option(help="Job name (default: script name).")] = None,
     on: Annotated[str, typer.Option(
-        help="Where to run: local, remote (workers on the project's Drive hub), auto, colab "
-             "or ssh:HOST.")] = "local",
+        help="Where to run: auto (where it finishes first), local, colab, remote (any "
+             "worker on the project's Drive hub) or ssh:HOST.")] = "auto",
     gpu: Annotated[Optional[bool], typer.Option(
         "--gpu/--cpu", help="Require a GPU, or run on the CPU only (default: either).",
         show_default=False)] = None,
-    estimate: Annotated[Optional[str], typer.Option(help="Expected duration, e.g. 40m.")] = None,
+    estimate: Annotated[Optional[str], typer.Option(
+        help="How long it takes on this machine's CPU, e.g. 40m (default: learned from "
+             "earlier runs, or from its first epoch).")] = None,
+    gpu_mem: Annotated[Optional[str], typer.Option(
+        help="GPU memory it needs in MB, so a GPU can run it beside others (default: "
+             "measured at its first run).")] = None,
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
     data: Annotated[Optional[list[str]], typer.Option(
         help="Data file or folder to ship (repeatable; stored once per content).")] = None,
@@ -63,7 +68,7 @@ def submit(
         gpu=GpuNeed.ANY if gpu is None else (GpuNeed.REQUIRED if gpu else GpuNeed.NONE),
         estimate=estimate, priority=priority, data=tuple(data or ()),
         outputs=tuple(output or ()), env=tuple(env or ()), sweep=tuple(sweep or ()),
-        autotrack=autotrack,
+        autotrack=autotrack, gpu_mem=gpu_mem,
     )
     if dry_run:
         from ..render import snapshot_preview
@@ -243,6 +248,18 @@ def top(
         live_table(read, done, title=f"orch — {project.root.name}")
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def explain(job: Annotated[str, typer.Argument(help="A job id, id prefix or name.")]) -> None:
+    """Where a job was (or will be) placed and why: each place considered, when the job
+    would finish there, the choice, and where its length estimate came from."""
+    from ..render import explain_text
+
+    project = project_here()
+    with open_store(project) as store:
+        found = store.resolve(job)
+        print(explain_text(found, store.events(found.id)))
 
 
 # ---- acting on jobs ---------------------------------------------------------------

@@ -207,22 +207,11 @@ def colab(
         "jobs: add the Colab secret ORCH_HUB_KEY once (the key icon in Colab's left bar; "
         "`orch colab --key` prints the value)")
     if launch:
-        import dataclasses
-        import secrets
+        from ..places.colab import launch_session
 
-        from ..atomic import write_atomic
-        from ..places.colab_launch import launch as start
-        from ..places.colab_notebook import render
-
-        # the launched copy stays on this machine: it may carry the key
-        local = project.state_dir / "colab" / published.where.rpartition("/")[2]
-        local.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(local, render(dataclasses.replace(
-            published.settings, hub_key=load_identity(project.state_dir).key)), mode=0o600)
-        name = start(local, f"orch-{project.root.name}-{secrets.token_hex(3)}", gpu,
-                     project.logs_dir / "colab-launch.log")
+        name = launch_session(project, gpu, published)
         err(f"launched Colab session {name} ({gpu or 'CPU'}); it stops when the worker is "
-             f"idle; log: {project.logs_dir / 'colab-launch.log'}")
+            f"idle; log: {project.logs_dir / 'colab-launch.log'}")
     if open_browser:
         import webbrowser
 

@@ -114,6 +114,24 @@ class Hub(ABC):
         raw = self.get_json(key)
         return None if raw is None else kind.from_dict(raw)
 
+    def get_doc_text(self, key: str, kind: type[D],
+                     unless: str | None = None) -> tuple[D, str] | None:
+        """The document at ``key`` with the JSON text it was read from, like
+        :meth:`get_doc`; also None when that text equals ``unless`` (unchanged
+        since the caller last read it: nothing is decoded)."""
+        try:
+            text = self.get_bytes(key).decode("utf-8", "replace")
+        except HubNotFound:
+            return None
+        if text == unless:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            log.warning("unreadable JSON at %s on %s", key, self.url)
+            return None
+        return kind.from_dict(value), text
+
     def local_path(self, key: str) -> Path | None:
         """A local file holding ``key``, for hubs that have one (folder); else None."""
         return None

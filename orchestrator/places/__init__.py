@@ -23,6 +23,7 @@ from ..models import GpuNeed, WorkerInfo
 
 if TYPE_CHECKING:
     from ..config import Project
+    from ..placement import Server
 
     class Placeable(Protocol):
         """What a place needs to know of a job (a stored Job or a JobSpec)."""
@@ -75,6 +76,15 @@ class Place(ABC):
         if mine:
             return Availability(self.name, 1.0, f"{self.name} workers are busy")
         return None
+
+    def prospects(self, workers: Sequence[WorkerInfo], now: float) -> list[Server]:
+        """Workers this place would start if the plan wants one (not live yet), as
+        placement servers: ready after their start-up. Default: none."""
+        return []
+
+    def want(self, servers: Sequence[str]) -> None:
+        """The plan chose these prospective servers of this place: start them (the next
+        :meth:`start_workers` does). Default: nothing to start."""
 
     def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
         """Start the workers that queued jobs need, if this place starts its own;

@@ -13,16 +13,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..config import Project
-from ..errors import NotConfiguredError
+from ..errors import NotConfiguredError, OrchError
+from ..logs import get_logger
 from ..models import WorkerInfo
 from . import Availability, Place
 
 if TYPE_CHECKING:
+    from ..placement import Server
     from . import Placeable
     from .colab_notebook import NotebookSettings
 
+log = get_logger(__name__)
 COLAB_URL = "https://colab.research.google.com/drive/{file_id}"
 TARGETS = ("colab", "remote", "auto")
+SESSION = 12 * 3600.0  # a Colab session's cap
 
 
 class ColabPlace(Place):
@@ -32,6 +36,67 @@ class ColabPlace(Place):
 
     def __init__(self, project: Project) -> None:
         self.project = project
+        self.pending: list[float] = []  # when each session orch launched (not joined yet)
+        self.wanted = 0
+
+    # ---- sessions orch launches itself (`colab_workers`) ---------------------------
+
+    def _live(self, workers: Sequence[WorkerInfo]) -> int:
+        return sum(1 for w in workers if self.owns(w) and w.kind == "colab" and not w.gone
+                   and w.state != "stopped")
+
+    def _room(self, workers: Sequence[WorkerInfo], now: float) -> int:
+        """Sessions orch may still launch. A launched session that joined is a live
+        worker now, and one that never joined (3 start-ups on) is given up."""
+        s = self.project.settings
+        room = (s.colab_workers or 0) - self._live(workers)
+        self.pending = [t for t in self.pending if now - t < 3 * s.colab_startup]
+        self.pending = self.pending[:max(0, room)]
+        return max(0, room)
+
+    def prospects(self, workers: Sequence[WorkerInfo], now: float) -> list[Server]:
+        """With ``colab_workers`` set, the sessions orch may still launch (and those
+        launched that have not joined yet): ready after ``colab_startup``."""
+        from ..estimates import device_of
+        from ..placement import Server
+
+        s = self.project.settings
+        out = []
+        for i in range(self._room(workers, now)):
+            started = self.pending[i] if i < len(self.pending) else now
+            worker = WorkerInfo(id=f"colab-{i + 1} (to start)", name="colab", kind="colab",
+                                host="colab", pid=None, gpu=True, gpu_name=s.colab_gpu,
+                                state="idle", job_id=None, attempt=None, last_seen=now,
+                                gone=False, hub="remote")
+            startup = max(0.0, s.colab_startup - (now - started))
+            out.append(Server(key=worker.id, place=self.name, worker=worker, live=False,
+                              device=device_of("colab", True, s.colab_gpu), ready_in=startup,
+                              startup=startup, remote=True, ends_in=startup + SESSION))
+        return out
+
+    def want(self, servers: Sequence[str]) -> None:
+        self.wanted = len(servers)
+
+    def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
+        """Launch the sessions the plan wants that are not launched yet, within
+        ``colab_workers``."""
+        import time
+
+        now = time.time()
+        need = min(self.wanted, self._room(workers, now)) - len(self.pending)
+        for _ in range(max(0, need)):
+            try:
+                name = self.launch()
+            except OrchError as exc:
+                log.warning("cannot launch a Colab session: %s", exc)
+                self.wanted = 0
+                return
+            log.info("launched Colab session %s for the queue", name)
+            self.pending.append(now)
+
+    def launch(self) -> str:
+        """Start one Colab session running the worker notebook; its name."""
+        return launch_session(self.project, self.project.settings.colab_gpu)
 
     def owns(self, worker: WorkerInfo) -> bool:
         return worker.hub != "local"
@@ -87,3 +152,26 @@ def publish(project: Project, job_id: str | None, idle_minutes: float,
     file_id = hub.file_id(key)  # type: ignore[attr-defined]
     return Published(url=COLAB_URL.format(file_id=file_id), where=f"{hub.url}/{key}",
                      settings=settings)
+
+
+def launch_session(project: Project, gpu: str | None, published: Published | None = None
+                   ) -> str:
+    """Start a Colab session running the worker notebook (``published``, else it is
+    published now) through Google's `colab` CLI (:mod:`.colab_launch`). The launched
+    copy stays on this machine and carries the project's key; the one on the hub never
+    does. Returns the session's name."""
+    import dataclasses
+    import secrets
+
+    from ..atomic import write_atomic
+    from ..identity import load_identity
+    from .colab_launch import launch
+    from .colab_notebook import render
+
+    published = published or publish(project, None, 30.0, SESSION / 3600)
+    local = project.state_dir / "colab" / published.where.rpartition("/")[2]
+    local.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(local, render(dataclasses.replace(
+        published.settings, hub_key=load_identity(project.state_dir).key)), mode=0o600)
+    return launch(local, f"orch-{project.root.name}-{secrets.token_hex(3)}", gpu,
+                  project.logs_dir / "colab-launch.log")

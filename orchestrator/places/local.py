@@ -25,10 +25,13 @@ from . import Availability, Place
 if TYPE_CHECKING:
     import subprocess
 
+    from ..placement import Server
     from . import Placeable
 
 log = get_logger(__name__)
 TARGETS = ("local", "auto")
+LOCAL_STARTUP = 3.0  # seconds for the daemon to start a local worker
+DEFAULT_GPU_JOBS = 4  # jobs a local GPU runs at once, at most, while their memory fits
 
 
 @cache
@@ -40,39 +43,51 @@ def this_host() -> str:
 
 @dataclass(frozen=True)
 class Slot:
-    """One local worker the daemon keeps alive: a GPU, or a CPU slot."""
+    """One local worker the daemon keeps alive: a GPU (shared by up to ``jobs`` jobs
+    at once, packed by memory), or a CPU slot."""
 
     name: str
     gpu: str | None = None
     gpu_name: str | None = None
+    gpu_mem_mb: float | None = None
+    jobs: int = 1
 
 
-def detect_gpus() -> list[tuple[str, str]]:
-    """``[(index, name)]`` from ``nvidia-smi -L``; empty without NVIDIA GPUs."""
+def detect_gpus() -> list[tuple[str, str, float | None]]:
+    """``[(index, name, memory MB)]`` from ``nvidia-smi``; empty without NVIDIA GPUs."""
     import subprocess
 
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return []
-    gpus = []
+    gpus: list[tuple[str, str, float | None]] = []
     for line in out.stdout.splitlines():
-        if line.startswith("GPU ") and ":" in line:
-            index = line[4:].split(":", 1)[0].strip()
-            name = line.split(":", 1)[1].split("(UUID")[0].strip()
-            gpus.append((index, name))
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and parts[0].isdigit():
+            try:
+                memory: float | None = float(parts[2])
+            except ValueError:
+                memory = None
+            gpus.append((parts[0], parts[1], memory))
     return gpus
 
 
 def local_slots(project: Project) -> list[Slot]:
     setting = project.settings.gpus.strip().lower()
     if setting == "none":
-        gpus: list[tuple[str, str]] = []
+        gpus: list[tuple[str, str, float | None]] = []
     elif setting == "auto":
         gpus = detect_gpus()
     else:
-        gpus = [(i.strip(), f"GPU {i.strip()}") for i in setting.split(",") if i.strip()]
-    slots = [Slot(f"local-gpu{i}", gpu=i, gpu_name=name) for i, name in gpus]
+        found = {i: (name, mem) for i, name, mem in detect_gpus()}
+        gpus = [(i, *found.get(i, (f"GPU {i}", None))) for i in
+                (x.strip() for x in setting.split(",")) if i]
+    share = project.settings.gpu_jobs or DEFAULT_GPU_JOBS
+    slots = [Slot(f"local-gpu{i}", gpu=i, gpu_name=name, gpu_mem_mb=mem, jobs=share)
+             for i, name, mem in gpus]
     cpus = project.settings.local_slots
     if cpus is None:
         cpus = 0 if gpus else 1
@@ -131,6 +146,26 @@ class LocalPlace(Place):
             why = ("warning: local_slots is 0 and GPUs are off; the job waits for a worker "
                    "(`orch worker --hub .orch/hub`)")
         return Availability(self.name, None, why)
+
+    def prospects(self, workers: Sequence[WorkerInfo], now: float) -> list[Server]:
+        """Each slot with no live worker: the daemon starts one in a couple of seconds."""
+        from ..estimates import device_of
+        from ..placement import Server
+
+        live = {w.name for w in workers if self.owns(w) and not w.gone and w.host == this_host()
+                and w.state != "stopped"}
+        out = []
+        for slot in self.slots:
+            if slot.name in live:
+                continue
+            worker = WorkerInfo(id=f"{slot.name} (to start)", name=slot.name, kind="local",
+                                host=this_host(), pid=None, gpu=slot.gpu is not None,
+                                gpu_name=slot.gpu_name, state="idle", job_id=None, attempt=None,
+                                last_seen=now, gone=False)
+            out.append(Server(key=worker.id, place=self.name, worker=worker, live=False,
+                              device=device_of("local", worker.gpu, slot.gpu_name),
+                              ready_in=LOCAL_STARTUP, startup=LOCAL_STARTUP))
+        return out
 
     def could_start(self, job: Placeable) -> bool:
         """Whether a slot fits ``job`` (GPUs are detected only for a GPU job)."""
@@ -211,7 +246,10 @@ class LocalPlace(Place):
             "--idle-timeout", str(s.worker_idle_timeout), "--heartbeat", str(s.heartbeat_interval),
         ]
         if slot.gpu is not None:
-            cmd += ["--gpu", slot.gpu, "--gpu-name", slot.gpu_name or ""]
+            cmd += ["--gpu", slot.gpu, "--gpu-name", slot.gpu_name or "",
+                    "--slots", str(slot.jobs)]
+            if slot.gpu_mem_mb:
+                cmd += ["--gpu-mem", str(slot.gpu_mem_mb)]
         with open(self.project.logs_dir / f"worker-{slot.name}.log", "ab") as logf:
             self.procs[slot.name] = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
