@@ -189,6 +189,33 @@ def test_the_scheduler_packs_a_gpu_by_memory(project: Project, store: Store) -> 
     assert all(hub.exists(P.inbox("gpu-1", j.id, 1)) for j in jobs[:3])
 
 
+def test_measured_gpu_memory_lets_later_runs_share_the_gpu(project: Project,
+                                                          store: Store) -> None:
+    hub = FolderHub(project.hub_dir)
+    sched = Scheduler(project, store, hub, places=[])
+    beat(hub, "gpu-1", gpu=True, gpu_name="H200", slots=4, gpu_mem_mb=10_000.0)
+    first = queue(project, store, "small")
+    sched.tick()
+    second = queue(project, store, "small")
+    sched.tick()
+    assert store.get(first.id).worker_id == "gpu-1"
+    assert store.get(second.id).state is S.QUEUED  # its memory is not known: it waits
+    hub.put_doc(P.status(first.id, 1), P.RunStatus(
+        job_id=first.id, attempt=1, worker_id="gpu-1", phase=P.Phase.SUCCEEDED,
+        started_at=time.time() - 20, progress={"epochs": 2, "completed_epochs": 2,
+                                                "epoch_seconds": 9.0, "gpu_mem_peak_mb": 2500.0}))
+    hub.put_doc(P.result_json(first.id, 1), P.Seal(job_id=first.id, attempt=1, sha256="0" * 64,
+                                                   size=0, files=(), sealed_at=time.time()))
+    sched.tick()
+    assert store.get(first.id).state is S.SUCCEEDED
+    assert store.runs()[0].gpu_mem_mb == 2500.0  # measured by its run: learned
+    more = [queue(project, store, "small") for _ in range(3)]
+    sched.tick()
+    on_gpu = [j for j in [second, *more] if store.get(j.id).worker_id == "gpu-1"]
+    assert on_gpu == [second, more[0], more[1]]  # 3 × 2,500 MB fit in 90% of 10,000
+    assert store.get(more[2].id).state is S.QUEUED
+
+
 def test_a_long_job_waits_for_the_busy_gpu_rather_than_the_free_cpu(project: Project,
                                                                     store: Store) -> None:
     hub = FolderHub(project.hub_dir)
