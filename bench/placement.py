@@ -132,7 +132,7 @@ class SimWorker:
                     job_id=job, attempt=n, sha256="0" * 64, size=5, files=(), sealed_at=now))
             self.hub.put_doc(P.status(job, n), P.RunStatus(
                 job_id=job, attempt=n, worker_id=self.id, phase=phase, started_at=start,
-                progress=progress))
+                progress=progress, ended_at=now if phase is P.Phase.SUCCEEDED else None))
             if phase is P.Phase.SUCCEEDED:
                 self.run = None
                 self.idle_since = now

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -53,7 +52,8 @@ class Planner:
         return self._runs, self._speeds
 
     def learn(self, job: Job, worker: WorkerInfo | None, now: float) -> None:
-        """A job's attempt ended SUCCEEDED: remember what it took, and where."""
+        """Remember what ``job``'s attempt took on ``worker`` until ``now`` (its end,
+        for a success; its first epochs, for a probe)."""
         from .estimates import workload
 
         progress = job.progress
@@ -92,14 +92,14 @@ class Planner:
     def place_of(self, worker: WorkerInfo) -> str:
         return next((p.name for p in self.places if p.owns(worker)), worker.kind)
 
-    def remaining(self, job: Job, worker: WorkerInfo) -> float:
-        """Seconds until ``job`` (running on ``worker``) is expected to end."""
+    def remaining(self, job: Job, worker: WorkerInfo, now: float) -> float:
+        """Seconds from ``now`` until ``job`` (on ``worker``) is expected to end."""
         eta = job.progress.get("eta_s")
         if isinstance(eta, (int, float)) and job.progress.get("completed_epochs"):
             return float(eta)
         device = device_of(worker.kind, worker.gpu, worker.gpu_name)
         seconds = self.estimate_of(job, device).seconds_at(speed(self.history()[1], device))
-        elapsed = time.time() - (job.started_at or time.time())
+        elapsed = now - (job.started_at or now)
         return max(0.0, (seconds if seconds is not None else UNKNOWN_RUN) - elapsed)
 
     def servers(self, workers: Sequence[WorkerInfo], on_worker: Sequence[Job],
@@ -110,7 +110,7 @@ class Planner:
         for w in workers:
             if w.state == "stopped":
                 continue
-            held = sorted(self.remaining(j, w) for j in on_worker if j.worker_id == w.id)
+            held = sorted(self.remaining(j, w, now) for j in on_worker if j.worker_id == w.id)
             device = device_of(w.kind, w.gpu, w.gpu_name)
             for slot in range(max(1, w.slots)):
                 out.append(Server(

@@ -167,7 +167,8 @@ class Scheduler:
             if phase is P.Phase.SUCCEEDED:
                 if not hub.exists(P.result_json(job.id, job.attempt)):
                     return  # status can show before the seal on lagging hubs
-                self.finish(job, S.SUCCEEDED, "result sealed", exit_code=0)
+                self.finish(job, S.SUCCEEDED, "result sealed", ended_at=status.ended_at,
+                            exit_code=0)
             elif phase is P.Phase.FAILED:
                 self.finish(job, S.FAILED, status.error or "failed",
                             exit_code=status.exit_code, error=status.error)
@@ -176,14 +177,17 @@ class Scheduler:
         except IllegalTransitionError as exc:
             log.info("status of %s ignored: %s", job.id, exc)
 
-    def finish(self, job: Job, dst: JobState, message: str, **fields: Any) -> None:
+    def finish(self, job: Job, dst: JobState, message: str, ended_at: float | None = None,
+               **fields: Any) -> None:
+        """End the attempt (one transaction), withdraw it, and learn from a success
+        (``ended_at``: when it ended by the worker's clock, as its ``started_at``)."""
         done = self.store.finish(job.id, job.attempt, dst, message, **fields)
         log.info("%s %s: %s", job.id, dst.value, message)
         self._withdraw(job)
         if dst is S.SUCCEEDED:
             worker = next((w for w in self.store.workers(include_gone=True)
                            if w.id == job.worker_id), None)
-            self.planner.learn(done, worker, time.time())
+            self.planner.learn(done, worker, ended_at or time.time())
 
     def _withdraw(self, job: Job) -> None:
         """Best effort, after the commit: remove the attempt's inbox file (and a cancel

@@ -202,13 +202,14 @@ def test_measured_gpu_memory_lets_later_runs_share_the_gpu(project: Project,
     assert store.get(second.id).state is S.QUEUED  # its memory is not known: it waits
     hub.put_doc(P.status(first.id, 1), P.RunStatus(
         job_id=first.id, attempt=1, worker_id="gpu-1", phase=P.Phase.SUCCEEDED,
-        started_at=time.time() - 20, progress={"epochs": 2, "completed_epochs": 2,
-                                                "epoch_seconds": 9.0, "gpu_mem_peak_mb": 2500.0}))
+        started_at=1000.0, ended_at=1019.5, progress={  # the worker's clock
+            "epochs": 2, "completed_epochs": 2, "epoch_seconds": 9.0, "gpu_mem_peak_mb": 2500.0}))
     hub.put_doc(P.result_json(first.id, 1), P.Seal(job_id=first.id, attempt=1, sha256="0" * 64,
                                                    size=0, files=(), sealed_at=time.time()))
     sched.tick()
     assert store.get(first.id).state is S.SUCCEEDED
     assert store.runs()[0].gpu_mem_mb == 2500.0  # measured by its run: learned
+    assert store.runs()[0].seconds == 19.5  # timed by one clock, the worker's
     more = [queue(project, store, "small") for _ in range(3)]
     sched.tick()
     on_gpu = [j for j in [second, *more] if store.get(j.id).worker_id == "gpu-1"]
