@@ -103,7 +103,7 @@ def make_reviews(n: int, seed: int, label_noise: float = 0.0) -> tuple[list[str]
             parts += ["and", cues[rng.integers(len(cues))]]
         if rng.random() < 0.3:  # an aside that carries no sentiment, after or before
             aside = ASIDES[rng.integers(len(ASIDES))]
-            parts = parts + ["but", aside] if rng.random() < 0.5 else [aside, "and", *parts]
+            parts = [*parts, "but", aside] if rng.random() < 0.5 else [aside, "and", *parts]
         if rng.random() < label_noise:
             label = (label + int(rng.integers(1, len(CLASSES)))) % len(CLASSES)
         texts.append(" ".join(p for p in parts if p))

@@ -34,6 +34,21 @@ PRIOR_SPEEDS = {"cpu": 1.0, "gpu": 4.0, "t4": 4.0, "p100": 5.0, "v100": 7.0, "l4
 UNKNOWN_RUN = 600.0  # how long a job of unknown length is assumed to hold a worker
 
 
+def positive(value: Any) -> float | None:
+    """``value`` as a finite number above zero, else None (scripts report these
+    figures: a zero, negative or NaN epoch time must not reach a logarithm)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value < math.inf else None
+
+
+def run_device(gpu_need: Any, device: str) -> str:
+    """The device a job runs on when placed on ``device``: a ``--cpu`` job runs on
+    the machine's CPU even where there is a GPU (counted at this machine's CPU
+    speed)."""
+    return REFERENCE if getattr(gpu_need, "value", gpu_need) == "none" else device
+
+
 def median(values: Iterable[float]) -> float:
     """The median (the statistics module costs CLI start-up 6 ms)."""
     ordered = sorted(values)
@@ -101,9 +116,9 @@ def learn_speeds(runs: Iterable[Run], prior_weight: float = 0.5) -> dict[str, fl
     typical: dict[str, dict[str, float]] = {}
     by_workload: dict[str, dict[str, list[float]]] = {}
     for r in runs:
-        if r.epoch_seconds:
-            by_workload.setdefault(r.workload, {}).setdefault(r.device, []).append(
-                r.epoch_seconds)
+        per_epoch = positive(r.epoch_seconds)
+        if per_epoch is not None:
+            by_workload.setdefault(r.workload, {}).setdefault(r.device, []).append(per_epoch)
     for key, per_device in by_workload.items():
         typical[key] = {d: median(v) for d, v in per_device.items()}
     devices = {d for per in typical.values() for d in per} | {REFERENCE}
@@ -161,24 +176,23 @@ def estimate(script: str, args: Sequence[str], explicit: float | None,
                         total_ref=explicit)
     key, epochs = workload(script, args)
     done = int(progress.get("completed_epochs") or 0) if progress else 0
-    per_epoch = progress.get("epoch_seconds") if progress else None
+    per_epoch = positive(progress.get("epoch_seconds")) if progress else None
     total = progress.get("epochs") if progress else None
-    if device and isinstance(per_epoch, (int, float)) and per_epoch > 0 \
-            and isinstance(total, int):
+    if device and per_epoch is not None and isinstance(total, int) and total > 0:
         return Estimate(source=f"probe ({done} epoch(s) of {total} at {per_epoch:.1f} s on "
                                f"{device})", epochs=total,
                         epoch_ref=per_epoch * speed(speeds, device), done_epochs=done)
-    mine = [r for r in history if r.workload == key and r.epoch_seconds and r.epochs]
+    mine = [(r, r.epochs, per) for r in history if r.workload == key and r.epochs
+            and r.epochs > 0 and (per := positive(r.epoch_seconds)) is not None]
     if mine:
-        refs = [r.epoch_seconds * speed(speeds, r.device) for r in mine if r.epoch_seconds]
-        overheads = [max(0.0, r.seconds - r.epochs * r.epoch_seconds) for r in mine
-                     if r.epochs and r.epoch_seconds]
-        past_epochs = int(median(r.epochs for r in mine if r.epochs))
+        refs = [per * speed(speeds, r.device) for r, _, per in mine]
+        overheads = [max(0.0, r.seconds - n * per) for r, n, per in mine]
+        past_epochs = int(median(n for _, n, _ in mine))
         n = epochs or past_epochs
         scaled = f", scaled to {n} epochs" if n != past_epochs else ""
         return Estimate(source=f"history ({len(mine)} run(s) of {key!r}{scaled})", epochs=n,
                         epoch_ref=median(refs),
-                        overhead=median(overheads) if overheads else 0.0,
+                        overhead=median(overheads),
                         done_epochs=done)
     return Estimate(source="unknown: it starts where it can start first, and its first "
                            "epoch tells how long it takes")

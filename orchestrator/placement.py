@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from .estimates import UNKNOWN_RUN, Estimate, speed
+from .estimates import UNKNOWN_RUN, Estimate, run_device, speed
 from .models import GpuNeed, format_duration
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def options_for(job: Job, estimate: Estimate, servers: Sequence[Server], ready: 
     for s in servers:
         start = ready.get(s.key, s.ready_in)
         send = transfer(job, s) if s.remote else 0.0
-        run = estimate.seconds_at(speed(speeds, s.device))
+        run = estimate.seconds_at(speed(speeds, run_device(job.gpu, s.device)))
         end = start + send + (run if run is not None else 0.0)
         fits = s.ends_in is None or job.checkpoints or run is None or end <= s.ends_in
         out.append(Option(s.key, s.place, s.device, start, send, run, fits, s.live))

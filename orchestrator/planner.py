@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .estimates import UNKNOWN_RUN, Estimate, Run, device_of, estimate, learn_speeds, speed
-from .models import Job, WorkerInfo
+from .estimates import (
+    UNKNOWN_RUN,
+    Estimate,
+    Run,
+    device_of,
+    estimate,
+    learn_speeds,
+    positive,
+    run_device,
+    speed,
+    workload,
+)
+from .models import GpuNeed, Job, WorkerInfo
 from .placement import Decision, Server, plan
-from .places import gpu_allows, target_allows
+from .places import target_allows
 
 if TYPE_CHECKING:
     from .config import Project
@@ -30,6 +41,7 @@ MOVE_GAIN = 0.6  # a probed job moves when another worker needs under this share
 MOVE_MIN = 60.0  # ... and saves at least this many seconds
 PLAN_MIN = 20
 MIN_RATE = 1e5  # bytes/s assumed for sending to a remote hub when nothing says better
+OVERRUN = 0.25  # a job past its estimate is assumed to need this share of its time so far
 
 
 class Planner:
@@ -51,31 +63,38 @@ class Planner:
             self._speeds = learn_speeds(self._runs)
         return self._runs, self._speeds
 
-    def learn(self, job: Job, worker: WorkerInfo | None, now: float) -> None:
-        """Remember what ``job``'s attempt took on ``worker`` until ``now`` (its end,
-        for a success; its first epochs, for a probe)."""
-        from .estimates import workload
-
+    def learn(self, job: Job, worker: WorkerInfo | None, now: float,
+              finished: bool = True) -> None:
+        """Remember what ``job``'s attempt took on ``worker`` until ``now``: its whole
+        run (``finished``), or, for a probe that moves, what its first epochs say the
+        whole run would take there. Figures a script reported that make no sense
+        (zero, negative, not numbers) are left out."""
         progress = job.progress
         if worker is None or job.started_at is None:
             return
-        epochs = progress.get("completed_epochs")
-        per_epoch = progress.get("mean_epoch_seconds") or progress.get("epoch_seconds")
+        per_epoch = positive(progress.get("mean_epoch_seconds")) or positive(
+            progress.get("epoch_seconds"))
+        done, total = progress.get("completed_epochs"), progress.get("epochs")
+        epochs = done if isinstance(done, int) and done > 0 else None
+        seconds = max(0.0, now - job.started_at)
+        if not finished:
+            if per_epoch is None or epochs is None or not isinstance(total, int) \
+                    or total < epochs:
+                return
+            seconds, epochs = seconds + (total - epochs) * per_epoch, total
         run = Run(workload=workload(job.script, job.args)[0],
-                  device=device_of(worker.kind, worker.gpu, worker.gpu_name),
-                  epochs=int(epochs) if isinstance(epochs, int) else None,
-                  epoch_seconds=float(per_epoch) if isinstance(per_epoch, (int, float))
-                  else None, seconds=max(0.0, now - job.started_at),
-                  gpu_mem_mb=progress.get("gpu_mem_peak_mb") if isinstance(
-                      progress.get("gpu_mem_peak_mb"), (int, float)) else None)
+                  device=run_device(job.gpu, device_of(worker.kind, worker.gpu,
+                                                       worker.gpu_name)),
+                  epochs=epochs, epoch_seconds=per_epoch, seconds=seconds,
+                  gpu_mem_mb=positive(progress.get("gpu_mem_peak_mb")))
         self.store.record_run(job.id, job.attempt, run)
         self._runs = None  # learn again on the next plan
 
     def memory(self, job: Job) -> float | None:
         """GPU memory ``job`` needs (MB): its ``--gpu-mem``, else the most an earlier
         run of its workload used (measured at its first epoch), else unknown."""
-        from .estimates import workload
-
+        if job.gpu is GpuNeed.NONE:
+            return 0.0  # --cpu: it runs with the GPU hidden
         if job.gpu_mem_mb:
             return job.gpu_mem_mb
         key = workload(job.script, job.args)[0]
@@ -94,13 +113,14 @@ class Planner:
 
     def remaining(self, job: Job, worker: WorkerInfo, now: float) -> float:
         """Seconds from ``now`` until ``job`` (on ``worker``) is expected to end."""
-        eta = job.progress.get("eta_s")
-        if isinstance(eta, (int, float)) and job.progress.get("completed_epochs"):
-            return float(eta)
-        device = device_of(worker.kind, worker.gpu, worker.gpu_name)
+        eta = positive(job.progress.get("eta_s"))
+        if eta is not None and job.progress.get("completed_epochs"):
+            return eta
+        device = run_device(job.gpu, device_of(worker.kind, worker.gpu, worker.gpu_name))
         seconds = self.estimate_of(job, device).seconds_at(speed(self.history()[1], device))
-        elapsed = now - (job.started_at or now)
-        return max(0.0, (seconds if seconds is not None else UNKNOWN_RUN) - elapsed)
+        elapsed = max(0.0, now - (job.started_at or now))
+        left = (seconds if seconds is not None else UNKNOWN_RUN) - elapsed
+        return max(left, OVERRUN * elapsed)  # one that overran is not about to end
 
     def servers(self, workers: Sequence[WorkerInfo], on_worker: Sequence[Job],
                 now: float) -> list[Server]:
@@ -149,8 +169,8 @@ class Planner:
         estimates = {j.id: self.estimate_of(j) for j in head}
         decisions = plan(head, servers, estimates, self.history()[1], self.transfer,
                          allows, self.policy)
-        for job, decision in zip(head, decisions):
-            self.keep(job, decision, now)
+        self.store.keep_placements([kept for job, decision in zip(head, decisions)
+                                    if (kept := self.kept(job, decision, now)) is not None])
         return decisions
 
     def moves(self, running: Sequence[Job], workers: Sequence[WorkerInfo],
@@ -159,8 +179,6 @@ class Planner:
         now timed its first epoch. If it checkpoints, and a free worker would finish it
         in well under (MOVE_GAIN) the time its own needs, it moves there: it is
         re-queued and resumes from its checkpoint. Each attempt is looked at once."""
-        from .estimates import workload
-
         runs = self.history()[0]
         free = [s for s in self.servers(workers, on_worker, now)
                 if s.live and s.ready_in <= 1.0]
@@ -177,37 +195,56 @@ class Planner:
             key = workload(job.script, job.args)[0]
             if job.estimate_s or any(r.workload == key for r in runs):
                 continue  # it was placed knowing its length
-            device = device_of(worker.kind, worker.gpu, worker.gpu_name)
+            device = run_device(job.gpu, device_of(worker.kind, worker.gpu, worker.gpu_name))
             est = self.estimate_of(job, device)
             here = est.seconds_at(speed(self.history()[1], device))
             options = [((self.transfer(job, s) if s.remote else 0.0)
-                        + (est.seconds_at(speed(self.history()[1], s.device)) or 0.0), s)
+                        + (est.seconds_at(speed(self.history()[1], run_device(job.gpu, s.device)))
+                           or 0.0), s)
                        for s in free if allows(job, s.worker) and s.key != worker.id]
             if here is None or not options:
                 continue
             there, server = min(options, key=lambda o: o[0])
             if there < MOVE_GAIN * here and here - there > MOVE_MIN:
-                self.learn(job, worker, now)  # what its first epochs showed
+                self.learn(job, worker, now, finished=False)  # what its first epochs showed
                 out.append((job, f"moved: {server.key} finishes it in ~{there:.0f} s, "
                                  f"here ~{here:.0f} s"))
         return out
 
-    def keep(self, job: Job, decision: Decision, now: float) -> None:
-        """Store ``decision`` on its job if it changed; say so in the job's history when
-        its choice or its estimate did."""
-        old = Decision.from_json(job.placement) if job.placement else None
+    @staticmethod
+    def kept(job: Job, decision: Decision, now: float) -> tuple[str, str, str | None] | None:
+        """What to keep of ``decision`` for ``job`` (:meth:`Store.keep_placements`):
+        None if it did not change; a note for the job's history when its choice or
+        its estimate did. A decision an older orch kept is simply replaced."""
+        try:
+            old = Decision.from_json(job.placement) if job.placement else None
+        except (ValueError, TypeError, KeyError):
+            old = None
         if old is not None and dataclasses.replace(old, at=0.0) == decision:
-            return
-        self.store.set_placement(job.id, dataclasses.replace(decision, at=now).to_json())
+            return None
         chosen = decision.choice.server if decision.choice else None
-        if old is None or (old.choice.server if old.choice else None) != chosen \
-                or old.estimate != decision.estimate:
-            self.store.note(job.id, decision.summary())
+        changed = old is None or (old.choice.server if old.choice else None) != chosen \
+            or old.estimate != decision.estimate
+        return (job.id, dataclasses.replace(decision, at=now).to_json(),
+                decision.summary() if changed else None)
 
 
 def allows(job: Job, worker: WorkerInfo) -> bool:
     """Whether ``worker`` may take ``job`` at all: its --on and --gpu."""
-    return target_allows(job.target, worker) and gpu_allows(job, worker)
+    return kind_allows(job.target, job.gpu, worker)
+
+
+def kind_allows(target: str, gpu: GpuNeed, worker: WorkerInfo) -> bool:
+    """Whether ``worker`` may take jobs of this ``--on`` target and GPU need."""
+    return target_allows(target, worker) and (gpu is not GpuNeed.REQUIRED or worker.gpu)
+
+
+def placeable(kinds: Iterable[tuple[str, GpuNeed]],
+              servers: Sequence[Server]) -> set[tuple[str, GpuNeed]]:
+    """The (``--on`` target, GPU need) pairs some server may take: only queued jobs
+    of these are planned, so jobs nobody can take never hold back those behind."""
+    return {(target, gpu) for target, gpu in kinds
+            if any(kind_allows(target, gpu, s.worker) for s in servers)}
 
 
 def fits_memory(job: Job, worker: WorkerInfo, on_worker: Sequence[Job],

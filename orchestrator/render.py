@@ -271,10 +271,13 @@ def explain_text(job: Job, events: Sequence[Event]) -> str:
 
     lines = [f"job {job.id}  {job.name}  ({job.state.value}{attempt_text(job)}, --on "
              f"{job.target}, gpu={job.gpu.value})"]
-    if not job.placement:
+    try:
+        d = Decision.from_json(job.placement) if job.placement else None
+    except (ValueError, TypeError, KeyError):
+        d = None  # kept by another orch version: planned again on the next tick
+    if d is None:
         lines.append("  not placed yet: the daemon plans it on its next tick")
     else:
-        d = Decision.from_json(job.placement)
         lines.append(f"  estimate  {d.estimate}")
         lines.append(f"  planned   {when(d.at)} (policy {d.policy})")
         lines.append("  places considered:")

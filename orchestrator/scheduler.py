@@ -28,13 +28,14 @@ from .hubs import Hub, claim_hub
 from .identity import load_identity
 from .models import ON_WORKER, Job, JobState, WorkerInfo
 from .places import Place, project_places
-from .planner import Planner, fits_memory
+from .planner import Planner, fits_memory, placeable
 from .signing import sign
 from .store import Store
 
 log = logging.getLogger(__name__)
 S = JobState
 READY = 1.0  # a server that can start a job within this many seconds is free now
+REPLAN = 60.0  # plan again at least this often (busy workers' expected ends drift)
 
 #: Is this (local) worker's process alive? None when it cannot be told.
 AliveCheck = Callable[[WorkerInfo], bool | None]
@@ -319,19 +320,21 @@ class Scheduler:
         """Plan the head of the queue (:mod:`.placement`) and assign each job whose best
         place is a free worker now; a job whose best place is busy, or still to be
         started, waits for it (the places are told which new workers the plan wants).
-        Skipped while neither the jobs nor the workers changed since the last call: a
-        queue nobody can take costs nothing per tick."""
+        Skipped while neither the jobs nor the workers changed since the last call
+        (and for at most REPLAN seconds): a queue nobody can take costs next to
+        nothing per tick."""
         now = time.time() if now is None else now
         on_worker = self.store.jobs(ON_WORKER)
         free = self.free_workers(on_worker)
         workers = self.store.workers()
         seen = (self.store.queue_version(), tuple(sorted(w.id for w in free)),
-                tuple(sorted(w.id for w in workers)))
+                tuple(sorted(w.id for w in workers)), int(now // REPLAN))
         if seen == self._assign_seen:
             return
         self._assign_seen = seen
         servers = self.planner.servers(workers, on_worker, now)
-        queued = self.store.queued(limit=self.planner.head_size(servers))
+        queued = self.store.queued(limit=self.planner.head_size(servers),
+                                   kinds=placeable(self.store.queued_kinds(), servers))
         self._cancel_queued([j for j in queued if j.cancel_requested])
         queued = [j for j in queued if not j.cancel_requested]
         decisions = self.planner.decide(queued, servers, now)
@@ -354,7 +357,8 @@ class Scheduler:
                     del by_id[worker.id]
         for place in self.places:
             place.want(wanted.get(place.name, []))
-        self._assign_seen = (self.store.queue_version(), *seen[1:])
+        if self._assign_seen is not None:  # None: a publish failed, try again next tick
+            self._assign_seen = (self.store.queue_version(), *seen[1:])
 
     def start(self, job: Job, worker: WorkerInfo) -> bool:
         """Publish, assign (one transaction), then write the assignment: True if the

@@ -134,6 +134,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE workers ADD COLUMN gpu_mem_mb REAL;
     ALTER TABLE workers ADD COLUMN heartbeat_interval REAL;
     """,
+    # v7: placement reads only the queued jobs some server may take (by --on and
+    # --gpu, from an index); workers recorded before v6 keep what their heartbeat said.
+    """
+    DROP INDEX IF EXISTS jobs_state_target;
+    CREATE INDEX jobs_state_kind ON jobs(state, target, gpu);
+    UPDATE workers SET
+        heartbeat_interval = json_extract(info, '$.capabilities.heartbeat_interval'),
+        slots = MAX(1, COALESCE(json_extract(info, '$.capabilities.slots'), 1)),
+        gpu_mem_mb = json_extract(info, '$.capabilities.gpu_mem_mb')
+    WHERE json_valid(info) AND heartbeat_interval IS NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

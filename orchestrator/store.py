@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from .models import (
     UNFINISHED,
     Attempt,
     Event,
+    GpuNeed,
     Job,
     JobSpec,
     JobState,
@@ -202,13 +203,28 @@ class Store(JobMoves, Records):
             params.append(limit)
         return [job_of(r) for r in self.db.execute(sql, params)]
 
-    def queued(self, limit: int | None = None) -> list[Job]:
+    def queued(self, limit: int | None = None,
+               kinds: Collection[tuple[str, GpuNeed]] | None = None) -> list[Job]:
         """QUEUED jobs in scheduling order: priority first, then submit order (the
-        first ``limit`` of them)."""
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE state='QUEUED' ORDER BY priority DESC, seq"
-        rows = self.db.execute(sql + (" LIMIT ?" if limit is not None else ""),
-                               () if limit is None else (limit,))
-        return [job_of(r) for r in rows]
+        first ``limit`` of them); only those of ``kinds`` (``--on`` target and GPU
+        need) if given."""
+        params: list[Any] = []
+        where = "state='QUEUED'"
+        if kinds is not None:
+            if not kinds:
+                return []
+            where += f" AND (target, gpu) IN (VALUES {', '.join(['(?, ?)'] * len(kinds))})"
+            params += [v for target, gpu in kinds for v in (target, gpu.value)]
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where} ORDER BY priority DESC, seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [job_of(r) for r in self.db.execute(sql, params)]
+
+    def queued_kinds(self) -> set[tuple[str, GpuNeed]]:
+        """The (``--on`` target, GPU need) pairs of the queued jobs (from an index)."""
+        rows = self.db.execute("SELECT DISTINCT target, gpu FROM jobs WHERE state='QUEUED'")
+        return {(target, GpuNeed(gpu)) for target, gpu in rows}
 
     def overview(self, limit: int | None) -> list[Job]:
         """What `orch status` lists, in submit order: every job on a worker, lost, or

@@ -130,7 +130,15 @@ class Records:
                                "gpu_mem_mb FROM runs ORDER BY at DESC LIMIT ?", (limit,))
         return [Run(*row) for row in rows]
 
-    def set_placement(self, job_id: str, decision: str) -> None:
-        """Keep a queued job's latest placement decision (JSON) for `orch explain`."""
+    def keep_placements(self, decisions: Sequence[tuple[str, str, str | None]]) -> None:
+        """Keep queued jobs' latest placement decisions (``(job id, decision JSON,
+        note for its history or None)``), for `orch explain`, in one transaction."""
+        if not decisions:
+            return
+        now = time.time()
         with self.tx() as db:
-            db.execute("UPDATE jobs SET placement=? WHERE id=?", (decision, job_id))
+            db.executemany("UPDATE jobs SET placement=? WHERE id=?",
+                           [(doc, job_id) for job_id, doc, _ in decisions])
+            db.executemany("INSERT INTO events (job_id, at, src, dst, message) "
+                           "VALUES (?, ?, NULL, NULL, ?)",
+                           [(job_id, now, note) for job_id, _, note in decisions if note])

@@ -88,6 +88,7 @@ class Worker:
         self._running: dict[tuple[str, int], threading.Thread] = {}
         self._progress: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._beating = threading.Lock()  # one heartbeat write at a time
         self._stop = threading.Event()  # finish current job, then exit
         self._abort = threading.Event()  # stop the run now
         self._done: set[tuple[str, int]] = set()  # assignments taken
@@ -113,6 +114,12 @@ class Worker:
         )
 
     def beat(self) -> None:
+        """Write a heartbeat (several threads beat: one at a time, so the hub never
+        holds an older beat than the newest written)."""
+        with self._beating:
+            self._beat()
+
+    def _beat(self) -> None:
         with self._lock:
             self._seq += 1
             running = sorted(self._running)
@@ -265,6 +272,15 @@ class Worker:
         return doc
 
     def run_attempt(self, job_id: str, n: int) -> None:
+        """Run attempt ``n`` of ``job_id`` if its assignment holds and it has not
+        ended; either way the job counts as done here (``--job`` workers exit)."""
+        try:
+            self._run_attempt(job_id, n)
+        finally:
+            with self._lock:
+                self._finished.add(job_id)
+
+    def _run_attempt(self, job_id: str, n: int) -> None:
         assignment = self.assigned(job_id, n)
         if assignment is None:
             return
@@ -290,7 +306,6 @@ class Worker:
         finally:
             with self._lock:
                 self.jobs_run += 1
-                self._finished.add(job_id)
 
 
 def _hub_folder(url: str) -> Path | None:

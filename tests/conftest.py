@@ -255,3 +255,47 @@ def drive_hub(folder: str, **kw: Any) -> Any:
     kw.setdefault("max_backoff", 0.2)
     kw.setdefault("staleness", 0.2)
     return DriveHub(folder, credentials=fake.credentials(), api_url=fake.url, **kw)
+
+
+# ---- placement: jobs, workers and heartbeats as the planner sees them ----------------
+
+
+def job(name: str, estimate_s: float | None = None, checkpoints: bool = False,
+        target: str = "auto", gpu: str = "any") -> Any:
+    """A queued Job record (not stored) named ``name``, script ``name.py``."""
+    from orchestrator.models import GpuNeed, Job, JobState
+
+    return Job(id=name, seq=1, name=name, script=f"{name}.py", args=(), target=target,
+               gpu=GpuNeed(gpu), priority=0, estimate_s=estimate_s, snapshot_sha256="0" * 64,
+               data=(), outputs=(), env=(), autotrack=False, state=JobState.QUEUED,
+               attempt=1, worker_id=None, submitted_at=0.0, updated_at=0.0, started_at=None,
+               finished_at=None, checkpoints=checkpoints)
+
+
+def worker(wid: str, kind: str = "local", gpu: str | None = None, hub: str = "local",
+           **kw: Any) -> Any:
+    """A WorkerInfo record (not stored); ``gpu``: its GPU's name, None for a CPU."""
+    from orchestrator.models import WorkerInfo
+
+    return WorkerInfo(id=wid, name=wid, kind=kind, host="h", pid=None, gpu=gpu is not None,
+                      gpu_name=gpu, state="idle", job_id=None, attempt=None, last_seen=0.0,
+                      gone=False, hub=hub, **kw)
+
+
+def beat(hub: Any, wid: str, **caps: Any) -> None:
+    """Write a fresh heartbeat (a new seq each time) of worker ``wid`` to ``hub``."""
+    from orchestrator import protocol as P
+
+    kind = caps.pop("kind", "local")
+    hub.put_doc(P.heartbeat(wid), P.Heartbeat(
+        worker_id=wid, name=wid, host="elsewhere", pid=None, seq=time.monotonic_ns(),
+        state=P.WorkerState.IDLE, capabilities=P.Capabilities(kind=kind, **caps)))
+
+
+def queue(project: Project, store: Store, name: str, **kw: Any) -> Any:
+    """Submit ``name.py`` (a one-line script) as job ``name``; the stored Job."""
+    from orchestrator.submit import SubmitRequest, submit
+
+    (project.root / f"{name}.py").write_text("print(1)\n")
+    return submit(project, SubmitRequest(script=str(project.root / f"{name}.py"), name=name,
+                                         **kw), store=store)[0]

@@ -19,14 +19,14 @@ from orchestrator import protocol as P
 from orchestrator.config import Project
 from orchestrator.estimates import Run, estimate, learn_speeds, workload
 from orchestrator.hubs.folder import FolderHub
-from orchestrator.models import GpuNeed, Job, JobState, WorkerInfo
+from orchestrator.models import Job, JobState
 from orchestrator.placement import Server, plan
 from orchestrator.planner import allows, fits_memory
 from orchestrator.scheduler import Scheduler
 from orchestrator.store import Store
 from orchestrator.submit import SubmitRequest, submit
 
-from .conftest import orch_env, run_orch
+from .conftest import beat, job, orch_env, queue, run_orch, worker
 
 S = JobState
 
@@ -68,22 +68,6 @@ def test_speeds_are_learned_from_the_same_workload_on_two_devices() -> None:
 
 
 # ---- the choice between places -------------------------------------------------------
-
-def job(name: str, estimate_s: float | None = None, checkpoints: bool = False,
-        target: str = "auto", gpu: GpuNeed = GpuNeed.ANY) -> Job:
-    return Job(id=name, seq=1, name=name, script=f"{name}.py", args=(), target=target,
-               gpu=gpu, priority=0, estimate_s=estimate_s, snapshot_sha256="0" * 64, data=(),
-               outputs=(), env=(), autotrack=False, state=S.QUEUED, attempt=1,
-               worker_id=None, submitted_at=0.0, updated_at=0.0, started_at=None,
-               finished_at=None, checkpoints=checkpoints)
-
-
-def worker(wid: str, kind: str = "local", gpu: str | None = None, hub: str = "local",
-           **kw: Any) -> WorkerInfo:
-    return WorkerInfo(id=wid, name=wid, kind=kind, host="h", pid=None, gpu=gpu is not None,
-                      gpu_name=gpu, state="idle", job_id=None, attempt=None, last_seen=0.0,
-                      gone=False, hub=hub, **kw)
-
 
 CPU = Server("cpu-1", "local", "cpu:local", worker("cpu-1"))
 COLAB_SOON = Server("colab-1 (to start)", "colab", "gpu:Tesla T4",
@@ -166,19 +150,6 @@ def test_jobs_share_a_gpu_while_their_memory_fits() -> None:
                                                                     worker_id="cpu-1")], memory)
 
 
-def beat(hub: FolderHub, wid: str, **caps: Any) -> None:
-    kind = caps.pop("kind", "local")
-    hub.put_doc(P.heartbeat(wid), P.Heartbeat(
-        worker_id=wid, name=wid, host="elsewhere", pid=None, seq=int(time.time() * 1000),
-        state=P.WorkerState.IDLE, capabilities=P.Capabilities(kind=kind, **caps)))
-
-
-def queue(project: Project, store: Store, name: str, **kw: Any) -> Job:
-    (project.root / f"{name}.py").write_text("print(1)\n")
-    return submit(project, SubmitRequest(script=str(project.root / f"{name}.py"), name=name,
-                                         **kw), store=store)[0]
-
-
 def test_the_scheduler_packs_a_gpu_by_memory(project: Project, store: Store) -> None:
     hub = FolderHub(project.hub_dir)
     sched = Scheduler(project, store, hub, places=[])
@@ -258,8 +229,9 @@ def test_a_probed_job_moves_to_where_it_finishes_much_sooner(project: Project,
     sched.tick()
     assert store.get(j.id).worker_id == "cpu-1"  # unknown length: it starts where it can
     hub.put_doc(P.status(j.id, 1), P.RunStatus(
-        job_id=j.id, attempt=1, worker_id="cpu-1", phase=P.Phase.RUNNING, started_at=1.0,
-        progress={"epochs": 40, "completed_epochs": 1, "epoch_seconds": 30.0,
+        job_id=j.id, attempt=1, worker_id="cpu-1", phase=P.Phase.RUNNING,
+        started_at=time.time() - 35, progress={"epochs": 40, "completed_epochs": 1,
+                                               "epoch_seconds": 30.0,
                   "mean_epoch_seconds": 30.0, "eta_s": 1170.0}))
     beat(hub, "gpu-1", gpu=True, gpu_name="Tesla T4")
     beat(hub, "cpu-1")
@@ -267,7 +239,9 @@ def test_a_probed_job_moves_to_where_it_finishes_much_sooner(project: Project,
     moved = store.get(j.id)
     assert moved.attempt == 2 and moved.worker_id == "gpu-1"  # resumes from its checkpoint
     assert any("moved: gpu-1 finishes it" in e.message for e in store.events(j.id))
-    assert store.runs()[0].epoch_seconds == 30.0  # what its first epoch showed is kept
+    learned = store.runs()[0]  # what its first epoch showed, as the whole run it foretells
+    assert (learned.epoch_seconds, learned.epochs) == (30.0, 40)
+    assert learned.seconds == pytest.approx(35 + 39 * 30, abs=10)
 
 
 def test_a_worker_runs_several_jobs_at_once(project: Project, store: Store,

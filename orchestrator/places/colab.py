@@ -27,6 +27,7 @@ log = get_logger(__name__)
 COLAB_URL = "https://colab.research.google.com/drive/{file_id}"
 TARGETS = ("colab", "remote", "auto")
 SESSION = 12 * 3600.0  # a Colab session's cap
+BACKOFF = 900.0  # seconds without launches after one failed or never joined
 
 
 class ColabPlace(Place):
@@ -38,6 +39,7 @@ class ColabPlace(Place):
         self.project = project
         self.pending: list[float] = []  # when each session orch launched (not joined yet)
         self.wanted = 0
+        self.paused_until = 0.0  # no launches before this (after a failure)
 
     # ---- sessions orch launches itself (`colab_workers`) ---------------------------
 
@@ -46,13 +48,22 @@ class ColabPlace(Place):
                    and w.state != "stopped")
 
     def _room(self, workers: Sequence[WorkerInfo], now: float) -> int:
-        """Sessions orch may still launch. A launched session that joined is a live
-        worker now, and one that never joined (3 start-ups on) is given up."""
+        """Sessions orch may still launch: none for a while (BACKOFF) after a launch
+        failed or a session never joined (3 start-ups on: it is given up), so the
+        plan stops waiting for sessions that do not come. A launched session that
+        joined is a live worker now."""
         s = self.project.settings
         room = (s.colab_workers or 0) - self._live(workers)
+        if any(now - t >= 3 * s.colab_startup for t in self.pending):
+            self._pause(now, "a launched Colab session never joined")
         self.pending = [t for t in self.pending if now - t < 3 * s.colab_startup]
         self.pending = self.pending[:max(0, room)]
-        return max(0, room)
+        return 0 if now < self.paused_until else max(0, room)
+
+    def _pause(self, now: float, why: str) -> None:
+        self.paused_until = now + BACKOFF
+        log.warning("%s; no Colab sessions are launched for the next %.0f minutes (jobs "
+                    "are placed elsewhere meanwhile)", why, BACKOFF / 60)
 
     def prospects(self, workers: Sequence[WorkerInfo], now: float) -> list[Server]:
         """With ``colab_workers`` set, the sessions orch may still launch (and those
@@ -75,7 +86,7 @@ class ColabPlace(Place):
         return out
 
     def want(self, servers: Sequence[str]) -> None:
-        self.wanted = len(servers)
+        self.wanted = len(set(servers))
 
     def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
         """Launch the sessions the plan wants that are not launched yet, within
@@ -88,7 +99,7 @@ class ColabPlace(Place):
             try:
                 name = self.launch()
             except OrchError as exc:
-                log.warning("cannot launch a Colab session: %s", exc)
+                self._pause(now, f"cannot launch a Colab session: {exc}")
                 self.wanted = 0
                 return
             log.info("launched Colab session %s for the queue", name)

@@ -86,8 +86,9 @@ def local_slots(project: Project) -> list[Slot]:
         gpus = [(i, *found.get(i, (f"GPU {i}", None))) for i in
                 (x.strip() for x in setting.split(",")) if i]
     share = project.settings.gpu_jobs or DEFAULT_GPU_JOBS
-    slots = [Slot(f"local-gpu{i}", gpu=i, gpu_name=name, gpu_mem_mb=mem, jobs=share)
-             for i, name, mem in gpus]
+    # a GPU whose memory is not known runs one job at a time (nothing to pack into)
+    slots = [Slot(f"local-gpu{i}", gpu=i, gpu_name=name, gpu_mem_mb=mem,
+                  jobs=share if mem else 1) for i, name, mem in gpus]
     cpus = project.settings.local_slots
     if cpus is None:
         cpus = 0 if gpus else 1
