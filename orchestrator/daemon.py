@@ -47,10 +47,11 @@ class Daemon:
         self.settings = project.settings
         self.store = Store(project.db_path)
         self.hub = open_hub(project.hub_url)
-        self.places: list[Place] = project_places(project)
         self.scheduler = Scheduler(project, self.store, {"local": self.hub},
                                    alive=self.worker_alive, on_gone=self.worker_gone,
-                                   places=self.places)
+                                   places=project_places(project))
+        self.places: list[Place] = self.scheduler.places  # the planner's too: one list
+        self.hosts_seen = self.hosts_version()
         self.hubs = self.scheduler.hubs  # by name: "local", and "remote" once connected
         self.remote_error: str | None = None
         self.stopping = False
@@ -114,8 +115,57 @@ class Daemon:
         log.info("remote hub %s connected", self.project.remote_hub_url)
         self.remote_error = None
 
+    def hosts_version(self) -> tuple[int, int] | None:
+        try:
+            st = (self.project.state_dir / "hosts.json").stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def reload_places(self) -> None:
+        """`orch hosts add/remove` while the daemon runs: rebuild the places of SSH
+        hosts (one whose host is unchanged is kept, with its connection); a removed
+        host's hub is dropped, its jobs wait."""
+        version = self.hosts_version()
+        if version == self.hosts_seen:
+            return
+        self.hosts_seen = version
+        fresh = project_places(self.project)
+        old = {getattr(p, "host", None): p for p in self.places if p.brings_hub}
+        kept = [old.pop(getattr(p, "host", None), p) if p.brings_hub else p for p in fresh]
+        local = {p.name: p for p in self.places if not p.brings_hub}
+        kept = [local.get(p.name, p) for p in kept]  # keep the local place's processes
+        for gone in old.values():
+            gone.stop_workers()
+            self.scheduler.drop_hub(gone.name)
+        self.places[:] = kept
+        log.info("places now: %s", ", ".join(p.name for p in self.places))
+
+    def connect_places(self) -> None:
+        """Serve the hubs that places bring (SSH hosts) while they can be reached:
+        one that cannot is dropped (its jobs wait; their leases hold, up to
+        ``unreachable_lease_ttl``) and comes back when the place reconnects."""
+        now = time.time()
+        for place in self.places:
+            if not place.brings_hub:
+                continue
+            try:
+                hub = place.connect_hub(now)
+            except OrchError as exc:
+                log.error("%s: %s", place.name, exc)
+                hub = None
+            if hub is None and place.name in self.hubs:
+                self.scheduler.drop_hub(place.name)
+            elif hub is not None and self.hubs.get(place.name) is not hub:
+                try:
+                    self.scheduler.add_hub(place.name, hub)
+                except OrchError as exc:
+                    log.error("%s: hub %s refused: %s", place.name, hub.url, exc)
+
     def step(self) -> None:
         self.connect_remote()
+        self.reload_places()
+        self.connect_places()
         self.scheduler.tick()
         if self.settings.auto_pull:
             self.pulls.run(self.hubs, time.monotonic())
@@ -171,6 +221,7 @@ class Daemon:
         watcher = self.watcher
         self.clean_leftovers()
         self.connect_remote()  # before recovery: jobs assigned on Drive are recovered too
+        self.connect_places()
         self.scheduler.recover()
         idle_since = time.monotonic()
         log.info("daemon up for %s (pid %d; places: %s)", self.project.root, os.getpid(),

@@ -81,6 +81,13 @@ class Scheduler:
         claim_hub(hub, self.identity.project_id)
         self.hubs[name] = hub
 
+    def drop_hub(self, name: str) -> None:
+        """Stop serving hub ``name`` (it cannot be reached): its jobs wait, and its
+        workers keep their leases up to ``unreachable_lease_ttl``."""
+        if self.hubs.pop(name, None) is not None:
+            log.warning("hub %s is out of reach; its jobs wait for it", name)
+        self._beats = {k: v for k, v in self._beats.items() if k[0] != name}
+
     def hub_of(self, name: str) -> Hub | None:
         hub = self.hubs.get(name)
         if hub is None and name not in self._missing:
@@ -208,6 +215,8 @@ class Scheduler:
         for worker in self.store.workers():
             ttl = (self.settings.lease_ttl if worker.hub == "local"
                    else self.settings.remote_lease_ttl)
+            if worker.hub not in self.hubs:  # its heartbeats cannot be read now
+                ttl = max(ttl, self.settings.unreachable_lease_ttl)
             # never shorter than three of the worker's own heartbeats
             ttl = max(ttl, 3 * (worker.heartbeat_interval or 0))
             reason = None

@@ -54,7 +54,7 @@ class SubmitRequest:
     gpu_mem: str | None = None  # MB of GPU memory the job needs, to share a GPU
 
 
-def parse_target(on: str, remote_hub: str = "") -> str:
+def parse_target(on: str, remote_hub: str = "", hosts: frozenset[str] = frozenset()) -> str:
     target = on.strip().lower()
     if target in ("local", "auto"):
         return target
@@ -74,7 +74,11 @@ def parse_target(on: str, remote_hub: str = "") -> str:
         host = target[4:]
         if not host:
             raise UsageError("--on ssh:HOST needs a host name")
-        raise NotConfiguredError(f"--on {on}: SSH host {host!r} is not configured")
+        if host in hosts:
+            return target
+        raise NotConfiguredError(f"--on {on}: SSH host {host!r} is not configured (hosts: "
+                                 f"{', '.join(sorted(hosts)) or 'none'}); add it with "
+                                 f"`orch hosts add {host} user@address`")
     raise UsageError(f"unknown --on {on!r}: use {KNOWN_TARGETS}")
 
 
@@ -166,10 +170,19 @@ class _Checked:
     base: str
 
 
+def _host_names(project: Project, on: str) -> frozenset[str]:
+    """The project's SSH hosts (read only when a job names one)."""
+    if not on.strip().lower().startswith("ssh:"):
+        return frozenset()
+    from .hosts import Hosts
+
+    return frozenset(h.name for h in Hosts(project.state_dir).all())
+
+
 def _check(project: Project, req: SubmitRequest) -> _Checked:
     """Every value of the request, checked: UsageError (exit 2, one line) for the
     first that is wrong. Nothing is read beyond the script and data paths."""
-    target = parse_target(req.on, project.settings.hub)
+    target = parse_target(req.on, project.settings.hub, _host_names(project, req.on))
     script = resolve_script(project.root, req.script)
     estimate = parse_duration(req.estimate, "--estimate") if req.estimate else None
     if estimate is not None and not 1 <= estimate <= MAX_ESTIMATE:

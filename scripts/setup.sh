@@ -8,11 +8,24 @@ extras="${1:-tf}"
 
 need_apt=()
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+if [[ ",$extras," == *,ssh,* ]]; then
+  # the SSH tests start their own sshd on 127.0.0.1 (no system service is started)
+  [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+  command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "orch setup: installing ${need_apt[*]} with apt-get"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    # policy-rc.d answering 101 keeps the package from starting the system's sshd
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+      trap 'rm -f "$policy"' EXIT
+      printf '#!/bin/sh\nexit 101\n' >"$policy"
+      chmod 755 "$policy"
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${need_apt[@]}" >/dev/null
   else
     echo "orch setup: please install: ${need_apt[*]}" >&2
     exit 1

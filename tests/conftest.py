@@ -11,12 +11,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from orchestrator.config import Project, load_settings
 from orchestrator.store import Store
+
+if TYPE_CHECKING:
+    from tests.sshd import Sshd
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -299,3 +302,47 @@ def queue(project: Project, store: Store, name: str, **kw: Any) -> Any:
     (project.root / f"{name}.py").write_text("print(1)\n")
     return submit(project, SubmitRequest(script=str(project.root / f"{name}.py"), name=name,
                                          **kw), store=store)[0]
+
+
+# ---- a real OpenSSH server on 127.0.0.1 ----------------------------------------------
+
+
+def under_ci() -> bool:
+    """Whether the tests run in CI (``CI`` set to anything but empty, 0 or false)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """A real sshd on 127.0.0.1 (tests/sshd.py) with its own host key, user key and free
+    port, logging in as the current user; stopped at teardown, its sessions with it.
+    Without OpenSSH installed the test is skipped, but under CI it fails (CI installs it)."""
+    from tests.sshd import Sshd, ssh_available
+
+    if not ssh_available():
+        reason = "needs OpenSSH's /usr/sbin/sshd and ssh-keygen (scripts/setup.sh as root)"
+        if under_ci():
+            pytest.fail(f"{reason}: missing under CI")
+        pytest.skip(reason)
+    server = Sshd(tmp_path / "sshd")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ssh_host(project: Project, sshd: Sshd, tmp_path: Path) -> Iterator[Any]:
+    """``project`` with the real sshd added as SSH host ``box`` (its key trusted in
+    ``.orch/known_hosts``, this Python, orch's folder on the "host" in
+    ``tmp_path/host``); every process of that folder is killed at teardown."""
+    from orchestrator.hosts import Host, Hosts
+
+    hosts = Hosts(project.state_dir)
+    host = Host(name="box", user=sshd.user, address=sshd.host, port=sshd.port,
+                key=str(sshd.user_key), python=sys.executable,
+                workdir=str(tmp_path / "host"))
+    hosts.add(host)
+    hosts.known_hosts.write_text(sshd.known_hosts_line + "\n")
+    yield host
+    kill_processes_of(tmp_path / "host")

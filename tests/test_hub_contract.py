@@ -46,7 +46,7 @@ from .conftest import wait_for
 pytestmark = pytest.mark.timeout(300)
 
 #: Every kind of hub the contract runs against. One line per kind.
-HUB_KINDS = ["folder", "drive"]
+HUB_KINDS = ["folder", "drive", "sftp"]
 
 #: How long another party may take to see a change (and a watcher to wake).
 VISIBILITY_DEADLINE = 20.0
@@ -63,7 +63,82 @@ def make_hub(kind: str, tmp_path: Path) -> Hub:
         from .conftest import drive_hub
 
         return drive_hub(f"contract/{tmp_path.parent.name}-{tmp_path.name}")
+    if kind == "sftp":  # the real SFTP hub, over its own SSH connection, on a real sshd
+        return sftp_hub(tmp_path / "sftp-hub")
     pytest.skip(f"no factory for hub kind {kind!r}")
+
+
+# ------------------------------------------------------------------ sftp kind
+#
+# One real sshd (tests/sshd.py) serves every sftp contract test of the session:
+# started on first use in a folder of its own, stopped when the session ends. Each
+# make_hub call opens a NEW connection (HostLink) to it, so hub and peer are two
+# independent clients of the same folder; every link a test opened is closed after it.
+
+_SFTP_SERVER: Any = None
+_SFTP_LINKS: list[Any] = []
+
+
+def _sftp_server() -> Any:
+    """The session's sshd (started now if needed); skipped without OpenSSH, except
+    under CI, where it fails (as the ``sshd`` fixture does)."""
+    global _SFTP_SERVER
+    from tests.conftest import under_ci
+    from tests.sshd import Sshd, ssh_available
+
+    if not ssh_available():
+        reason = "needs OpenSSH's /usr/sbin/sshd and ssh-keygen (scripts/setup.sh as root)"
+        if under_ci():
+            pytest.fail(f"{reason}: missing under CI")
+        pytest.skip(reason)
+    if _SFTP_SERVER is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="orch-contract-sshd-"))
+        server = Sshd(folder / "sshd")
+        (folder / "known_hosts").write_text(server.known_hosts_line + "\n")
+
+        def stop() -> None:
+            server.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+
+        atexit.register(stop)  # also stopped by _sftp_session below; stop is idempotent
+        _SFTP_SERVER = server
+    return _SFTP_SERVER
+
+
+def sftp_hub(root: Path) -> Hub:
+    """An SftpHub of folder ``root`` over a new connection to the session's sshd."""
+    import sys
+
+    from orchestrator.hosts import Host
+    from orchestrator.hubs.sftp import SftpHub
+    from orchestrator.ssh import HostLink
+
+    server = _sftp_server()
+    host = Host(name="contract", user=server.user, address=server.host, port=server.port,
+                key=str(server.user_key), python=sys.executable, workdir=str(root.parent))
+    link = HostLink(host, server.folder.parent / "known_hosts")
+    _SFTP_LINKS.append(link)
+    return SftpHub(link, str(root))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sftp_session() -> Iterator[None]:
+    """Stops the session's sshd (if a test started it) when the session ends."""
+    yield
+    if _SFTP_SERVER is not None:
+        _SFTP_SERVER.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_sftp_links() -> Iterator[None]:
+    """Closes the SSH connections a test opened (after its hub fixture's wipe)."""
+    yield
+    while _SFTP_LINKS:
+        _SFTP_LINKS.pop().close()
 
 
 @pytest.fixture(params=HUB_KINDS)

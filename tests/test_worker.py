@@ -96,7 +96,7 @@ def test_worker_cli_entry_point_and_bad_hub(project_dir: Path) -> None:
     out = run_orch(project_dir, "worker", "--help")
     assert out.returncode == 0 and "--burst" in out.stdout
     bad = run_orch(project_dir, "worker", "--hub", "sftp:box/hub", "--burst")
-    assert bad.returncode == 2 and "not available" in bad.stderr
+    assert bad.returncode == 2 and "uses the hub folder there" in bad.stderr
     assert "Traceback" not in bad.stderr
     unsigned = run_orch(project_dir, "worker", "--hub", "drive:orch-hub/p", "--burst")
     assert unsigned.returncode == 2 and "credentials" in unsigned.stderr
@@ -148,7 +148,8 @@ try:
     runpy.run_module({module!r}, run_name="__main__")
 except SystemExit:
     pass
-heavy = ("tensorflow", "keras", "googleapiclient", "fabric", "pydantic", "numpy")
+heavy = ("tensorflow", "keras", "googleapiclient", "fabric", "paramiko", "ray", "pydantic",
+         "numpy")
 third_party = sorted({{m.split(".")[0] for m in sys.modules}} - set(sys.stdlib_module_names)
                      - {{"orchestrator", "__main__", "_distutils_hack"}}
                      - {{m for m in sys.modules if m.startswith("__editable__")}})
@@ -170,10 +171,14 @@ def test_worker_starts_on_the_standard_library_alone(project: Project) -> None:
     assert heavy == "" and third == ""
 
 
-def test_cli_never_imports_tensorflow_at_start_up(project: Project) -> None:
+def test_cli_never_imports_tensorflow_or_ssh_at_start_up(project: Project) -> None:
+    from orchestrator.hosts import Host, Hosts
+
     (project.root / "train.py").write_text("print(1)\n")
+    Hosts(project.state_dir).add(Host("box", "me", "127.0.0.1", 9))  # nothing listens
     for argv in (["orch", "--help"], ["orch", "status"],
-                 ["orch", "submit", "train.py", "--json"]):
+                 ["orch", "submit", "train.py", "--json"], ["orch", "hosts", "list"],
+                 ["orch", "submit", "train.py", "--on", "ssh:box"]):
         heavy, _ = _imports(project.root, "orchestrator", argv)
         assert heavy == "", (argv, heavy)
     run_orch(project.root, "daemon", "stop")

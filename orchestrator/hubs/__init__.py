@@ -24,7 +24,7 @@ def open_hub(url: str, credentials: Path | None = None, shared_drive: str | None
              staleness: float = 2.0) -> Hub:
     """``/path`` or ``folder:/path`` → FolderHub; ``drive:FOLDER`` → DriveHub (signed
     in with ``credentials``, else $ORCH_DRIVE_CREDENTIALS; the endpoint from
-    $ORCH_DRIVE_ROOT_URL if set). ``sftp:`` is a recognised name, not built yet."""
+    $ORCH_DRIVE_ROOT_URL if set). SSH hosts' hubs come from :func:`project_hub`."""
     from .folder import FolderHub
 
     if not url:
@@ -46,19 +46,27 @@ def open_hub(url: str, credentials: Path | None = None, shared_drive: str | None
         return DriveHub(rest, credentials=load_credentials(path),
                         shared_drive=shared_drive or None, staleness=staleness)
     if sep and scheme in ("sftp", "ssh"):
-        raise NotConfiguredError(f"the {scheme} hub is not available in this version of orch")
+        raise NotConfiguredError(f"{url}: a worker on an SSH host uses the hub folder there "
+                                 "(--hub PATH); the daemon reaches it over SFTP once the "
+                                 "host is added (`orch hosts add`)")
     return FolderHub(Path(url))
 
 
 def project_hub(project: Project, name: str) -> Hub:
-    """The hub called ``name`` of a project: ``local`` (its folder hub) or
-    ``remote`` (its ``hub`` setting, e.g. a Drive folder)."""
+    """The hub called ``name`` of a project: ``local`` (its folder hub),
+    ``remote`` (its ``hub`` setting, e.g. a Drive folder) or ``ssh:HOST`` (the
+    host's hub folder, over SFTP)."""
     if name == "local":
         return open_hub(project.hub_url)
     if name == "remote" and project.settings.hub:
         return open_hub(project.remote_hub_url, credentials=project.drive_credentials,
                         shared_drive=project.settings.drive_shared_drive,
                         staleness=project.settings.drive_poll_interval)
+    if name.startswith("ssh:"):
+        from ..hosts import Hosts
+        from ..places.ssh import open_host_hub
+
+        return open_host_hub(project, Hosts(project.state_dir).get(name[4:]))
     raise UsageError(f"this project has no hub {name!r} (set `hub` in its settings)")
 
 

@@ -3,7 +3,9 @@
 A *hub* is how the daemon and workers talk (:mod:`orchestrator.hubs`); a *place*
 is where workers run and who starts them: local slots (the daemon starts a worker
 process per GPU or CPU slot), Colab notebooks (a person, or Google's colab CLI,
-starts one), and, later, SSH hosts and Ray clusters. Every place runs the same
+starts one), SSH hosts (:mod:`.ssh`; the daemon starts workers over SSH, and
+the host's hub comes with the place: :meth:`Place.connect_hub`) and, later, Ray
+clusters. Every place runs the same
 worker program; a place only answers the questions below.
 
 The daemon asks each place to keep workers running while there is work
@@ -23,6 +25,7 @@ from ..models import GpuNeed, WorkerInfo
 
 if TYPE_CHECKING:
     from ..config import Project
+    from ..hubs.base import Hub
     from ..placement import Server
 
     class Placeable(Protocol):
@@ -110,6 +113,15 @@ class Place(ABC):
         lease decides)."""
         return None
 
+    brings_hub = False  # its workers use a hub of the place's own (connect_hub)
+
+    def connect_hub(self, now: float) -> Hub | None:
+        """The hub of this place's own, for a place whose workers bring one (an SSH
+        host's folder, over SFTP): connected, or None while it cannot be reached.
+        The daemon serves it under the place's name. Default: none (the place's
+        workers use the project's local or remote hub)."""
+        return None
+
 
 def target_allows(target: str, worker: WorkerInfo) -> bool:
     """Whether a job's ``--on`` target lets ``worker`` run it."""
@@ -135,6 +147,13 @@ def project_places(project: Project) -> list[Place]:
         from .colab import ColabPlace
 
         places.append(ColabPlace(project))
+    from ..hosts import Hosts
+
+    hosts = Hosts(project.state_dir)
+    if hosts.path.exists():
+        from .ssh import SshPlace
+
+        places += [SshPlace(project, host) for host in hosts.all()]
     return places
 
 

@@ -110,7 +110,7 @@ class ColabPlace(Place):
         return launch_session(self.project, self.project.settings.colab_gpu)
 
     def owns(self, worker: WorkerInfo) -> bool:
-        return worker.hub != "local"
+        return worker.hub == "remote"
 
     def can_run(self, job: Placeable) -> bool:
         return bool(self.project.settings.hub) and job.target in TARGETS

@@ -219,7 +219,7 @@ class LocalPlace(Place):
     def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
         """Reap exited workers, retire the ones whose lease expired, and start a worker
         per free slot while local work waits (``waiting``: the queued jobs' targets)."""
-        gone = {w.pid for w in workers if w.gone and w.host == this_host()}
+        gone = {w.pid for w in workers if w.gone and w.kind == "local" and w.host == this_host()}
         for name, proc in list(self.procs.items()):
             if proc.poll() is not None:
                 log.info("local worker %s exited (%s)", name, proc.returncode)

@@ -1,0 +1,222 @@
+"""SSH hosts of a project: what `orch hosts add` records, and what the daemon last
+learned of each host.
+
+Files, all under ``.orch/`` (private to the user, never in a snapshot):
+
+- ``hosts.json``: the hosts, written only by `orch hosts add/remove` (atomic
+  rewrite). A key is referenced by its path, never copied; no password is stored.
+- ``known_hosts``: host keys accepted with `orch hosts trust` (OpenSSH format),
+  read together with ``~/.ssh/known_hosts``.
+- ``host-status/NAME.json``: the last probe of a host (its Python, TensorFlow,
+  GPUs, free disk, or the one-line problem that stops it), written by whoever
+  probed it last (`orch hosts check`, the daemon). Read for display and placement.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_atomic
+from .errors import ProjectError, UsageError
+
+HOSTS_FILE = "hosts.json"
+KNOWN_HOSTS = "known_hosts"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9_.:-]{1,253}$")
+
+
+@dataclass(frozen=True)
+class Host:
+    """One SSH host. ``workdir`` is the host's private folder for orch (its hub, the
+    installed orch, the workers' scratch and logs); relative to the login folder
+    unless absolute."""
+
+    name: str
+    user: str
+    address: str
+    port: int = 22
+    key: str | None = None  # a private key file on this machine (never copied)
+    python: str = "python3"
+    workdir: str = ".orch-host"
+
+    @property
+    def destination(self) -> str:
+        """``user@address:port`` as the user wrote it (IPv6 in brackets)."""
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.user}@{address}:{self.port}"
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The host as OpenSSH names it in known_hosts: ``[addr]:port`` off port 22."""
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: str
+    name: str
+    memory_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """What a probe of a host found (``problem`` set: it cannot take work now, and
+    that line says why)."""
+
+    name: str
+    checked_at: float
+    python: str = ""
+    tensorflow: str = ""  # its version; "" when not installed
+    gpus: tuple[Gpu, ...] = ()
+    free_mb: float | None = None
+    home: str = ""  # the absolute workdir on the host
+    problem: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> HostStatus:
+        gpus = tuple(Gpu(str(g["index"]), str(g["name"]), g.get("memory_mb"))
+                     for g in raw.get("gpus", ()))
+        return cls(name=str(raw["name"]), checked_at=float(raw["checked_at"]),
+                   python=str(raw.get("python", "")), tensorflow=str(raw.get("tensorflow", "")),
+                   gpus=gpus, free_mb=raw.get("free_mb"), home=str(raw.get("home", "")),
+                   problem=str(raw.get("problem", "")))
+
+
+def check_name(name: str) -> str:
+    """A host name as `--on ssh:NAME` uses it (lower case: targets are)."""
+    if not _NAME.match(name):
+        raise UsageError(f"bad host name {name!r}: lower-case letters, digits, '.', '_', '-' "
+                         "(up to 40), starting with a letter or digit")
+    return name
+
+
+def parse_destination(text: str, default_user: str) -> tuple[str, str, int]:
+    """``[user@]host[:port]`` (IPv6: ``[::1]:22``) → (user, address, port)."""
+    user, at, rest = text.strip().rpartition("@")
+    user = user if at else default_user
+    port = 22
+    if rest.startswith("["):
+        address, _, tail = rest[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else tail
+    else:
+        address, _, port_text = rest.partition(":")
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise UsageError(f"bad port in {text!r}: a number from 1 to 65535")
+        port = int(port_text)
+    if not _USER.match(user):
+        raise UsageError(f"bad user name in {text!r}")
+    if not address or not _ADDRESS.match(address):
+        raise UsageError(f"bad host address in {text!r}: use user@host or user@host:port")
+    return user, address, port
+
+
+class Hosts:
+    """The hosts of a project (``.orch/hosts.json``). Cheap to build; reads on use."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / HOSTS_FILE
+        self.known_hosts = state_dir / KNOWN_HOSTS
+        self.status_dir = state_dir / "host-status"
+
+    def all(self) -> list[Host]:
+        """Every host, by name. ProjectError (one line) if the file is damaged."""
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            return [Host(**entry) for entry in sorted(raw["hosts"], key=lambda e: e["name"])]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ProjectError(f"cannot read {self.path}: {exc}; fix or remove it "
+                               "(`orch hosts add` writes it again)") from exc
+
+    def get(self, name: str) -> Host:
+        found = next((h for h in self.all() if h.name == name), None)
+        if found is None:
+            from .errors import NotConfiguredError
+
+            known = ", ".join(h.name for h in self.all()) or "none yet"
+            raise NotConfiguredError(f"no SSH host {name!r} (hosts: {known}); add it with "
+                                     f"`orch hosts add {name} user@address`")
+        return found
+
+    def _write(self, hosts: list[Host]) -> None:
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
+        body = {"hosts": [asdict(h) for h in sorted(hosts, key=lambda h: h.name)]}
+        write_atomic(self.path, json.dumps(body, indent=2, sort_keys=True) + "\n", mode=0o600)
+
+    def add(self, host: Host, replace: bool = False) -> None:
+        """Record ``host``; UsageError if the name is taken (unless ``replace``)."""
+        old = self.all()
+        others = [h for h in old if h.name != host.name]
+        if not replace and len(others) != len(old):
+            raise UsageError(f"host {host.name!r} exists; remove it first, or add with "
+                             "--replace")
+        self._write([*others, host])
+        if host not in old:  # what was checked was another host: check it again
+            (self.status_dir / f"{host.name}.json").unlink(missing_ok=True)
+
+    def remove(self, name: str) -> Host:
+        host = self.get(name)
+        self._write([h for h in self.all() if h.name != name])
+        (self.status_dir / f"{name}.json").unlink(missing_ok=True)
+        return host
+
+    # ---- probes -------------------------------------------------------------------
+
+    def status(self, name: str) -> HostStatus | None:
+        try:
+            return HostStatus.from_dict(json.loads(
+                (self.status_dir / f"{name}.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save_status(self, status: HostStatus) -> None:
+        """Atomic; last writer wins (a probe is a snapshot in time)."""
+        self.status_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(self.status_dir / f"{status.name}.json", status.to_json())
+
+    def note_problem(self, name: str, problem: str) -> None:
+        """Keep what was last learned of a host, with ``problem`` ("" clears it)."""
+        old = self.status(name) or HostStatus(name=name, checked_at=0.0)
+        if old.problem != problem:
+            from dataclasses import replace
+
+            self.save_status(replace(old, problem=problem, checked_at=time.time()))
+
+    # ---- host keys ----------------------------------------------------------------
+
+    def trust(self, host: Host, key_type: str, key_base64: str) -> None:
+        """Append the host's key to ``.orch/known_hosts`` (idempotent)."""
+        line = f"{host.known_hosts_name} {key_type} {key_base64}\n"
+        old = self.known_hosts.read_text(encoding="utf-8") if self.known_hosts.exists() else ""
+        if line not in old:
+            write_atomic(self.known_hosts, old + line, mode=0o600)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One worker a host runs: a GPU (``gpu`` its index) or the host's CPU."""
+
+    host: str
+    gpu: Gpu | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}-gpu{self.gpu.index}" if self.gpu else f"{self.host}-cpu"
+
+
+def host_slots(host: Host, status: HostStatus | None) -> list[Slot]:
+    """One slot per GPU the last probe found; the CPU when none."""
+    gpus = status.gpus if status else ()
+    return [Slot(host.name, g) for g in gpus] or [Slot(host.name)]
