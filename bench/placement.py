@@ -315,7 +315,7 @@ def tick_time() -> tuple[float, float]:
         plans = []
         for k in range(30, 40):
             beat(k)
-            sched._assign_seen = None  # as after a change: it plans again
+            sched.assigner.seen = None  # as after a change: it plans again
             t0 = time.perf_counter()
             sched.tick(float(k))
             plans.append(time.perf_counter() - t0)

@@ -52,6 +52,7 @@ class Daemon:
                                    places=project_places(project))
         self.places: list[Place] = self.scheduler.places  # the planner's too: one list
         self.hosts_seen = self.hosts_version()
+        self.refused: dict[str, str] = {}  # places whose hub was refused, and why (said once)
         self.hubs = self.scheduler.hubs  # by name: "local", and "remote" once connected
         self.remote_error: str | None = None
         self.stopping = False
@@ -160,7 +161,11 @@ class Daemon:
                 try:
                     self.scheduler.add_hub(place.name, hub)
                 except OrchError as exc:
-                    log.error("%s: hub %s refused: %s", place.name, hub.url, exc)
+                    if self.refused.get(place.name) != str(exc):
+                        log.error("%s: hub %s refused: %s", place.name, hub.url, exc)
+                    self.refused[place.name] = str(exc)
+                else:
+                    self.refused.pop(place.name, None)
 
     def step(self) -> None:
         self.connect_remote()

@@ -223,6 +223,7 @@ class WorkerInfo:
     heartbeat_interval: float | None = None  # how often it says it beats
     slots: int = 1  # attempts it runs at once
     gpu_mem_mb: float | None = None  # GPU memory it shares among its attempts
+    only_job: str | None = None  # a per-job worker: the one job it takes
 
     def time_left(self, now: float) -> float | None:
         """Seconds of session left now (None: no session limit)."""

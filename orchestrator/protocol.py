@@ -148,6 +148,7 @@ class Capabilities:
     orch: str = ""
     slots: int = 1  # attempts it runs at once (a GPU worker that packs jobs: more)
     gpu_mem_mb: float | None = None  # its GPU's memory, when it packs jobs by memory
+    only_job: str | None = None  # a per-job worker (`--job`): it takes that job only
 
 
 @dataclasses.dataclass(frozen=True)

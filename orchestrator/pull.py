@@ -28,6 +28,7 @@ from .errors import (
     HubError,
     HubNotFound,
     IllegalTransitionError,
+    OrchError,
     PullError,
     PullLaterError,
     is_disk_full,
@@ -207,9 +208,19 @@ def pull_many(project: Project, store: Store, refs: list[str] | None = None,
         targets = [store.resolve(r) for r in refs]
     else:
         targets = store.jobs(HAS_RESULT if again else [JobState.SUCCEEDED])
+    hubs: dict[str, Hub | PullError] = {}
     for job in targets:
+        if job.hub not in hubs:
+            try:
+                hubs[job.hub] = project_hub(project, job.hub)
+            except OrchError as exc:  # e.g. a host removed, or away: this job's error
+                hubs[job.hub] = PullLaterError(f"{job.id}: cannot open hub {job.hub}: {exc}")
+        hub = hubs[job.hub]
+        if isinstance(hub, PullError):
+            yield job, hub
+            continue
         try:
-            yield job, pull_job(project, store, project_hub(project, job.hub), job, to=to)
+            yield job, pull_job(project, store, hub, job, to=to)
         except PullError as exc:
             yield job, exc
 

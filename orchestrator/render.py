@@ -12,7 +12,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .models import HAS_RESULT, ON_WORKER, Attempt, Event, Job, JobState, format_duration
+from .models import (
+    HAS_RESULT,
+    ON_WORKER,
+    Attempt,
+    Event,
+    Job,
+    JobState,
+    WorkerInfo,
+    format_duration,
+)
 
 if TYPE_CHECKING:
     from .snapshot import Plan
@@ -174,15 +183,29 @@ def job_detail(job: Job, events: Sequence[Event], attempts: Sequence[Attempt],
     return "\n".join(lines)
 
 
+def workers_line(workers: Sequence[WorkerInfo]) -> str:
+    """The live workers in one line: each one's id, where it works (``local``, a
+    remote hub, ``ssh:HOST``), its GPU and whether it is busy; "" with none."""
+    def one(w: WorkerInfo) -> str:
+        where = "local" if w.hub == "local" else ("colab" if w.kind == "colab" else w.hub)
+        gpu = f", {w.gpu_name or 'GPU'}" if w.gpu else ""
+        return f"{w.id} ({where}{gpu}) {'busy' if w.job_id else w.state}"
+
+    return ("workers: " + " · ".join(one(w) for w in workers)) if workers else ""
+
+
 def live_table(read: Callable[[], list[Job]], done: Callable[[list[Job]], bool],
-               interval: float = 0.5, title: str = "orch") -> list[Job]:
-    """``orch top``: a live table of jobs until ``done(jobs)`` (or Ctrl-C)."""
+               interval: float = 0.5, title: str = "orch",
+               caption: Callable[[], str] | None = None) -> list[Job]:
+    """``orch top``: a live table of jobs until ``done(jobs)`` (or Ctrl-C); under it
+    ``caption()`` (the workers), read as often as the jobs."""
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
 
     def build(jobs: list[Job]) -> Table:
-        table = Table(title=title, expand=True)
+        table = Table(title=title, expand=True,
+                      caption=caption() if caption else None, caption_justify="left")
         for h in HEADERS:
             table.add_column(h, no_wrap=h != "METRICS")
         now = time.time()

@@ -22,33 +22,24 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import protocol as P
+from .assign import Assigner
 from .config import Project
 from .errors import HubError, IllegalTransitionError, ProtocolError
 from .hubs import Hub, claim_hub
 from .identity import load_identity
 from .models import ON_WORKER, Job, JobState, WorkerInfo
 from .places import Place, project_places
-from .planner import Planner, fits_memory, placeable
-from .signing import sign
+from .planner import Planner
 from .store import Store
 
 log = logging.getLogger(__name__)
 S = JobState
-READY = 1.0  # a server that can start a job within this many seconds is free now
-REPLAN = 60.0  # plan again at least this often (busy workers' expected ends drift)
 
 #: Is this (local) worker's process alive? None when it cannot be told.
 AliveCheck = Callable[[WorkerInfo], bool | None]
 #: Called when a worker is declared gone, before its jobs are re-queued: a place
 #: that can (the local one) makes sure nothing of it still runs.
 GoneHook = Callable[[WorkerInfo, list[Job]], None]
-
-
-def manifest_for(job: Job) -> P.Manifest:
-    """What a worker needs to run ``job`` (jobs/<id>/manifest.json), unsigned."""
-    return P.Manifest(job_id=job.id, name=job.name, script=job.script, args=job.args,
-                      env=job.env, snapshot=job.snapshot_sha256, data=job.data,
-                      outputs=job.outputs, gpu=job.gpu, autotrack=job.autotrack)
 
 
 class Scheduler:
@@ -74,7 +65,8 @@ class Scheduler:
         self._missing: set[str] = set()  # hubs warned about
         self._refused: set[str] = set()  # heartbeats of another protocol, warned about
         self._beats: dict[tuple[str, str], str] = {}  # the heartbeat text last read
-        self._assign_seen: tuple[Any, ...] | None = None  # what the last assign() saw
+        self.assigner = Assigner(project, store, self.hubs, self.places, self.planner,
+                                 self.identity.key)
 
     def add_hub(self, name: str, hub: Hub) -> None:
         """Serve ``hub`` under ``name`` from now on (after checking it is ours)."""
@@ -108,7 +100,7 @@ class Scheduler:
         self.repair()
         self.pass_cancels()
         self.rebalance(now)
-        self.assign(now)
+        self.assigner.assign(now)
 
     def recover(self, now: float | None = None) -> None:
         """At daemon start: forgive downtime (fresh leases), re-queue jobs an older
@@ -123,10 +115,18 @@ class Scheduler:
 
     def sync_workers(self, now: float) -> None:
         """Record every changed heartbeat, one transaction per hub (a heartbeat whose
-        text is what this scheduler last read is not even decoded)."""
-        for name, hub in self.hubs.items():
-            beats = [read for wid in hub.list(P.WORKERS)
-                     if (read := self.read_heartbeat(name, hub, wid)) is not None]
+        text is what this scheduler last read is not even decoded). A remote hub that
+        fails this tick is skipped (its workers' leases are judged later), so one
+        host's trouble does not stop the others."""
+        for name, hub in list(self.hubs.items()):
+            try:
+                beats = [read for wid in hub.list(P.WORKERS)
+                         if (read := self.read_heartbeat(name, hub, wid)) is not None]
+            except HubError as exc:
+                if name == "local":
+                    raise  # the project's own folder: the daemon says so and retries
+                log.warning("cannot read the workers of hub %s this tick: %s", name, exc)
+                continue
             for (beat, text), (new, _) in zip(beats, self.store.upsert_workers(beats, now, name)):
                 self._beats[(name, beat.worker_id)] = text  # recorded: skipped until it changes
                 if new:
@@ -156,6 +156,11 @@ class Scheduler:
                 status = hub.get_doc(P.status(job.id, job.attempt), P.RunStatus)
             except ProtocolError as exc:
                 log.warning("status of %s ignored: %s", job.id, exc)
+                continue
+            except HubError as exc:
+                if job.hub == "local":
+                    raise
+                log.info("status of %s not readable this tick: %s", job.id, exc)
                 continue
             if status is None or status.attempt != job.attempt:
                 continue
@@ -277,8 +282,8 @@ class Scheduler:
                         not hub.exists(P.status(job.id, job.attempt)):
                     log.info("re-writing the assignment of %s attempt %d", job.id,
                              job.attempt)
-                    self.publish(job, hub)
-                    self.write_assignment(job, job.worker_id, hub)
+                    self.assigner.publish(job, hub)
+                    self.assigner.write_assignment(job, job.worker_id, hub)
             except HubError as exc:
                 log.warning("cannot repair the assignment of %s yet: %s", job.id, exc)
         for worker in self.store.workers():  # a gone worker that beats again is back here
@@ -305,102 +310,3 @@ class Scheduler:
                     log.info("cancel marker written for %s", job.id)
             except HubError as exc:
                 log.warning("cannot pass the cancel of %s on yet: %s", job.id, exc)
-
-    def free_workers(self, on_worker: list[Job] | None = None) -> list[WorkerInfo]:
-        """Live workers with a free slot."""
-        on_worker = self.store.jobs(ON_WORKER) if on_worker is None else on_worker
-        held: dict[str | None, int] = {}
-        for j in on_worker:
-            held[j.worker_id] = held.get(j.worker_id, 0) + 1
-        return [w for w in self.store.workers()
-                if held.get(w.id, 0) < max(1, w.slots)
-                and w.state != P.WorkerState.STOPPED.value]
-
-    def _cancel_queued(self, jobs: list[Job]) -> None:
-        """Queued jobs whose cancel was asked while they were being re-queued."""
-        for job in jobs:
-            try:
-                self.store.transition(job.id, S.CANCELLED, "cancelled before it started",
-                                      expect=[S.QUEUED], finished_at=time.time())
-            except IllegalTransitionError:
-                pass
-
-    def assign(self, now: float | None = None) -> None:
-        """Plan the head of the queue (:mod:`.placement`) and assign each job whose best
-        place is a free worker now; a job whose best place is busy, or still to be
-        started, waits for it (the places are told which new workers the plan wants).
-        Skipped while neither the jobs nor the workers changed since the last call
-        (and for at most REPLAN seconds): a queue nobody can take costs next to
-        nothing per tick."""
-        now = time.time() if now is None else now
-        on_worker = self.store.jobs(ON_WORKER)
-        free = self.free_workers(on_worker)
-        workers = self.store.workers()
-        seen = (self.store.queue_version(), tuple(sorted(w.id for w in free)),
-                tuple(sorted(w.id for w in workers)), int(now // REPLAN))
-        if seen == self._assign_seen:
-            return
-        self._assign_seen = seen
-        servers = self.planner.servers(workers, on_worker, now)
-        queued = self.store.queued(limit=self.planner.head_size(servers),
-                                   kinds=placeable(self.store.queued_kinds(), servers))
-        self._cancel_queued([j for j in queued if j.cancel_requested])
-        queued = [j for j in queued if not j.cancel_requested]
-        decisions = self.planner.decide(queued, servers, now)
-        wanted: dict[str, list[str]] = {}
-        by_id = {w.id: w for w in free}
-        for job, decision in zip(queued, decisions):
-            choice = decision.choice
-            if choice is None:
-                continue
-            if not choice.live:
-                wanted.setdefault(choice.place, []).append(choice.server)
-                continue
-            worker = by_id.get(choice.server.partition("#")[0])
-            if choice.start_in > READY or worker is None or not fits_memory(
-                    job, worker, on_worker, self.planner.memory):
-                continue  # its best place is busy: it waits for it
-            if self.start(job, worker):
-                on_worker.append(self.store.get(job.id))
-                if len([j for j in on_worker if j.worker_id == worker.id]) >= worker.slots:
-                    del by_id[worker.id]
-        for place in self.places:
-            place.want(wanted.get(place.name, []))
-        if self._assign_seen is not None:  # None: a publish failed, try again next tick
-            self._assign_seen = (self.store.queue_version(), *seen[1:])
-
-    def start(self, job: Job, worker: WorkerInfo) -> bool:
-        """Publish, assign (one transaction), then write the assignment: True if the
-        job is now the worker's."""
-        hub = self.hubs.get(worker.hub)
-        if hub is None:
-            return False
-        try:
-            self.publish(job, hub)
-            job = self.store.assign(job.id, job.attempt, worker.id, worker.hub)
-        except IllegalTransitionError:
-            return False  # cancelled meanwhile
-        except HubError as exc:
-            log.warning("cannot publish %s: %s", job.id, exc)
-            self._assign_seen = None  # try again next tick
-            return False
-        try:
-            self.write_assignment(job, worker.id, hub)
-        except HubError as exc:  # the store says ASSIGNED: repair() writes it later
-            log.warning("assignment of %s not written yet: %s", job.id, exc)
-        return True
-
-    def publish(self, job: Job, hub: Hub) -> None:
-        """Make the job's blobs and its signed manifest available on ``hub``
-        (idempotent; a blob already there, by its sha256, is not sent again)."""
-        local = self.project.hub_dir / "blobs"
-        for sha in [job.snapshot_sha256, *(d.sha256 for d in job.data)]:
-            if not hub.exists(P.blob(sha)):
-                hub.put_file(P.blob(sha), local / sha)
-        hub.put_doc(P.manifest(job.id), sign(manifest_for(job), self.identity.key))
-
-    def write_assignment(self, job: Job, worker_id: str, hub: Hub) -> None:
-        """Write the (signed) assignment of the job's current attempt to ``worker_id``."""
-        doc = P.Assignment(job_id=job.id, attempt=job.attempt, worker_id=worker_id,
-                           assigned_at=time.time(), resume_from=job.fresh_from)
-        hub.put_doc(P.inbox(worker_id, job.id, job.attempt), sign(doc, self.identity.key))

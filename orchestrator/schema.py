@@ -145,6 +145,10 @@ MIGRATIONS: tuple[str, ...] = (
         gpu_mem_mb = json_extract(info, '$.capabilities.gpu_mem_mb')
     WHERE json_valid(info) AND heartbeat_interval IS NULL;
     """,
+    # v8: a per-job worker (`orch worker --job`, a per-job notebook) takes only its job
+    """
+    ALTER TABLE workers ADD COLUMN only_job TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -36,6 +36,8 @@ log = get_logger(__name__)
 logging.getLogger("paramiko").setLevel(logging.WARNING)  # not a line per sign-in
 T = TypeVar("T")
 TIMEOUT = 10.0  # seconds to connect, read the banner, sign in
+KEEPALIVE = 15  # seconds between keepalives on an idle connection
+OP_TIMEOUT = 60.0  # seconds one SFTP request may go unanswered before the link is dropped
 
 
 class HostError(OrchError):
@@ -83,10 +85,12 @@ def fetch_host_key(host: Host, timeout: float = TIMEOUT) -> paramiko.PKey:
 class HostLink:
     """The connection to one host, opened on first use."""
 
-    def __init__(self, host: Host, known_hosts: Path, timeout: float = TIMEOUT) -> None:
+    def __init__(self, host: Host, known_hosts: Path, timeout: float = TIMEOUT,
+                 op_timeout: float = OP_TIMEOUT) -> None:
         self.host = host
         self.known_hosts = known_hosts
         self.timeout = timeout
+        self.op_timeout = op_timeout
         self._lock = threading.RLock()
         self._conn: Connection | None = None
         self._sftp: paramiko.SFTPClient | None = None
@@ -109,9 +113,13 @@ class HostLink:
         return bool(transport and transport.is_active())
 
     def _open(self) -> Connection:
-        import paramiko
-        from fabric import Config, Connection
+        try:
+            import paramiko
+            from fabric import Config, Connection
+        except ImportError:
+            from .errors import UsageError
 
+            raise UsageError("SSH hosts need fabric: pip install 'orch[ssh]'") from None
         host = self.host
         key = str(Path(host.key).expanduser()) if host.key else None
         if key and not Path(key).is_file():
@@ -119,8 +127,9 @@ class HostLink:
         conn = Connection(
             host.address, user=host.user, port=host.port, connect_timeout=self.timeout,
             config=Config(overrides={"load_ssh_configs": False}),
+            # the agent stays on: a key with a passphrase is used through it
             connect_kwargs={"key_filename": key, "look_for_keys": key is None,
-                            "allow_agent": key is None, "banner_timeout": self.timeout,
+                            "allow_agent": True, "banner_timeout": self.timeout,
                             "auth_timeout": self.timeout, "password": None},
         )
         client = conn.client
@@ -133,29 +142,41 @@ class HostLink:
             client.load_host_keys(str(self.known_hosts))
         try:
             conn.open()
-        except UnknownHostKey:
-            raise
-        except paramiko.BadHostKeyException as exc:
-            raise HostError(
-                f"the key of host {host.name} ({host.known_hosts_name}) has CHANGED (now "
-                f"{fingerprint(exc.key)}): this may be an attack; if the host was "
-                "reinstalled, remove its old line from known_hosts and trust the new key"
-            ) from None
-        except paramiko.AuthenticationException:
-            how = f"the key {key}" if key else "your SSH agent and ~/.ssh keys"
-            raise HostError(f"host {host.name} ({host.destination}) refused to sign in "
-                            f"{host.user} with {how}") from None
-        except TimeoutError:
-            raise HostError(f"cannot reach host {host.name} at {host.destination}: "
-                            "timed out") from None
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise HostError(f"cannot reach host {host.name} at {host.destination}: "
-                            f"{text}") from None
+            transport = client.get_transport()
+            if transport is not None:  # a host that vanishes is noticed, not waited on
+                transport.set_keepalive(KEEPALIVE)
+        except BaseException as exc:  # noqa: BLE001 - closed, then said in one line
+            conn.close()  # a failed sign-in leaves no thread or socket behind
+            raise self._refusal(exc, key) from None
         log.info("connected to host %s (%s)", host.name, host.destination)
         return conn
 
+    def _refusal(self, exc: BaseException, key: str | None) -> BaseException:
+        """The one-line HostError for why connecting failed (others pass through)."""
+        import paramiko
+
+        host = self.host
+        if isinstance(exc, HostError | KeyboardInterrupt | SystemExit):
+            return exc
+        if isinstance(exc, paramiko.PasswordRequiredException):
+            return HostError(f"host {host.name}: the key {key} has a passphrase: load it "
+                             f"into your SSH agent (ssh-add {key})")
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return HostError(
+                f"the key of host {host.name} ({host.known_hosts_name}) has CHANGED (now "
+                f"{fingerprint(exc.key)}): this may be an attack; if the host was "
+                "reinstalled, remove its old line from known_hosts and trust the new key")
+        if isinstance(exc, paramiko.AuthenticationException):
+            how = f"the key {key}" if key else "your SSH agent and ~/.ssh keys"
+            return HostError(f"host {host.name} ({host.destination}) refused to sign in "
+                             f"{host.user} with {how}")
+        if isinstance(exc, TimeoutError):
+            return HostError(f"cannot reach host {host.name} at {host.destination}: timed out")
+        text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return HostError(f"cannot reach host {host.name} at {host.destination}: {text}")
+
     def close(self) -> None:
+        """Close the connection (the next call opens a new one). Idempotent."""
         with self._lock:
             for thing in (self._sftp, self._conn):
                 try:
@@ -173,35 +194,64 @@ class HostLink:
     # ---- using it -----------------------------------------------------------------
 
     def call(self, what: str, fn: Callable[[paramiko.SFTPClient], T]) -> T:
-        """``fn`` with the SFTP client. A dropped connection is reopened and ``fn``
-        tried once more; file errors (missing, refused) pass through as OSError.
-        HostError when the host cannot be reached."""
+        """``fn`` with the SFTP client. A dropped connection (or SFTP channel) is
+        reopened and ``fn`` tried once more; a request unanswered for OP_TIMEOUT drops
+        the link (``op_timeout``). File errors (missing, refused) pass through as OSError. HostError
+        when the host cannot be reached."""
         with self._lock:
             for tries in (1, 2):
                 try:
-                    if self._sftp is None or not self._active():
+                    if self._sftp is None or not self._usable():
+                        self._close_sftp()
                         self._sftp = self.connect().sftp()
+                        self._sftp.get_channel().settimeout(self.op_timeout)
                     return fn(self._sftp)
                 except HostError:
                     self._mark_down()
                     raise
                 except Exception as exc:
-                    if self._active():
+                    hung = isinstance(exc, TimeoutError)
+                    if self._usable() and not hung:
                         raise  # a file error (missing, refused), not the connection's
                     error: BaseException = exc
                 log.info("connection to host %s dropped during %s (%s)%s", self.host.name,
-                         what, error, "; reconnecting" if tries == 1 else "")
+                         what, error, "; reconnecting" if tries == 1 and not hung else "")
                 self.close()
+                if hung:
+                    break
             self._mark_down()
             raise HostError(f"lost the connection to host {self.host.name} during {what}: "
-                            f"{error}")
+                            f"{error or type(error).__name__}")
+
+    def _usable(self) -> bool:
+        channel = self._sftp.get_channel() if self._sftp is not None else None
+        return self._active() and channel is not None and not channel.closed
+
+    def _close_sftp(self) -> None:
+        try:
+            if self._sftp is not None:
+                self._sftp.close()
+        except Exception:  # noqa: BLE001 - closing a broken channel
+            pass
+        self._sftp = None
 
     def _mark_down(self) -> None:
         if self.down_since is None:
             self.down_since = time.time()
 
-    def run(self, command: str, timeout: float = 60.0) -> tuple[int, str, str]:
-        """Run a shell command on the host: (exit code, stdout, stderr). No stdin."""
+    def abort(self) -> None:
+        """From another thread: close the transport under a call that hangs (takes
+        no lock; the call fails and its thread goes on)."""
+        conn = self._conn
+        transport = conn.client.get_transport() if conn is not None else None
+        if transport is not None:
+            transport.close()
+
+    def run(self, command: str, timeout: float = 60.0, retry: bool = True
+            ) -> tuple[int, str, str]:
+        """Run a shell command on the host: (exit code, stdout, stderr). No stdin.
+        ``retry``: run it again on a fresh connection after a drop (only for commands
+        that may run twice)."""
         from invoke.exceptions import CommandTimedOut
 
         with self._lock:
@@ -215,9 +265,10 @@ class HostLink:
                     raise HostError(f"host {self.host.name}: a command ran over {timeout:.0f} "
                                     "s") from None
                 except Exception as exc:  # noqa: BLE001 - a dropped connection
-                    if tries == 2 or self._active():
+                    if tries == 2 or not retry or self._active():
+                        self.close()
                         raise HostError(f"host {self.host.name}: cannot run a command: "
-                                        f"{exc}") from None
+                                        f"{exc or type(exc).__name__}") from None
                     self.close()
             raise AssertionError("unreachable")
 

@@ -79,6 +79,7 @@ class Records:
             "session_left": caps.session_left,
             "slots": max(1, caps.slots),
             "gpu_mem_mb": caps.gpu_mem_mb,
+            "only_job": caps.only_job,
             "heartbeat_interval": caps.heartbeat_interval,
             "last_seen": seen_at,
         }
@@ -96,7 +97,8 @@ class Records:
     def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         sql = (
             "SELECT id, name, kind, host, pid, gpu, gpu_name, state, job_id, attempt, last_seen, "
-            "gone, hub, session_left, heartbeat_interval, slots, gpu_mem_mb FROM workers"
+            "gone, hub, session_left, heartbeat_interval, slots, gpu_mem_mb, only_job "
+            "FROM workers"
         )
         if not include_gone:
             sql += " WHERE gone=0"

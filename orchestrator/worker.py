@@ -111,6 +111,7 @@ class Worker:
             orch=__version__,
             slots=self.cfg.slots,
             gpu_mem_mb=self.cfg.gpu_mem_mb,
+            only_job=self.cfg.only_job,
         )
 
     def beat(self) -> None:

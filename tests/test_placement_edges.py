@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from orchestrator import protocol as P
+from orchestrator.assign import REPLAN
 from orchestrator.config import Project, load_settings
 from orchestrator.errors import HubError, LaunchError
 from orchestrator.estimates import Run, estimate, learn_speeds, speed
@@ -24,7 +25,7 @@ from orchestrator.placement import Server, plan
 from orchestrator.places.colab import BACKOFF, ColabPlace
 from orchestrator.places.local import local_slots
 from orchestrator.planner import Planner, allows
-from orchestrator.scheduler import REPLAN, Scheduler
+from orchestrator.scheduler import Scheduler
 from orchestrator.schema import MIGRATIONS
 from orchestrator.store import Store
 
@@ -224,3 +225,31 @@ def test_workers_of_a_v5_store_keep_what_their_heartbeat_said(tmp_path: Path) ->
         workers = {w.id: w for w in store.workers()}
     assert (workers["w"].heartbeat_interval, workers["w"].slots) == (7.0, 2)
     assert (workers["v"].heartbeat_interval, workers["v"].slots) == (None, 1)
+
+
+def test_a_per_job_worker_takes_its_job_only_and_a_worker_out_of_reach_takes_none(
+        project: Project, store: Store, tmp_path: Path) -> None:
+    """A worker started for one job (`--job`) is given that job even when another is
+    ahead in the queue, and never another; a worker whose hub the daemon cannot reach
+    now is not planned onto (its job would wait for it for the unreachable lease)."""
+    hub = FolderHub(project.hub_dir)
+    sched = Scheduler(project, store, hub, places=[])
+    first = queue(project, store, "first")
+    mine = queue(project, store, "mine")
+    beat(hub, "w-own", only_job=mine.id)
+    sched.tick()
+    assert store.get(mine.id).worker_id == "w-own"
+    assert store.get(first.id).state is JobState.QUEUED
+    sched.tick()  # free again? it still takes nothing else
+    assert store.get(first.id).state is JobState.QUEUED
+    away = FolderHub(tmp_path / "away")
+    sched.add_hub("ssh:away", away)
+    beat(away, "w-away", kind="ssh", gpu=True, gpu_name="A100")
+    sched.tick()
+    assert store.get(first.id).worker_id == "w-away"  # reachable: it takes the job
+    store.finish(first.id, 1, JobState.SUCCEEDED, "done")
+    sched.drop_hub("ssh:away")
+    second = queue(project, store, "second")
+    beat(hub, "w-cpu")  # a slower worker, but one the daemon can reach
+    sched.tick()
+    assert store.get(second.id).worker_id == "w-cpu"  # it does not wait for w-away

@@ -6,6 +6,7 @@ Against a real OpenSSH server on 127.0.0.1 (the ``sshd`` fixture, tests/sshd.py)
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -18,6 +19,7 @@ from orchestrator.errors import HubError, HubNotFound
 from orchestrator.hosts import Host
 from orchestrator.hubs.sftp import SftpHub
 from orchestrator.ssh import HostLink
+from tests.conftest import wait_for
 from tests.sshd import Sshd
 
 pytestmark = pytest.mark.timeout(180)
@@ -165,3 +167,60 @@ def test_silent_host_is_one_hub_error_in_bounded_time(sshd: Sshd, tmp_path: Path
             assert "box" in str(exc) and "\n" not in str(exc), exc
         finally:
             link.close()
+
+
+def test_a_host_that_stops_answering_mid_connection_is_dropped_not_waited_on(
+        sshd: Sshd, tmp_path: Path) -> None:
+    """The host freezes after the connection is made (its sshd processes stopped): a
+    request unanswered for the link's op_timeout drops the link with HubError, instead
+    of holding the daemon's tick forever; once it answers again the hub works."""
+    import signal
+
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line + "\n")
+    host = Host(name="frozen", user=sshd.user, address=sshd.host, port=sshd.port,
+                key=str(sshd.user_key), python=sys.executable, workdir=str(tmp_path))
+    link = HostLink(host, known, timeout=3.0, op_timeout=2.0)
+    hub = SftpHub(link, str(tmp_path / "hub"))
+    hub.put_bytes("a.txt", b"1")
+    frozen = _sshd_tree(sshd)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(HubError):
+            hub.get_bytes("a.txt")
+        assert time.monotonic() - started < 15
+        assert not link.up
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: _works(hub), timeout=30, message="the hub works again")
+    link.close()
+
+
+def _sshd_tree(sshd: Sshd) -> list[int]:
+    """The pids of sshd and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    root = int(sshd.pid_file.read_text().strip())
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def _works(hub: SftpHub) -> bool:
+    try:
+        return hub.get_bytes("a.txt") == b"1"
+    except HubError:
+        return False

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -69,7 +70,11 @@ def test_a_keras_job_trains_on_the_host_and_its_model_is_pulled(
     assert f"worker {job.worker_id}: ssh" in listed
     # orch itself was installed from the wheel into the host's folder, with the key 0600
     assert list(Path(ssh_host.workdir).glob("orch-*/orchestrator/worker.py"))
-    assert os.stat(Path(ssh_host.workdir) / "key").st_mode & 0o777 == 0o600
+    home = Path(ssh_host.workdir)
+    assert os.stat(home / "secret" / "key").st_mode & 0o777 == 0o600
+    for private in ("secret", "hub", "work", "logs"):
+        assert os.stat(home / private).st_mode & 0o777 == 0o700, private
+    assert not list(home.rglob(".key.*"))  # written under a temporary name, then renamed
 
 
 def test_auto_placement_sends_work_to_the_host_when_no_local_slot(
@@ -106,6 +111,8 @@ def test_sshd_dies_mid_run_the_run_goes_on_and_is_pulled_when_back(
     daemon_log = project_dir / ".orch" / "logs" / "daemon.log"
     wait_for(lambda: "out of reach" in daemon_log.read_text(), timeout=30,
              message="the daemon noticed the host is away")
+    away = time.monotonic()  # hold the host away for longer than the lease (6 s)
+    wait_for(lambda: time.monotonic() - away > 9, timeout=20, message="the lease's length")
     assert read_job(project_dir, job_id).state is S.RUNNING
     sshd.start()
     wait_for(lambda: read_job(project_dir, job_id).state is S.PULLED, timeout=90,
@@ -182,8 +189,8 @@ def test_a_host_without_tensorflow_keeps_its_jobs_queued_with_the_reason(
 def test_one_worker_per_gpu_of_the_host(project_dir: Path, ssh_host: Host, tmp_path: Path,
                                         orch: Orch) -> None:
     """The host's GPUs (its `nvidia-smi`: a stand-in printing two T4s, put on the PATH of
-    the host's Python by a wrapper) each get a worker; a job needing a GPU runs on one,
-    and `orch hosts list` and `orch daemon status` show the GPUs."""
+    the host's Python by a wrapper) each get a worker; a job needing a GPU runs on one;
+    `orch hosts list`, `orch daemon status`, `orch status` and `orch top` show them."""
     import stat
     import sys
     from dataclasses import replace
@@ -216,3 +223,24 @@ def test_one_worker_per_gpu_of_the_host(project_dir: Path, ssh_host: Host, tmp_p
     assert all(w.gpu and w.gpu_name == "Tesla T4" for w in workers(project_dir))
     assert "GPU 0 Tesla T4, GPU 1 Tesla T4" in orch("hosts", "list", check=True).stdout
     assert "gpu=Tesla T4" in orch("daemon", "status", check=True).stdout
+    for view in (("status",), ("top", "--once")):  # the workers, under the jobs
+        shown = orch(*view, check=True).stdout.splitlines()[-1]
+        assert shown.startswith("workers: ") and "(ssh:box, Tesla T4)" in shown, shown
+        assert shown.count("box-gpu") == 2, shown
+
+
+def test_removing_a_host_that_jobs_need_is_refused(project_dir: Path, ssh_host: Host,
+                                                  orch: Orch) -> None:
+    """`orch hosts remove` refuses while a job is queued for the host (one line naming
+    it); --force removes it anyway and the job stays queued."""
+    settings(project_dir)
+    write(project_dir, "quick.py", "print(1)\n")
+    # it needs a GPU, which the host has not: it stays queued for it
+    job_id = submit(orch, "quick.py", "--on", "ssh:box", "--gpu", "--name", "pending")
+    refused = orch("hosts", "remove", "box")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "pending" in refused.stderr and "--force" in refused.stderr
+    assert "box" in orch("hosts", "list", check=True).stdout
+    orch("hosts", "remove", "box", "--force", check=True)
+    assert "no SSH hosts" in orch("hosts", "list", check=True).stdout
+    assert read_job(project_dir, job_id).state is S.QUEUED

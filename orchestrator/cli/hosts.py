@@ -156,8 +156,27 @@ def hosts_trust(
 
 
 @hosts_app.command("remove")
-def hosts_remove(name: Annotated[str, typer.Argument(help="The host's name.")]) -> None:
-    """Forget a host (its folder on the host is left as it is)."""
-    host = _hosts().remove(name.lower())
+def hosts_remove(
+    name: Annotated[str, typer.Argument(help="The host's name.")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Remove it even though jobs still need it (they wait for a host "
+                        "of that name).")] = False,
+) -> None:
+    """Forget a host (its folder on the host is left as it is). Refused while jobs
+    are queued for it, run there, or wait there to be pulled."""
+    from ..models import UNFINISHED
+    from . import open_store
+
+    hosts = _hosts()
+    host = hosts.get(name.lower())
+    with open_store(project_here()) as store:
+        held = [j for j in store.jobs(UNFINISHED)
+                if f"ssh:{host.name}" in (j.target, j.hub if j.worker_id else None)]
+    if held and not force:
+        names = ", ".join(f"{j.name} ({j.id}, {j.state.value})" for j in held[:5])
+        raise UsageError(f"host {host.name} still has {len(held)} job(s): {names}"
+                         f"{' …' if len(held) > 5 else ''}; let them finish and be pulled, "
+                         "cancel them (`orch cancel`), or remove it anyway with --force")
+    hosts.remove(host.name)
     print(f"removed host {host.name} ({host.destination}); orch's folder on it "
           f"({host.workdir}) was left as it is")

@@ -147,6 +147,7 @@ def status(
             return
         jobs = store.overview(None if all_jobs else limit)
         counts = store.counts()
+        workers = store.workers()
     if as_json:
         print(json.dumps({"jobs": [job_json(j) for j in jobs],
                           "counts": {s.value: n for s, n in counts.items()}}, indent=2))
@@ -154,13 +155,15 @@ def status(
     if not jobs:
         print("no jobs yet: queue one with `orch submit SCRIPT`")
         return
-    from ..render import jobs_table
+    from ..render import jobs_table, workers_line
 
     print(jobs_table(jobs, colour=sys.stdout.isatty()))
     hidden = sum(counts.values()) - len(jobs)
     summary = ", ".join(f"{n:,} {s.value.lower()}" for s, n in sorted(counts.items()))
     print(f"\n{sum(counts.values()):,} job(s): {summary}"
           + (f"; {hidden:,} not shown (--all shows every job)" if hidden > 0 else ""))
+    if workers:
+        print(workers_line(workers))
 
 
 def _status_one(project: Any, store: Any, ref: str, as_json: bool) -> None:
@@ -221,10 +224,13 @@ def top(
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
 ) -> None:
     """A live view of every run, local and remote (Ctrl-C to leave)."""
-    from ..render import jobs_table, live_table
+    from ..render import jobs_table, live_table, workers_line
 
     project = project_here()
     store = open_store(project)
+
+    def caption() -> str:
+        return workers_line(store.workers())
 
     def read() -> list[Job]:
         return store.overview(10)  # its cost does not grow with a long queue
@@ -234,7 +240,7 @@ def top(
 
     if once or not sys.stdout.isatty():
         jobs = read()
-        print(jobs_table(jobs, colour=sys.stdout.isatty()), flush=True)
+        print(jobs_table(jobs, colour=sys.stdout.isatty()) + "\n" + caption(), flush=True)
         last = [(j.id, j.state, j.progress.get("completed_epochs")) for j in jobs]
         while until_done and not once and not done(jobs):  # plain output: print on change
             time.sleep(1.0)
@@ -242,10 +248,10 @@ def top(
             now = [(j.id, j.state, j.progress.get("completed_epochs")) for j in jobs]
             if now != last:
                 last = now
-                print("\n" + jobs_table(jobs), flush=True)
+                print("\n" + jobs_table(jobs) + "\n" + caption(), flush=True)
         return
     try:
-        live_table(read, done, title=f"orch — {project.root.name}")
+        live_table(read, done, title=f"orch — {project.root.name}", caption=caption)
     except KeyboardInterrupt:
         pass
 

@@ -4,26 +4,23 @@ The host's hub is a folder in its private ``workdir`` (``WORKDIR/hub``): workers
 there use it as a plain folder hub; the daemon reads and writes it over SFTP
 (:class:`~orchestrator.hubs.sftp.SftpHub`). The place:
 
-- connects (on demand; every ``host_retry`` seconds while the host is away),
-  probes the host (its Python, TensorFlow, GPUs, free disk; the result in
-  ``.orch/host-status/NAME.json``) and gives the daemon the hub;
-- installs orch on the host the way Colab does: the same wheel, unpacked into
-  ``WORKDIR/orch-SHA`` (once per content; no pip, nothing from the network), and
-  the project's key in ``WORKDIR/key`` (mode 0600: the worker checks that jobs
-  come from this project; the key never enters a hub);
-- starts one worker per GPU (the CPU when the host has none) detached from the
-  SSH session (``setsid nohup``): it outlives a dropped connection and exits
-  after ``worker_idle_timeout`` idle;
-- kills a worker that lost its lease, when the host can be reached.
+- connects (in a thread, every ``host_retry`` seconds while the host is away),
+  probes the host (:mod:`.ssh_setup`: its Python, TensorFlow, GPUs, free disk; the
+  result in ``.orch/host-status/NAME.json``) and gives the daemon the hub;
+- installs orch there (:func:`.ssh_setup.install`) and starts one worker per GPU
+  (the CPU when the host has none) detached from the SSH session: it outlives a
+  dropped connection and exits after ``worker_idle_timeout`` idle;
+- kills a worker that lost its lease, by its id, when the host can be reached.
 
 A host with a problem (cannot be reached or signed in to, no Python 3.11, no
-TensorFlow, too little disk) takes no work; the problem is logged once, kept in
-its status file (`orch hosts list` shows it) and named by `orch submit`.
+TensorFlow, too little disk, workers that never join) takes no work; the problem is
+logged once, kept in its status file (`orch hosts list` shows it) and named by
+`orch submit`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 import shlex
 import threading
 import time
@@ -36,6 +33,7 @@ from ..hosts import Host, Hosts, HostStatus, Slot, host_slots
 from ..logs import get_logger
 from ..models import GpuNeed, WorkerInfo
 from . import Availability, Place
+from .ssh_setup import install, log_tail, probe, worker_command
 
 if TYPE_CHECKING:
     from ..hubs.base import Hub
@@ -45,75 +43,8 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 STARTUP = 15.0  # seconds from asking a host for a worker to its first heartbeat
-MIN_PYTHON = (3, 11)
-
-# Run on the host with its Python: what it has, as one JSON line. argv[1]: workdir.
-PROBE = r"""
-import json, os, shutil, subprocess, sys
-from importlib import metadata, util
-work = os.path.abspath(os.path.expanduser(sys.argv[1]))
-os.makedirs(os.path.join(work, "hub"), exist_ok=True)
-tf = ""
-if util.find_spec("tensorflow") is not None:
-    for dist in ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightly"):
-        try:
-            tf = metadata.version(dist)
-            break
-        except metadata.PackageNotFoundError:
-            tf = tf or "unknown version"
-gpus = []
-try:
-    out = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.total",
-                          "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                         timeout=20).stdout
-    for line in out.splitlines():
-        p = [x.strip() for x in line.split(",")]
-        if len(p) == 3 and p[0].isdigit():
-            try:
-                mem = float(p[2])
-            except ValueError:
-                mem = None
-            gpus.append({"index": p[0], "name": p[1], "memory_mb": mem})
-except (OSError, subprocess.SubprocessError):
-    pass
-print(json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "tensorflow": tf,
-                  "gpus": gpus, "free_mb": shutil.disk_usage(work).free / 2**20,
-                  "home": work}))
-"""
-
-UNPACK = ("import sys, zipfile, os; d = sys.argv[2]; zipfile.ZipFile(sys.argv[1]).extractall("
-          "d + '.part'); os.replace(d + '.part', d)")
-
-
-def probe(link: HostLink, min_free_mb: float) -> HostStatus:
-    """Look at the host (one command); the status names the first problem found."""
-    import json
-
-    host = link.host
-    code, out, err = link.run(f"{shlex.quote(host.python)} -c {shlex.quote(PROBE)} "
-                              f"{shlex.quote(host.workdir)}", timeout=60)
-    now = time.time()
-    if code != 0:
-        why = (f"no Python at {host.python!r} (set it with `orch hosts add … --python PATH`)"
-               if code == 127 else f"the probe failed: {(err or out).strip()[-300:]}")
-        return HostStatus(name=host.name, checked_at=now, problem=f"host {host.name}: {why}")
-    raw = json.loads(out.strip().splitlines()[-1])
-    status = HostStatus.from_dict({**raw, "name": host.name, "checked_at": now})
-    problem = ""
-    if tuple(int(x) for x in status.python.split(".")[:2]) < MIN_PYTHON:
-        problem = (f"{host.python} is Python {status.python}; orch needs 3.11 or newer "
-                   "(give another with --python)")
-    elif not status.tensorflow:
-        problem = (f"TensorFlow is not installed for {host.python} (install it there: "
-                   f"`{host.python} -m pip install tensorflow`, or give --python)")
-    elif status.free_mb is not None and status.free_mb < min_free_mb:
-        problem = (f"only {status.free_mb:.0f} MB free in {status.home} (orch wants "
-                   f"{min_free_mb:.0f} MB: free some, or set host_min_free_mb)")
-    if problem:
-        from dataclasses import replace
-
-        status = replace(status, problem=f"host {host.name}: {problem}")
-    return status
+PROBE_DEADLINE = 180.0  # a probe hanging longer is cut off (its connection closed)
+GIVE_UP = 3  # workers started that never joined, before the host is marked as a problem
 
 
 class SshPlace(Place):
@@ -135,6 +66,8 @@ class SshPlace(Place):
         self.wanted: set[str] = set()
         self.started: dict[str, tuple[str, float]] = {}  # slot → (worker id, when)
         self.installed = ""  # the orch folder installed this run
+        self.never_joined = 0  # workers started in a row that never joined
+        self.seen_join: set[str] = set()  # workers started here that joined
 
     # ---- the hub ------------------------------------------------------------------
 
@@ -157,6 +90,10 @@ class SshPlace(Place):
         self._hub = None
         if self._probing is not None:
             if self._probing.is_alive():
+                if now - self.tried > PROBE_DEADLINE:  # the host stopped answering
+                    log.warning("host %s does not answer; closing its connection",
+                                self.host.name)
+                    self.link.abort()
                 return None
             self._probing.join()
             self._probing = None
@@ -179,10 +116,14 @@ class SshPlace(Place):
         return None
 
     def _probe(self) -> None:
+        """The probe thread: its outcome, never an exception (said in one line)."""
         try:
             self._probed = probe(self.link, self.project.settings.host_min_free_mb)
         except OrchError as exc:
             self._probed = exc
+        except Exception as exc:  # noqa: BLE001 - whatever stops it is the host's problem
+            self._probed = OrchError(f"host {self.host.name}: cannot check it: "
+                                     f"{type(exc).__name__}: {exc}")
 
     def _set_problem(self, problem: str) -> None:
         if problem and problem != self.problem:
@@ -258,123 +199,101 @@ class SshPlace(Place):
 
     def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
         """Start the workers the plan wants (all the host's slots when jobs wait
-        ``--on`` this host); a failure is a problem of the host (jobs wait)."""
+        ``--on`` this host). A failure, or GIVE_UP workers in a row that never
+        joined, is a problem of the host (its jobs wait; tried again later)."""
         now = time.time()
         status = self.status()
         if self._hub is None or self.problem or status is None:
             return
         slots = host_slots(self.host, status)
+        self._forget_lost_starts(workers, now, status, slots)
+        if self.problem:
+            return
         want = {s.name for s in slots} if self.name in waiting else set(self.wanted)
         live = self._live(workers, now)
         todo = [s for s in slots if s.name in want and s.name not in live]
         if not todo:
             return
         try:
-            folder = self.install(status)
+            if not self.installed:
+                from ..identity import load_identity
+
+                self.installed = install(self.link, status.home,
+                                         load_identity(self.project.state_dir).key)
             for slot in todo:
-                self.spawn(slot, status, folder)
+                self.spawn(slot, status, self.installed)
         except OrchError as exc:
             self._set_problem(f"host {self.host.name}: cannot start a worker: {exc}")
             self._hub = None
         self.wanted -= {s.name for s in todo}
 
-    def install(self, status: HostStatus) -> str:
-        """This orch on the host (once per content) and the project's key; the
-        folder to put on PYTHONPATH. Idempotent."""
-        from ..identity import load_identity
-        from .colab_notebook import build_wheel
-
-        _, wheel = build_wheel()
-        sha = hashlib.sha256(wheel).hexdigest()[:16]
-        folder = f"{status.home}/orch-{sha}"
-        if self.installed == folder:
-            return folder
-        key = load_identity(self.project.state_dir).key
-
-        def put(sftp: object) -> bool:
-            import stat as st
-
-            try:
-                if st.S_ISDIR(sftp.stat(folder).st_mode or 0):  # type: ignore[attr-defined]
-                    new = False
-                else:
-                    new = True
-            except OSError:
-                new = True
-            if new:
-                with sftp.open(f"{folder}.whl", "wb") as f:  # type: ignore[attr-defined]
-                    f.write(wheel)
-            with sftp.open(f"{status.home}/key", "w") as f:  # type: ignore[attr-defined]
-                f.chmod(0o600)
-                f.write(key)
-            return new
-
-        if self.link.call("installing orch", put):
-            py = shlex.quote(self.host.python)
-            code, out, err = self.link.run(
-                f"{py} -c {shlex.quote(UNPACK)} {shlex.quote(folder + '.whl')} "
-                f"{shlex.quote(folder)} && rm -f {shlex.quote(folder + '.whl')}", timeout=120)
-            if code != 0:
-                raise OrchError(f"cannot unpack orch in {folder}: {(err or out).strip()[-200:]}")
-            log.info("installed orch on host %s in %s", self.host.name, folder)
-        self.installed = folder
-        return folder
+    def _forget_lost_starts(self, workers: Sequence[WorkerInfo], now: float,
+                            status: HostStatus, slots: list[Slot]) -> None:
+        """Workers started that never joined (within 4 × STARTUP) are forgotten, so
+        the slot may be started again; after GIVE_UP in a row, the host has a problem
+        naming the tail of the worker's log."""
+        joined = {w.id for w in workers if self.owns(w)}
+        for slot, (wid, at) in list(self.started.items()):
+            if wid in joined:
+                if wid not in self.seen_join:
+                    self.seen_join.add(wid)
+                    self.never_joined = 0
+            elif now - at >= 4 * STARTUP:
+                del self.started[slot]
+                self.never_joined += 1
+                if self.never_joined >= GIVE_UP:
+                    self.never_joined = 0
+                    tail = log_tail(self.link, status.home,
+                                    next(s for s in slots if s.name == slot))
+                    self._set_problem(f"host {self.host.name}: the workers started there "
+                                      f"never joined (their log: {tail or 'empty'})")
+                    self._hub = None
+                    return
 
     def spawn(self, slot: Slot, status: HostStatus, folder: str) -> None:
-        """Start one worker, detached from this SSH session."""
-        import secrets
-
-        s = self.project.settings
-        home = status.home
+        """Start one worker, detached from this SSH session. Not retried after a
+        dropped connection: it might have started (the slot is tried again once its
+        worker has not joined in time)."""
         wid = f"{slot.name}-{secrets.token_hex(3)}"
-        args = ["-m", "orchestrator.worker", "--hub", f"{home}/hub", "--kind", "ssh",
-                "--name", self.host.name, "--id", wid, "--work-dir", f"{home}/work",
-                "--key-file", f"{home}/key", "--idle-timeout", str(s.worker_idle_timeout),
-                "--heartbeat", str(s.heartbeat_interval)]
-        if slot.gpu is not None:
-            jobs = (s.gpu_jobs or 4) if slot.gpu.memory_mb else 1
-            args += ["--gpu", slot.gpu.index, "--gpu-name", slot.gpu.name, "--slots", str(jobs)]
-            if slot.gpu.memory_mb:
-                args += ["--gpu-mem", str(slot.gpu.memory_mb)]
-        # only the worker goes to the background, with no tie to this session's pipes
-        command = (f"mkdir -p {shlex.quote(home + '/logs')} && cd {shlex.quote(home)} || exit 1\n"
-                   f"PYTHONPATH={shlex.quote(folder)} setsid nohup "
-                   f"{shlex.quote(self.host.python)} {shlex.join(args)} "
-                   f"> {shlex.quote(f'{home}/logs/worker-{slot.name}.log')} 2>&1 < /dev/null &\n"
-                   "echo $!")
-        code, out, err = self.link.run(command, timeout=30)
+        self.started[slot.name] = (wid, time.time())
+        code, out, err = self.link.run(
+            worker_command(self.host, status.home, folder, slot, wid, self.project.settings),
+            timeout=30, retry=False)
         if code != 0:
             raise OrchError(f"the worker did not start: {(err or out).strip()[-200:]}")
-        self.started[slot.name] = (wid, time.time())
         log.info("started worker %s on host %s (pid %s)", wid, self.host.name, out.strip())
 
     def kill(self, worker: WorkerInfo, run_pids: Sequence[int]) -> list[str]:
-        """SIGKILL a worker that lost its lease, and its runs, if the host answers
-        (a rebooted host has nothing left to kill)."""
-        if not worker.pid or self._hub is None or worker.state == "stopped":
+        """SIGKILL what is left of a worker that lost its lease, found by its id (not
+        by pid: after a reboot a pid may be another process's). Its runs die with it
+        (they are started with PR_SET_PDEATHSIG). Nothing when the host is away."""
+        if self._hub is None or worker.state == "stopped":
             return []
-        targets = " ".join([f"-{int(p)}" for p in run_pids] + [str(int(worker.pid))])
         try:
-            self.link.run(f"kill -9 -- {targets} 2>/dev/null; true", timeout=20)
+            code, _, _ = self.link.run(
+                f"pkill -9 -f -- {shlex.quote(f'--id {worker.id}( |$)')}", timeout=20)
         except OrchError as exc:
             log.info("could not reach host %s to stop %s: %s", self.host.name, worker.id, exc)
             return []
-        return [f"killed what was left of worker {worker.id} on host {self.host.name}"]
+        return [f"killed what was left of worker {worker.id} on host {self.host.name}"] \
+            if code == 0 else []
 
     def stop_workers(self) -> None:
-        """At the daemon's exit: SIGTERM the workers it started (idle ones exit, busy
-        ones finish their job first). Best effort: an unreachable host is left be."""
+        """At the daemon's exit (or when the host is removed): SIGTERM the workers it
+        started (idle ones exit, busy ones finish their job first), then close the
+        connection. Best effort: a host that is away is left be."""
         ids = [wid for wid, _ in self.started.values()]
-        if not ids or self._hub is None or not self.link.up:
-            return
-        pattern = "|".join(ids)
         try:
-            self.link.run(f"pkill -TERM -f -- {shlex.quote('--id (' + pattern + ')')}; true",
-                          timeout=10)
+            if ids and self._hub is not None and self.link.up:
+                pattern = f"--id ({'|'.join(ids)})( |$)"
+                self.link.run(f"pkill -TERM -f -- {shlex.quote(pattern)}; true", timeout=10)
         except OrchError as exc:
             log.info("could not stop the workers on host %s: %s", self.host.name, exc)
         finally:
-            self.link.close()
+            if self._probing is None or not self._probing.is_alive():
+                self.link.close()
+            else:
+                self.link.abort()
 
 
 def open_host_hub(project: Project, host: Host) -> Hub:
