@@ -212,6 +212,7 @@ class AttemptRun:
             env["CUDA_VISIBLE_DEVICES"] = ""
         elif self.w.cfg.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.w.cfg.gpu
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order nvidia-smi numbers GPUs in
         if manifest.autotrack:
             env["ORCH_AUTOTRACK"] = "1"
         return env

@@ -62,8 +62,20 @@ def _unknown(host: Host, key: paramiko.PKey) -> UnknownHostKey:
         f"host key), accept it with: orch hosts trust {host.name} --fingerprint {fp}")
 
 
+def need_fabric() -> None:
+    """UsageError, in one line, when the `ssh` extra is not installed."""
+    try:
+        import fabric  # noqa: F401
+        import paramiko  # noqa: F401
+    except ImportError:
+        from .errors import UsageError
+
+        raise UsageError("SSH hosts need fabric: pip install 'orch[ssh]'") from None
+
+
 def fetch_host_key(host: Host, timeout: float = TIMEOUT) -> paramiko.PKey:
     """The key the host presents (no sign-in): for `orch hosts trust`."""
+    need_fabric()
     import paramiko
 
     try:
@@ -113,13 +125,10 @@ class HostLink:
         return bool(transport and transport.is_active())
 
     def _open(self) -> Connection:
-        try:
-            import paramiko
-            from fabric import Config, Connection
-        except ImportError:
-            from .errors import UsageError
+        need_fabric()
+        import paramiko
+        from fabric import Config, Connection
 
-            raise UsageError("SSH hosts need fabric: pip install 'orch[ssh]'") from None
         host = self.host
         key = str(Path(host.key).expanduser()) if host.key else None
         if key and not Path(key).is_file():

@@ -210,14 +210,15 @@ def test_one_worker_per_gpu_of_the_host(project_dir: Path, ssh_host: Host, tmp_p
     checked = orch("hosts", "check", "box", check=True).stdout
     assert "gpu 0       Tesla T4, 15360 MB" in checked and "gpu 1" in checked
     write(project_dir, "quick.py", "import os, pathlib\npathlib.Path(os.environ["
-                                   "'ORCH_OUTPUT_DIR'], 'w.bin').write_bytes(os.environ["
-                                   "'CUDA_VISIBLE_DEVICES'].encode())\n")
+                                   "'ORCH_OUTPUT_DIR'], 'w.bin').write_bytes((os.environ["
+                                   "'CUDA_VISIBLE_DEVICES'] + os.environ['CUDA_DEVICE_ORDER'])"
+                                   ".encode())\n")
     job_id = orch("submit", "quick.py", "--on", "ssh:box", "--gpu", "--name", "g", "--wait",
                   check=True).stdout.split()[0]
     job = read_job(project_dir, job_id)
     assert job.state is S.PULLED and job.worker_id.startswith("box-gpu")
     index = job.worker_id[len("box-gpu")]
-    assert (project_dir / "models" / "g" / "w.bin").read_text() == index
+    assert (project_dir / "models" / "g" / "w.bin").read_text() == index + "PCI_BUS_ID"
     wait_for(lambda: {w.id.rsplit("-", 1)[0] for w in workers(project_dir)}
              >= {"box-gpu0", "box-gpu1"}, timeout=30, message="a worker per GPU")
     assert all(w.gpu and w.gpu_name == "Tesla T4" for w in workers(project_dir))

@@ -319,3 +319,19 @@ def test_hosts_json_keeps_the_key_path_never_the_key(orch: Orch, project_dir: Pa
             data = file.read_bytes().decode("latin-1")
             assert body[:40] not in data and "PRIVATE KEY" not in data, file
             assert public_blob not in data, file  # not even the user's public key
+
+
+def test_without_the_ssh_extra_the_cli_says_what_to_install(orch: Orch, project_dir: Path,
+                                                           sshd: Sshd, tmp_path: Path) -> None:
+    """With fabric not importable, `orch hosts check` and `trust` say in one line to
+    install orch[ssh] (no traceback)."""
+    from tests.conftest import orch_env
+
+    ok(add(orch, sshd, tmp_path))
+    blocked = ("import sys; sys.modules['fabric'] = None; sys.modules['paramiko'] = None; "
+               "sys.argv = ['orch'] + sys.argv[1:]; from orchestrator.cli import main; main()")
+    for args in (["hosts", "check", "box"], ["hosts", "trust", "box", "--fingerprint", "x"]):
+        proc = subprocess.run([sys.executable, "-c", blocked, *args], cwd=project_dir,
+                              env=orch_env(), capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+        one_line_error(proc, "pip install 'orch[ssh]'")
