@@ -24,7 +24,8 @@ def submit(
     name: Annotated[Optional[str], typer.Option(help="Job name (default: script name).")] = None,
     on: Annotated[str, typer.Option(
         help="Where to run: auto (where it finishes first), local, colab, remote (any "
-             "worker on the project's Drive hub) or ssh:HOST.")] = "auto",
+             "worker not on this machine; needs a Drive hub) or ssh:NAME (a host of "
+             "`orch hosts add`).")] = "auto",
     gpu: Annotated[Optional[bool], typer.Option(
         "--gpu/--cpu", help="Require a GPU, or run on the CPU only (default: either).",
         show_default=False)] = None,
