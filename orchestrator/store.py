@@ -106,7 +106,7 @@ class Store(JobMoves, Records):
         if version == SCHEMA_VERSION:
             return
         if version == 0:
-            self.db.execute("PRAGMA journal_mode = WAL")  # persistent: set once, at creation
+            self._set_wal()
         with self.tx() as db:
             # Re-read inside the lock: another process may have migrated meanwhile.
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -116,6 +116,20 @@ class Store(JobMoves, Records):
                     if statement.strip():
                         db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _set_wal(self) -> None:
+        """WAL journal mode (persistent: set once, at creation). Several first opens
+        at once: SQLite may refuse the switch at once, without waiting, while another
+        connection creates the schema; tried again for up to 30 s."""
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # ---- jobs -------------------------------------------------------------
 
