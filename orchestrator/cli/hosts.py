@@ -162,8 +162,10 @@ def hosts_remove(
         "--force", help="Remove it even though jobs still need it (they wait for a host "
                         "of that name).")] = False,
 ) -> None:
-    """Forget a host (its folder on the host is left as it is). Refused while jobs
-    are queued for it, run there, or wait there to be pulled."""
+    """Forget a host, unless jobs need it (its folder on the host is left as it is).
+
+    Refused while jobs are queued for the host, run there, or wait there to be pulled.
+    """
     from ..models import UNFINISHED
     from . import open_store
 
