@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -50,6 +52,33 @@ class Watcher:
 
     def close(self) -> None:
         pass
+
+
+class PollingWatcher(Watcher):
+    """For hubs with no change events (Drive, SFTP): asks ``changed()`` every
+    ``interval`` seconds while waiting. A HubError from it is logged and counts as
+    no change (the next tick polls anyway)."""
+
+    def __init__(self, changed: Callable[[], bool], interval: float) -> None:
+        super().__init__()
+        self.changed = changed
+        self.interval = interval
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if super().wait(0):
+                return True
+            try:
+                if self.changed():
+                    return True
+            except HubError as exc:
+                log.warning("%s", exc)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if super().wait(min(left, self.interval)):
+                return True
 
 
 class Hub(ABC):

@@ -16,7 +16,6 @@ import posixpath
 import secrets
 import shlex
 import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, TypeVar
@@ -24,7 +23,7 @@ from typing import IO, TYPE_CHECKING, TypeVar
 from ..atomic import write_with
 from ..errors import HubError, HubNotFound
 from ..logs import get_logger
-from .base import Hub, Watcher, check_key
+from .base import Hub, PollingWatcher, Watcher, check_key
 
 if TYPE_CHECKING:
     import paramiko
@@ -189,7 +188,20 @@ class SftpHub(Hub):
     def watch(self) -> Watcher:
         """A watcher that polls (once a second) a digest of the modification times of
         the hub's folders: every write (a rename into a folder) and delete changes one."""
-        return _PollingWatcher(self)
+        try:
+            seen: str | None = self.digest()
+        except HubError as exc:
+            log.warning("%s", exc)
+            seen = None
+
+        def changed() -> bool:
+            nonlocal seen
+            now = self.digest()
+            moved = seen is not None and now != seen
+            seen = now
+            return moved
+
+        return PollingWatcher(changed, 1.0)
 
     def digest(self) -> str:
         """One command on the host: what changes whenever anything in the hub does."""
@@ -202,38 +214,3 @@ class SftpHub(Hub):
         except HostError as exc:
             raise HubError(str(exc)) from None
         return out.strip()
-
-
-class _PollingWatcher(Watcher):
-    """Wakes when :meth:`SftpHub.digest` changes (or :meth:`notify` is called)."""
-
-    INTERVAL = 1.0
-
-    def __init__(self, hub: SftpHub) -> None:
-        super().__init__()
-        self.hub = hub
-        self.last = self._digest()
-
-    def _digest(self) -> str | None:
-        try:
-            return self.hub.digest()
-        except HubError as exc:
-            log.warning("%s", exc)
-            return None
-
-    def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            if super().wait(0):
-                return True
-            now = self._digest()
-            if now is not None and now != self.last:
-                changed = self.last is not None
-                self.last = now
-                if changed:
-                    return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            if super().wait(min(left, self.INTERVAL)):
-                return True

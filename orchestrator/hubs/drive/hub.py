@@ -33,7 +33,7 @@ from typing import Any
 
 from ...atomic import temp_path
 from ...errors import HubError, HubNotFound
-from ..base import Hub, Watcher, check_key
+from ..base import Hub, PollingWatcher, Watcher, check_key
 from .api import CHUNK, DriveClient
 from .index import FILE_FIELDS, FOLDER, DriveFile, DriveIndex, Folder, by_age, newest, quote
 
@@ -385,28 +385,6 @@ class DriveHub(Hub):
         return newest(files).id
 
     def watch(self) -> Watcher:
-        return DriveWatcher(self)
-
-
-class DriveWatcher(Watcher):
-    """Polls the changes feed; wakes when something in the hub changed."""
-
-    def __init__(self, hub: DriveHub) -> None:
-        super().__init__()
-        self.hub = hub
-
-    def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            if super().wait(0):
-                return True
-            try:
-                if self.hub.sync():
-                    return True
-            except HubError as exc:
-                log.warning("%s", exc)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            if super().wait(min(left, self.hub.staleness)):
-                return True
+        """Polls the changes feed (every ``staleness`` s); wakes when something in the
+        hub changed."""
+        return PollingWatcher(lambda: self.sync() > 0, self.staleness)
