@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic
-from .errors import ProjectError, UsageError
+from .codec import decode, encode
+from .errors import ProjectError, ProtocolError, UsageError
 
 HOSTS_FILE = "hosts.json"
 KNOWN_HOSTS = "known_hosts"
@@ -79,16 +80,12 @@ class HostStatus:
     problem: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(encode(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> HostStatus:
-        gpus = tuple(Gpu(str(g["index"]), str(g["name"]), g.get("memory_mb"))
-                     for g in raw.get("gpus", ()))
-        return cls(name=str(raw["name"]), checked_at=float(raw["checked_at"]),
-                   python=str(raw.get("python", "")), tensorflow=str(raw.get("tensorflow", "")),
-                   gpus=gpus, free_mb=raw.get("free_mb"), home=str(raw.get("home", "")),
-                   problem=str(raw.get("problem", "")))
+    def from_dict(cls, raw: Any) -> HostStatus:
+        """Checked field by field (:mod:`.codec`): ProtocolError names what is wrong."""
+        return decode(cls, raw, "host status")  # type: ignore[no-any-return]
 
 
 def check_name(name: str) -> str:
@@ -178,7 +175,7 @@ class Hosts:
         try:
             return HostStatus.from_dict(json.loads(
                 (self.status_dir / f"{name}.json").read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, ProtocolError):
             return None
 
     def save_status(self, status: HostStatus) -> None:

@@ -19,6 +19,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ..errors import ProtocolError
 from ..hosts import Host, HostStatus, Slot
 from ..logs import get_logger
 
@@ -89,7 +90,7 @@ def probe(link: HostLink, min_free_mb: float) -> HostStatus:
         raw = json.loads(out.strip().splitlines()[-1])
         status = HostStatus.from_dict({**raw, "name": host.name, "checked_at": now})
         version = tuple(int(x) for x in status.python.split(".")[:2])
-    except (ValueError, IndexError, KeyError, TypeError):
+    except (ValueError, IndexError, KeyError, TypeError, ProtocolError):
         raise HostError(f"host {host.name}: the probe printed something else than orch "
                         f"expects: {(out or err).strip()[-200:]!r}") from None
     problem = ""
