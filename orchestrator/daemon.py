@@ -126,20 +126,21 @@ class Daemon:
     def reload_places(self) -> None:
         """`orch hosts add/remove` while the daemon runs: rebuild the places of SSH
         hosts (one whose host is unchanged is kept, with its connection); a removed
-        host's hub is dropped, its jobs wait."""
+        host's hub is dropped, its jobs wait. The other places do not depend on it."""
         version = self.hosts_version()
         if version == self.hosts_seen:
             return
         self.hosts_seen = version
-        fresh = project_places(self.project)
-        old = {getattr(p, "host", None): p for p in self.places if p.brings_hub}
-        kept = [old.pop(getattr(p, "host", None), p) if p.brings_hub else p for p in fresh]
-        local = {p.name: p for p in self.places if not p.brings_hub}
-        kept = [local.get(p.name, p) for p in kept]  # keep the local place's processes
+        from .hosts import Hosts
+        from .places.ssh import SshPlace
+
+        old = {p.host: p for p in self.places if isinstance(p, SshPlace)}
+        hosts: list[Place] = [old.pop(h) if h in old else SshPlace(self.project, h)
+                              for h in Hosts(self.project.state_dir).all()]
         for gone in old.values():
             gone.stop_workers()
             self.scheduler.drop_hub(gone.name)
-        self.places[:] = kept
+        self.places[:] = [p for p in self.places if not isinstance(p, SshPlace)] + hosts
         log.info("places now: %s", ", ".join(p.name for p in self.places))
 
     def connect_places(self) -> None:
