@@ -233,6 +233,9 @@ def top(
     def caption() -> str:
         return workers_line(store.workers())
 
+    def with_workers(table: str) -> str:  # the plain views: the workers' line under it
+        return "\n".join(part for part in (table, caption()) if part)
+
     def read() -> list[Job]:
         return store.overview(10)  # its cost does not grow with a long queue
 
@@ -241,7 +244,7 @@ def top(
 
     if once or not sys.stdout.isatty():
         jobs = read()
-        print(jobs_table(jobs, colour=sys.stdout.isatty()) + "\n" + caption(), flush=True)
+        print(with_workers(jobs_table(jobs, colour=sys.stdout.isatty())), flush=True)
         last = [(j.id, j.state, j.progress.get("completed_epochs")) for j in jobs]
         while until_done and not once and not done(jobs):  # plain output: print on change
             time.sleep(1.0)
@@ -249,7 +252,7 @@ def top(
             now = [(j.id, j.state, j.progress.get("completed_epochs")) for j in jobs]
             if now != last:
                 last = now
-                print("\n" + jobs_table(jobs) + "\n" + caption(), flush=True)
+                print("\n" + with_workers(jobs_table(jobs)), flush=True)
         return
     try:
         live_table(read, done, title=f"orch — {project.root.name}", caption=caption)
