@@ -158,15 +158,13 @@ class SshPlace(Place):
                                                 f"{self.host.name}")
 
     def _live(self, workers: Sequence[WorkerInfo], now: float) -> set[str]:
-        """Slots with a live worker, or one started lately that has not joined yet."""
-        ids = {w.id for w in workers if self.owns(w) and not w.gone and w.state != "stopped"}
-        live = {slot for slot, (wid, _) in self.started.items() if wid in ids}
+        """Slots with a live worker (its id is ``SLOT-xxxxxx``, whichever daemon started
+        it), or one started lately that has not joined yet."""
+        live = {w.id.rpartition("-")[0] for w in workers if self.owns(w) and not w.gone
+                and w.state != "stopped"}
         joined = {w.id for w in workers if self.owns(w)}
-        live |= {slot for slot, (wid, at) in self.started.items()
-                 if wid not in joined and now - at < 4 * STARTUP}
-        live |= {w.id.rpartition("-")[0] for w in workers if self.owns(w) and not w.gone
-                 and w.state != "stopped"}  # started by an earlier daemon
-        return live
+        return live | {slot for slot, (wid, at) in self.started.items()
+                       if wid not in joined and now - at < 4 * STARTUP}
 
     def prospects(self, workers: Sequence[WorkerInfo], now: float) -> list[Server]:
         """Each slot of the host (a GPU, or its CPU) with no live worker, when the
