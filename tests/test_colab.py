@@ -61,6 +61,17 @@ def set_param(nb: Any, name: str, value: Any) -> None:
     cell.source = "\n".join(lines)
 
 
+def cell_outputs(nb: Any) -> str:
+    """What the notebook's code cells printed so far (streams and errors), for failures."""
+    parts: list[str] = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            text = out.get("text") or "\n".join(out.get("traceback", [])[-3:]) or \
+                out.get("ename", "")
+            parts.append(f"[cell {i}] {text}")
+    return "".join(parts)[-4000:] or "(no output yet)"
+
+
 def run_notebook(nb: Any, timeout: float = 300) -> Any:
     return nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3").execute()
 
@@ -191,9 +202,18 @@ def test_killed_kernel_then_rerun_resumes_from_the_checkpoint(project_dir: Path,
 
     runner = threading.Thread(target=execute)
     runner.start()
-    wait_for(lambda: ckpt in drive.paths() and
-             (read_job(project_dir, job_id).progress.get("completed_epochs") or 0) >= 3,
-             timeout=180, interval=0.3, message="3 epochs and a checkpoint on Drive")
+
+    def three_epochs() -> bool:
+        assert not errors, f"the notebook failed before the kill: {errors[0]!r}\n" + \
+            cell_outputs(first)
+        return ckpt in drive.paths() and \
+            (read_job(project_dir, job_id).progress.get("completed_epochs") or 0) >= 3
+
+    try:
+        wait_for(three_epochs, timeout=180, interval=0.3,
+                 message="3 epochs and a checkpoint on Drive")
+    except AssertionError as exc:  # say where the notebook stood
+        raise AssertionError(f"{exc}\nnotebook so far:\n{cell_outputs(first)}") from None
     assert client.km is not None and client.km.provisioner is not None
     import signal
 
@@ -262,3 +282,41 @@ def test_launch_through_the_colab_cli(project_dir: Path, drive: Any, tmp_path: P
     assert stop == ["stop", "-s", name]
     bad = p.orch("colab", "--launch", "--gpu", "K80", env=env)
     assert bad.returncode == 2 and "choose one of" in bad.stderr
+
+
+def test_install_cell_reads_every_duplicate_of_a_folder(project_dir: Path, drive: Any,
+                                                        tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two parties creating the hub's ``blobs`` folder at once leave two on Drive; the
+    wheel may be in the newer one, which orch reads and the notebook must read too. A
+    quote in the hub folder's name does not break the notebook's queries."""
+    import sys
+
+    from orchestrator.hubs.drive.api import build_service
+    from orchestrator.places.colab_cells import install_orch
+    from tests.fakedrive.project import DriveProject
+
+    p = DriveProject(project_dir, drive, f"orch-hub/o'brien {tmp_path.name}")
+    link = p.orch("colab", check=True).stdout.strip()
+    settings: dict[str, Any] = {}
+    exec(fetch_notebook(p, link).cells[1].source, settings)  # our own settings cell
+    sha = settings["WHEEL_SHA"]
+    [hub] = drive.find(name=p.folder.split("/")[1])
+    hub_id = hub["id"]
+    [blobs] = drive.find(name="blobs", parent=hub_id)
+    first = blobs["id"]
+    [wheel] = drive.find(name=sha, parent=first)
+    api = build_service(credentials=drive.credentials(), url=drive.url)
+    newer = api.files().create(body={"name": "blobs", "parents": [hub_id],
+                                     "mimeType": "application/vnd.google-apps.folder"},
+                               fields="id").execute()["id"]
+    api.files().update(fileId=wheel["id"], addParents=newer, removeParents=first).execute()
+    assert drive.find(name=sha, parent=newer) and not drive.find(name=sha, parent=first)
+
+    monkeypatch.setenv("ORCH_DRIVE_ROOT_URL", drive.url)
+    monkeypatch.setenv("ORCH_NOTEBOOK_PIP_TARGET", str(tmp_path / "site"))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the cell prepends its pip target
+    install_orch(drive.credentials(), p.folder, settings["WHEEL_NAME"], sha,
+                 str(tmp_path / "content"))
+    assert (tmp_path / "content" / settings["WHEEL_NAME"]).is_file()
+    assert (tmp_path / "site" / "orchestrator" / "worker.py").is_file()

@@ -64,19 +64,25 @@ def install_orch(creds: Any, hub_folder: str, wheel_name: str, wheel_sha: str,
     drive = build("drive", "v3", credentials=creds, static_discovery=True,
                   client_options=endpoint)
 
-    def child(parent: str, name: str) -> str:
-        q = f"name = '{name}' and '{parent}' in parents and trashed = false"
-        found = drive.files().list(q=q, fields="files(id, createdTime)", pageSize=10,
-                                   supportsAllDrives=True, includeItemsFromAllDrives=True
-                                   ).execute()["files"]
+    def children(parents: list[str], name: str) -> list[str]:
+        """Every file named ``name`` in any of ``parents``, oldest first: Drive allows
+        duplicate folders (two parties creating one at once), and orch reads them all."""
+        escaped = name.replace("\\", "\\\\").replace("'", "\\'")
+        found: list[dict[str, str]] = []
+        for parent in parents:
+            q = f"name = '{escaped}' and '{parent}' in parents and trashed = false"
+            found += drive.files().list(q=q, fields="files(id, createdTime)", pageSize=100,
+                                        supportsAllDrives=True, includeItemsFromAllDrives=True
+                                        ).execute()["files"]
         if not found:
             raise SystemExit(f"{name} not found on Drive: was `orch colab` run for this "
                              "project?")
-        return str(sorted(found, key=lambda f: f["createdTime"])[0]["id"])
+        return [f["id"] for f in sorted(found, key=lambda f: f["createdTime"])]
 
-    parent = drive.files().get(fileId="root", fields="id").execute()["id"]
+    level = [drive.files().get(fileId="root", fields="id").execute()["id"]]
     for part in (hub_folder + "/blobs/" + wheel_sha).split("/"):
-        parent = child(parent, part)
+        level = children(level, part)
+    parent = level[-1]  # the newest copy of the wheel
     buf = io.BytesIO()
     down = MediaIoBaseDownload(buf, drive.files().get_media(fileId=parent))
     done = False
