@@ -33,7 +33,7 @@ from .errors import OrchError, is_disk_full
 from .hubs import open_hub, project_hub
 from .lifecycle import lock_path, pid_path
 from .models import ACTIVE, Job, WorkerInfo
-from .places import Place, project_places
+from .places import CONFIG_FILES, Place, configured_places, project_places
 from .pull import AutoPull
 from .scheduler import Scheduler
 from .store import Store
@@ -48,10 +48,10 @@ class Daemon:
         self.store = Store(project.db_path)
         self.hub = open_hub(project.hub_url)
         self.scheduler = Scheduler(project, self.store, {"local": self.hub},
-                                   alive=self.worker_alive, on_gone=self.worker_gone,
+                                   ended=self.worker_ended, on_gone=self.worker_gone,
                                    places=project_places(project))
         self.places: list[Place] = self.scheduler.places  # the planner's too: one list
-        self.hosts_seen = self.hosts_version()
+        self.places_seen = self.places_version()
         self.refused: dict[str, str] = {}  # places whose hub was refused, and why (said once)
         self.hubs = self.scheduler.hubs  # by name: "local", and "remote" once connected
         self.remote_error: str | None = None
@@ -63,10 +63,10 @@ class Daemon:
     def owner(self, worker: WorkerInfo) -> Place | None:
         return next((place for place in self.places if place.owns(worker)), None)
 
-    def worker_alive(self, worker: WorkerInfo) -> bool | None:
-        """Whether a worker's process lives, if the place that owns it can tell."""
+    def worker_ended(self, worker: WorkerInfo) -> str | None:
+        """Why a worker's process ended, if the place that owns it can tell."""
         place = self.owner(worker)
-        return None if place is None else place.alive(worker)
+        return None if place is None else place.ended(worker)
 
     def worker_gone(self, worker: WorkerInfo, jobs: list[Job]) -> None:
         """A worker lost its lease: before its jobs are re-queued, the place that owns
@@ -116,31 +116,33 @@ class Daemon:
         log.info("remote hub %s connected", self.project.remote_hub_url)
         self.remote_error = None
 
-    def hosts_version(self) -> tuple[int, int] | None:
-        try:
-            st = (self.project.state_dir / "hosts.json").stat()
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
+    def places_version(self) -> tuple[tuple[int, int] | None, ...]:
+        """The configured places' files (hosts, clusters), by size and mtime."""
+        out: list[tuple[int, int] | None] = []
+        for name in CONFIG_FILES:
+            try:
+                st = (self.project.state_dir / name).stat()
+            except OSError:
+                out.append(None)
+            else:
+                out.append((st.st_mtime_ns, st.st_size))
+        return tuple(out)
 
     def reload_places(self) -> None:
-        """`orch hosts add/remove` while the daemon runs: rebuild the places of SSH
-        hosts (one whose host is unchanged is kept, with its connection); a removed
-        host's hub is dropped, its jobs wait. The other places do not depend on it."""
-        version = self.hosts_version()
-        if version == self.hosts_seen:
+        """`orch hosts add/remove` or `orch clusters add/remove` while the daemon
+        runs: rebuild the configured places (one whose host or cluster is unchanged
+        is kept, with its connection); a removed one's hub is dropped, its jobs wait.
+        The built-in places (local, Colab) do not depend on those files."""
+        version = self.places_version()
+        if version == self.places_seen:
             return
-        self.hosts_seen = version
-        from .hosts import Hosts
-        from .places.ssh import SshPlace
-
-        old = {p.host: p for p in self.places if isinstance(p, SshPlace)}
-        hosts: list[Place] = [old.pop(h) if h in old else SshPlace(self.project, h)
-                              for h in Hosts(self.project.state_dir).all()]
+        self.places_seen = version
+        old = {(type(p), p.config): p for p in self.places if p.config is not None}
+        configured = [old.pop((type(p), p.config), p) for p in configured_places(self.project)]
         for gone in old.values():
             gone.stop_workers()
             self.scheduler.drop_hub(gone.name)
-        self.places[:] = [p for p in self.places if not isinstance(p, SshPlace)] + hosts
+        self.places[:] = [p for p in self.places if p.config is None] + configured
         log.info("places now: %s", ", ".join(p.name for p in self.places))
 
     def connect_places(self) -> None:

@@ -184,12 +184,14 @@ def job_detail(job: Job, events: Sequence[Event], attempts: Sequence[Attempt],
 
 
 def workers_line(workers: Sequence[WorkerInfo]) -> str:
-    """The live workers in one line: each one's id, where it works (``local``, a
-    remote hub, ``ssh:HOST``), its GPU and whether it is busy; "" with none."""
+    """The live workers in one line: each one's id (a Ray worker's is its Ray job's
+    submission id, said so), where it works (``local``, a remote hub, ``ssh:HOST``,
+    ``ray:CLUSTER``), its GPU and whether it is busy; "" with none."""
     def one(w: WorkerInfo) -> str:
         where = "local" if w.hub == "local" else ("colab" if w.kind == "colab" else w.hub)
         gpu = f", {w.gpu_name or 'GPU'}" if w.gpu else ""
-        return f"{w.id} ({where}{gpu}) {'busy' if w.job_id else w.state}"
+        name = f"Ray job {w.id}" if w.kind == "ray" else w.id
+        return f"{name} ({where}{gpu}) {'busy' if w.job_id else w.state}"
 
     return ("workers: " + " · ".join(one(w) for w in workers)) if workers else ""
 

@@ -35,8 +35,9 @@ from .store import Store
 log = logging.getLogger(__name__)
 S = JobState
 
-#: Is this (local) worker's process alive? None when it cannot be told.
-AliveCheck = Callable[[WorkerInfo], bool | None]
+#: Why this worker's process has ended (it died; Ray says its job failed), or None
+#: while it lives or when that cannot be told.
+EndedCheck = Callable[[WorkerInfo], str | None]
 #: Called when a worker is declared gone, before its jobs are re-queued: a place
 #: that can (the local one) makes sure nothing of it still runs.
 GoneHook = Callable[[WorkerInfo, list[Job]], None]
@@ -44,7 +45,7 @@ GoneHook = Callable[[WorkerInfo, list[Job]], None]
 
 class Scheduler:
     def __init__(self, project: Project, store: Store, hubs: Hub | dict[str, Hub],
-                 alive: AliveCheck | None = None, on_gone: GoneHook | None = None,
+                 ended: EndedCheck | None = None, on_gone: GoneHook | None = None,
                  places: Sequence[Place] | None = None, policy: str | None = None) -> None:
         """``hubs`` by name; a single hub is the ``local`` one. Each is claimed for
         the project (``hub.json``): one of another project or protocol is refused.
@@ -59,7 +60,7 @@ class Scheduler:
         self.hubs: dict[str, Hub] = {}
         for name, hub in (hubs if isinstance(hubs, dict) else {"local": hubs}).items():
             self.add_hub(name, hub)
-        self.alive = alive or (lambda w: None)
+        self.ended = ended or (lambda w: None)
         self.on_gone = on_gone or (lambda w, jobs: None)
         self.settings = project.settings
         self._missing: set[str] = set()  # hubs warned about
@@ -227,8 +228,8 @@ class Scheduler:
             reason = None
             if worker.state == P.WorkerState.STOPPED.value:
                 reason = "worker stopped"
-            elif self.alive(worker) is False:
-                reason = "worker process died"
+            elif (why := self.ended(worker)) is not None:
+                reason = why
             elif now - worker.last_seen > ttl:
                 reason = f"no heartbeat for {now - worker.last_seen:.0f} s (lease {ttl:.0f} s)"
             if reason is None:

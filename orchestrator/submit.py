@@ -27,7 +27,7 @@ log = get_logger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SWEEP_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-KNOWN_TARGETS = "local, remote, auto, colab or ssh:HOST"
+KNOWN_TARGETS = "local, remote, auto, colab, ssh:HOST or ray:CLUSTER"
 #: Bounds on what one submit may ask (checked before anything is stored).
 MAX_NAME = 100  # a job's name becomes a folder name (models/NAME/)
 MAX_PRIORITY = 1_000_000
@@ -54,7 +54,9 @@ class SubmitRequest:
     gpu_mem: str | None = None  # MB of GPU memory the job needs, to share a GPU
 
 
-def parse_target(on: str, remote_hub: str = "", hosts: frozenset[str] = frozenset()) -> str:
+def parse_target(on: str, remote_hub: str = "", named: frozenset[str] = frozenset()) -> str:
+    """The ``--on`` target, checked; ``named``: the configured ``ssh:HOST`` and
+    ``ray:CLUSTER`` targets."""
     target = on.strip().lower()
     if target in ("local", "auto"):
         return target
@@ -70,15 +72,18 @@ def parse_target(on: str, remote_hub: str = "", hosts: frozenset[str] = frozense
                 "--on colab: Colab is not configured for this project (it needs a Drive hub): "
                 "set hub = \"drive\" in its settings and run `orch auth`")
         return target
-    if target.startswith("ssh:"):
-        host = target[4:]
-        if not host:
-            raise UsageError("--on ssh:HOST needs a host name")
-        if host in hosts:
+    kind, sep, name = target.partition(":")
+    if sep and kind in ("ssh", "ray"):
+        what, add = (("SSH host", "orch hosts add {} user@address") if kind == "ssh" else
+                     ("Ray cluster", "orch clusters add {} http://HEAD:8265 --hub folder:PATH"))
+        if not name:
+            raise UsageError(f"--on {kind}:NAME needs a name")
+        if target in named:
             return target
-        raise NotConfiguredError(f"--on {on}: SSH host {host!r} is not configured (hosts: "
-                                 f"{', '.join(sorted(hosts)) or 'none'}); add it with "
-                                 f"`orch hosts add {host} user@address`")
+        known = ", ".join(sorted(n.partition(":")[2] for n in named
+                                 if n.startswith(kind + ":"))) or "none"
+        raise NotConfiguredError(f"--on {on}: {what} {name!r} is not configured (known: "
+                                 f"{known}); add it with `{add.format(name)}`")
     raise UsageError(f"unknown --on {on!r}: use {KNOWN_TARGETS}")
 
 
@@ -170,19 +175,25 @@ class _Checked:
     base: str
 
 
-def _host_names(project: Project, on: str) -> frozenset[str]:
-    """The project's SSH hosts (read only when a job names one)."""
-    if not on.strip().lower().startswith("ssh:"):
-        return frozenset()
-    from .hosts import Hosts
+def _named_places(project: Project, on: str) -> frozenset[str]:
+    """The project's ``ssh:HOST`` / ``ray:CLUSTER`` targets (read only when a job
+    names one)."""
+    kind = on.strip().lower().partition(":")[0]
+    if kind == "ssh":
+        from .hosts import Hosts
 
-    return frozenset(h.name for h in Hosts(project.state_dir).all())
+        return frozenset(f"ssh:{h.name}" for h in Hosts(project.state_dir).all())
+    if kind == "ray":
+        from .clusters import Clusters
+
+        return frozenset(f"ray:{c.name}" for c in Clusters(project.state_dir).all())
+    return frozenset()
 
 
 def _check(project: Project, req: SubmitRequest) -> _Checked:
     """Every value of the request, checked: UsageError (exit 2, one line) for the
     first that is wrong. Nothing is read beyond the script and data paths."""
-    target = parse_target(req.on, project.settings.hub, _host_names(project, req.on))
+    target = parse_target(req.on, project.settings.hub, _named_places(project, req.on))
     script = resolve_script(project.root, req.script)
     estimate = parse_duration(req.estimate, "--estimate") if req.estimate else None
     if estimate is not None and not 1 <= estimate <= MAX_ESTIMATE:

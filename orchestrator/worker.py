@@ -322,7 +322,7 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
     p.add_argument("--hub", required=True, help="hub folder (or URL) to work for")
     p.add_argument("--name", default=socket.gethostname(), help="worker name (display)")
     p.add_argument("--kind", default=None,
-                   help="local | remote | colab | ssh (default: local for a folder hub, "
+                   help="local | remote | colab | ssh | ray (default: local for a folder hub, "
                         "else remote)")
     p.add_argument("--credentials", default=None,
                    help="Drive credentials file (default: $ORCH_DRIVE_CREDENTIALS)")

@@ -346,3 +346,43 @@ def ssh_host(project: Project, sshd: Sshd, tmp_path: Path) -> Iterator[Any]:
     hosts.known_hosts.write_text(sshd.known_hosts_line + "\n")
     yield host
     kill_processes_of(tmp_path / "host")
+
+
+# ---- a real Ray cluster on this machine ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A real Ray cluster (tests/raycluster.py): a head with no CPUs and a node of 2,
+    for the whole session; stopped at the end. Without ray installed the tests are
+    skipped, but under CI they fail (CI installs the `ray` extra)."""
+    from tests.raycluster import RayCluster, ray_available
+
+    if not ray_available():
+        if under_ci():
+            pytest.fail("ray is missing under CI (scripts/test.sh installs orch[ray])")
+        pytest.skip("needs ray: pip install 'orch[ray]'")
+    cluster = RayCluster(cpus=2)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def ray_project(project: Project, ray_cluster: Any, tmp_path: Path) -> Iterator[Any]:
+    """``project`` with the session's cluster added as ``lab`` (this Python, up to 2
+    workers, the hub folder in ``tmp_path/shared``); every worker of that folder is
+    killed at teardown, so the next test finds the cluster's CPUs free."""
+    from orchestrator.clusters import Cluster, Clusters
+
+    (tmp_path / "shared").mkdir()
+    cluster = Cluster(name="lab", address=ray_cluster.address,
+                      hub=f"folder:{tmp_path / 'shared' / 'hub'}", python=sys.executable,
+                      max_workers=2)
+    Clusters(project.state_dir).add(cluster)
+    yield cluster
+    kill_processes_of(tmp_path / "shared")
+    wait_for(lambda: ray_cluster.free_cpus() >= ray_cluster.cpus, timeout=60,
+             message="the cluster's CPUs free again")

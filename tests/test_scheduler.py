@@ -172,11 +172,11 @@ def test_remote_worker_is_never_judged_by_local_pids(project: Project, store: St
     hub = FolderHub(project.hub_dir)
     calls = []
 
-    def alive(worker: object) -> bool | None:
+    def ended(worker: object) -> str | None:
         calls.append(worker)
         return None
 
-    sched = Scheduler(project, store, hub, alive=alive)
+    sched = Scheduler(project, store, hub, ended=ended)
     beat(hub, "colab-1", kind="colab")
     sched.tick()
     assert calls and store.workers()[0].kind == "colab"

@@ -268,11 +268,11 @@ def test_submit_on_an_unknown_host_names_the_hosts(orch: Orch, project_dir: Path
     there are (or none) and how to add it; no job is queued."""
     (project_dir / "x.py").write_text("print(1)\n")
     one_line_error(orch("submit", "x.py", "--on", "ssh:nosuch"), "'nosuch'",
-                   "hosts: none", "orch hosts add nosuch")
+                   "known: none", "orch hosts add nosuch")
     ok(add(orch, sshd, tmp_path, "box"))
     ok(add(orch, sshd, tmp_path, "alpha"))
     one_line_error(orch("submit", "x.py", "--on", "ssh:nosuch"), "'nosuch'",
-                   "hosts: alpha, box", "orch hosts add nosuch")
+                   "known: alpha, box", "orch hosts add nosuch")
     assert json.loads(ok(orch("status", "--json")).stdout)["jobs"] == []
 
 

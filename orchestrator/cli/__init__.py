@@ -110,4 +110,4 @@ def _store_path() -> Any:
     return (find_root() or Path.cwd()) / STATE_DIR / "state.db"
 
 
-from . import hosts, jobs, manage  # noqa: E402,F401 - importing them registers their commands
+from . import clusters, hosts, jobs, manage  # noqa: E402,F401 - importing them registers their commands

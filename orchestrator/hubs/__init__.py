@@ -54,8 +54,8 @@ def open_hub(url: str, credentials: Path | None = None, shared_drive: str | None
 
 def project_hub(project: Project, name: str) -> Hub:
     """The hub called ``name`` of a project: ``local`` (its folder hub),
-    ``remote`` (its ``hub`` setting, e.g. a Drive folder) or ``ssh:HOST`` (the
-    host's hub folder, over SFTP)."""
+    ``remote`` (its ``hub`` setting, e.g. a Drive folder), ``ssh:HOST`` (the
+    host's hub folder, over SFTP) or ``ray:NAME`` (the cluster's shared folder)."""
     if name == "local":
         return open_hub(project.hub_url)
     if name == "remote" and project.settings.hub:
@@ -67,6 +67,11 @@ def project_hub(project: Project, name: str) -> Hub:
         from ..places.ssh import open_host_hub
 
         return open_host_hub(project, Hosts(project.state_dir).get(name[4:]))
+    if name.startswith("ray:"):
+        from ..clusters import Clusters
+        from .folder import FolderHub
+
+        return FolderHub(Clusters(project.state_dir).get(name[4:]).hub_path)
     raise UsageError(f"this project has no hub {name!r} (set `hub` in its settings)")
 
 

@@ -4,8 +4,9 @@ A *hub* is how the daemon and workers talk (:mod:`orchestrator.hubs`); a *place*
 is where workers run and who starts them: local slots (the daemon starts a worker
 process per GPU or CPU slot), Colab notebooks (a person, or Google's colab CLI,
 starts one), SSH hosts (:mod:`.ssh`; the daemon starts workers over SSH, and
-the host's hub comes with the place: :meth:`Place.connect_hub`) and, later, Ray
-clusters. Every place runs the same
+the host's hub comes with the place: :meth:`Place.connect_hub`) and Ray clusters
+(:mod:`.ray`; workers are Ray jobs, the hub a folder both sides share). Every place
+runs the same
 worker program; a place only answers the questions below.
 
 The daemon asks each place to keep workers running while there is work
@@ -53,6 +54,7 @@ class Place(ABC):
     """One place to train. Implementations are cheap to build (no I/O at init)."""
 
     name: str
+    config: object | None = None  # what a configured place was built from (a host…)
 
     @abstractmethod
     def owns(self, worker: WorkerInfo) -> bool:
@@ -113,6 +115,12 @@ class Place(ABC):
         lease decides)."""
         return None
 
+    def ended(self, worker: WorkerInfo) -> str | None:
+        """Why ``worker``'s process has ended, when this place knows it has (its
+        process died; Ray says its job failed); None while it lives or when this place
+        cannot tell (the lease decides)."""
+        return "worker process died" if self.alive(worker) is False else None
+
     brings_hub = False  # its workers use a hub of the place's own (connect_hub)
 
     def connect_hub(self, now: float) -> Hub | None:
@@ -127,8 +135,9 @@ def target_allows(target: str, worker: WorkerInfo) -> bool:
     """Whether a job's ``--on`` target lets ``worker`` run it."""
     if target == "auto":
         return True
-    if target.startswith("ssh:"):
-        return worker.kind == "ssh" and worker.name == target[4:]
+    kind, sep, name = target.partition(":")
+    if sep and kind in ("ssh", "ray"):
+        return worker.kind == kind and worker.name == name
     if target == "remote":
         return worker.hub != "local"
     return worker.kind == target
@@ -136,6 +145,9 @@ def target_allows(target: str, worker: WorkerInfo) -> bool:
 
 def gpu_allows(job: Placeable, worker: WorkerInfo) -> bool:
     return job.gpu is not GpuNeed.REQUIRED or worker.gpu
+
+
+CONFIG_FILES = ("hosts.json", "clusters.json")  # in .orch/: the configured places
 
 
 def project_places(project: Project) -> list[Place]:
@@ -147,13 +159,23 @@ def project_places(project: Project) -> list[Place]:
         from .colab import ColabPlace
 
         places.append(ColabPlace(project))
-    from ..hosts import Hosts
+    return places + configured_places(project)
 
-    hosts = Hosts(project.state_dir)
-    if hosts.path.exists():
+
+def configured_places(project: Project) -> list[Place]:
+    """The places the user added: SSH hosts (`orch hosts add`) and Ray clusters
+    (`orch clusters add`). Reads their files only when they exist."""
+    places: list[Place] = []
+    if (project.state_dir / CONFIG_FILES[0]).exists():
+        from ..hosts import Hosts
         from .ssh import SshPlace
 
-        places += [SshPlace(project, host) for host in hosts.all()]
+        places += [SshPlace(project, host) for host in Hosts(project.state_dir).all()]
+    if (project.state_dir / CONFIG_FILES[1]).exists():
+        from ..clusters import Clusters
+        from .ray import RayPlace
+
+        places += [RayPlace(project, c) for c in Clusters(project.state_dir).all()]
     return places
 
 

@@ -55,6 +55,7 @@ class SshPlace(Place):
     def __init__(self, project: Project, host: Host) -> None:
         self.project = project
         self.host = host
+        self.config = host
         self.name = f"ssh:{host.name}"
         self.hosts = Hosts(project.state_dir)
         self._link: HostLink | None = None

@@ -1,0 +1,147 @@
+"""`orch clusters`: Ray clusters jobs can train on (add, list, check, remove)."""
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import UsageError
+from . import app, project_here
+
+clusters_app = typer.Typer(
+    help="Ray clusters to train on (a lab's or a team's). orch starts its workers there "
+         "as Ray jobs; jobs go there with --on ray:NAME, or by placement with --on auto.",
+    no_args_is_help=True)
+app.add_typer(clusters_app, name="clusters")
+
+
+def _clusters() -> Any:
+    from ..clusters import Clusters
+
+    return Clusters(project_here(create=True).state_dir)
+
+
+@clusters_app.command("add")
+def clusters_add(
+    name: Annotated[str, typer.Argument(help="A short name: jobs use --on ray:NAME.")],
+    address: Annotated[str, typer.Argument(
+        help="Ray's job submission address, http://HEAD:8265 (through an SSH tunnel: "
+             "http://127.0.0.1:8265).")],
+    hub: Annotated[str, typer.Option(
+        "--hub", help="folder:/PATH, a folder this machine and every Ray node mount at "
+                      "that same path (NFS or the like): the workers' hub.")],
+    python: Annotated[str, typer.Option(
+        "--python", help="The cluster's Python (3.11+, with TensorFlow) that runs "
+                         "workers, as the nodes' PATH finds it.")] = "python",
+    max_workers: Annotated[int, typer.Option(
+        "--max-workers", help="orch workers on the cluster at once (each takes one CPU, "
+                              "or one GPU for --gpu jobs).", min=1, max=1000)] = 4,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a cluster of that "
+                                                            "name.")] = False,
+) -> None:
+    """Add a Ray cluster. Nothing is sent to it yet: `orch clusters check NAME` connects."""
+    from ..clusters import Cluster, check_address, check_name, parse_hub
+
+    clusters = _clusters()
+    cluster = Cluster(name=check_name(name.lower()), address=check_address(address),
+                      hub=parse_hub(hub), python=python, max_workers=max_workers)
+    if not cluster.hub_path.parent.is_dir():
+        raise UsageError(f"--hub {hub}: {cluster.hub_path.parent} is not a folder here; "
+                         "mount the shared folder first")
+    clusters.add(cluster, replace_old=replace)
+    print(f"added Ray cluster {cluster.name} ({cluster.address}); its workers will use "
+          f"the hub folder {cluster.hub_path}, which every Ray node must see at that same "
+          f"path. Check it with `orch clusters check {cluster.name}`")
+
+
+@clusters_app.command("list")
+def clusters_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The clusters, and what their last check found."""
+    from dataclasses import asdict
+
+    clusters = _clusters()
+    rows = [(c, clusters.status(c.name)) for c in clusters.all()]
+    if as_json:
+        print(json.dumps([{**asdict(c), "status": asdict(s) if s else None}
+                          for c, s in rows], indent=2))
+        return
+    if not rows:
+        print("no Ray clusters yet: add one with `orch clusters add NAME http://HEAD:8265 "
+              "--hub folder:/shared/path`")
+        return
+    for cluster, status in rows:
+        print(f"{cluster.name:12s} {cluster.address:28s} {summary(status)}")
+
+
+def summary(status: Any) -> str:
+    """One line of what a check found (or why the cluster takes no work)."""
+    from ..models import format_duration
+
+    if status is None:
+        return "not checked yet"
+    when = f"checked {format_duration(time.time() - status.checked_at)} ago"
+    if status.problem:
+        return f"PROBLEM: {status.problem} ({when})"
+    return (f"ok: Ray {status.ray_version}, {status.nodes} node(s), CPUs {status.cpus_free:g}"
+            f"/{status.cpus:g} free, GPUs {status.gpus_free:g}/{status.gpus:g} free, workers "
+            f"start in ~{status.startup:.0f} s ({when})")
+
+
+@clusters_app.command("check")
+def clusters_check(name: Annotated[str, typer.Argument(help="The cluster's name.")]) -> None:
+    """Reach a cluster: its Ray version, nodes, CPUs and GPUs (total and free), and
+    the hub folder its workers will use (written here, with the project's key beside
+    it)."""
+    from ..identity import load_identity
+    from ..places.ray import RayPlace, write_key
+    from ..raylink import ClusterError
+
+    clusters = _clusters()
+    project = project_here()
+    cluster = clusters.get(name.lower())
+    place = RayPlace(project, cluster)
+    try:
+        write_key(cluster, load_identity(project.state_dir).key)
+        status = place.check()
+    except (ClusterError, UsageError) as exc:  # kept for `clusters list` and `submit`
+        clusters.note_problem(cluster.name, str(exc))
+        raise
+    print(f"cluster {cluster.name}: Ray {status.ray_version} at {cluster.address}")
+    print(f"  nodes   {status.nodes}")
+    print(f"  cpus    {status.cpus_free:g} free of {status.cpus:g}")
+    print(f"  gpus    {status.gpus_free:g} free of {status.gpus:g}")
+    print(f"  hub     {cluster.hub_path} (a shared folder: every node must see it at "
+          "this path)")
+    print(f"  python  {cluster.python} (on the nodes), up to {cluster.max_workers} workers")
+    print(f"cluster {cluster.name} is ready: jobs go there with --on ray:{cluster.name} or "
+          "--on auto")
+
+
+@clusters_app.command("remove")
+def clusters_remove(
+    name: Annotated[str, typer.Argument(help="The cluster's name.")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Remove it even though jobs still need it.")] = False,
+) -> None:
+    """Forget a cluster, unless jobs need it (its hub folder is left as it is)."""
+    from ..models import UNFINISHED
+    from . import open_store
+
+    clusters = _clusters()
+    cluster = clusters.get(name.lower())
+    target = f"ray:{cluster.name}"
+    with open_store(project_here()) as store:
+        held = [j for j in store.jobs(UNFINISHED)
+                if target in (j.target, j.hub if j.worker_id else None)]
+    if held and not force:
+        names = ", ".join(f"{j.name} ({j.id}, {j.state.value})" for j in held[:5])
+        raise UsageError(f"cluster {cluster.name} still has {len(held)} job(s): {names}"
+                         f"{' …' if len(held) > 5 else ''}; let them finish and be pulled, "
+                         "cancel them (`orch cancel`), or remove it anyway with --force")
+    clusters.remove(cluster.name)
+    print(f"removed Ray cluster {cluster.name}; its hub folder {cluster.hub_path} was left "
+          "as it is")
+

@@ -1,0 +1,187 @@
+"""Ray clusters of a project: what `orch clusters add` records, and what was last
+learned of each cluster.
+
+Files, all under ``.orch/`` (private to the user, never in a snapshot):
+
+- ``clusters.json``: the clusters, written only by `orch clusters add/remove`
+  (atomic rewrite). No token or password is stored.
+- ``cluster-status/NAME.json``: the last check of a cluster (its Ray version, CPUs
+  and GPUs, the learned start-up time of a worker, or the one-line problem that
+  stops it), written by whoever checked it last (`orch clusters check`, the daemon).
+
+A cluster's workers talk to the daemon through a folder hub both sides see at the
+same path (``hub = "folder:/shared/path"``): an NFS or other shared mount on the
+cluster's nodes that this machine mounts too. The project's key is written beside
+it (``PATH.key``, 0600), never into the hub and never through Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_atomic
+from .codec import decode, encode
+from .errors import NotConfiguredError, ProjectError, ProtocolError, UsageError
+
+CLUSTERS_FILE = "clusters.json"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
+_ADDRESS = re.compile(r"^https?://[A-Za-z0-9_.:\[\]-]{1,253}(:\d{1,5})?/?$")
+STARTUP = 10.0  # seconds from asking Ray for a worker to its first heartbeat, until learned
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One Ray cluster: ``address`` is its job submission address (the dashboard,
+    ``http://HEAD:8265``); ``hub`` the folder its workers and this machine share."""
+
+    name: str
+    address: str
+    hub: str  # "folder:/absolute/path"
+    python: str = "python"  # the cluster's Python that runs workers (on its PATH)
+    max_workers: int = 4  # orch workers on the cluster at once
+
+    @property
+    def hub_path(self) -> Path:
+        return Path(self.hub.partition(":")[2])
+
+    @property
+    def key_path(self) -> Path:
+        """The project's key for the cluster's workers: beside the hub, not in it."""
+        return self.hub_path.with_name(self.hub_path.name + ".key")
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What a check of a cluster found (``problem`` set: it takes no work now, and
+    that line says why). ``startup`` is learned from the workers it started."""
+
+    name: str
+    checked_at: float
+    ray_version: str = ""
+    cpus: float = 0.0
+    cpus_free: float = 0.0
+    gpus: float = 0.0
+    gpus_free: float = 0.0
+    nodes: int = 0
+    startup: float = STARTUP
+    problem: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(encode(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> ClusterStatus:
+        return decode(cls, raw, "cluster status")  # type: ignore[no-any-return]
+
+
+def check_name(name: str) -> str:
+    """A cluster name as `--on ray:NAME` uses it (lower case: targets are)."""
+    if not _NAME.match(name):
+        raise UsageError(f"bad cluster name {name!r}: lower-case letters, digits, '.', '_', "
+                         "'-' (up to 40), starting with a letter or digit")
+    return name
+
+
+def check_address(address: str) -> str:
+    """Ray's job submission address: ``http://HEAD:8265`` (https for a proxy)."""
+    text = address.strip()
+    if not _ADDRESS.match(text):
+        raise UsageError(f"bad cluster address {address!r}: use Ray's job submission "
+                         "address, e.g. http://HEAD:8265 (through an SSH tunnel: "
+                         "http://127.0.0.1:8265)")
+    return text.rstrip("/")
+
+
+def parse_hub(text: str) -> str:
+    """``folder:/absolute/path``: a folder this machine and every node of the
+    cluster see at that path. Other hubs are refused with the reason."""
+    kind, sep, rest = text.strip().partition(":")
+    if kind == "folder" and sep and rest.startswith("/"):
+        return f"folder:{Path(rest)}"
+    if kind == "drive":
+        raise UsageError("--hub drive: Ray workers would need your Google sign-in on every "
+                         "node, and orch never sends it: use a shared folder "
+                         "(--hub folder:/path mounted on this machine and the nodes)")
+    raise UsageError(f"bad --hub {text!r}: use folder:/absolute/path, a folder this machine "
+                     "and every Ray node mount at that same path")
+
+
+class Clusters:
+    """The clusters of a project (``.orch/clusters.json``). Cheap to build."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / CLUSTERS_FILE
+        self.status_dir = state_dir / "cluster-status"
+
+    def all(self) -> list[Cluster]:
+        """Every cluster, by name. ProjectError (one line) if the file is damaged."""
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            return [Cluster(**e) for e in sorted(raw["clusters"], key=lambda e: e["name"])]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ProjectError(f"cannot read {self.path}: {exc}; fix or remove it "
+                               "(`orch clusters add` writes it again)") from exc
+
+    def get(self, name: str) -> Cluster:
+        found = next((c for c in self.all() if c.name == name), None)
+        if found is None:
+            known = ", ".join(c.name for c in self.all()) or "none yet"
+            raise NotConfiguredError(f"no Ray cluster {name!r} (clusters: {known}); add it "
+                                     f"with `orch clusters add {name} http://HEAD:8265 "
+                                     "--hub folder:/shared/path`")
+        return found
+
+    def _write(self, clusters: list[Cluster]) -> None:
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
+        body = {"clusters": [asdict(c) for c in sorted(clusters, key=lambda c: c.name)]}
+        write_atomic(self.path, json.dumps(body, indent=2, sort_keys=True) + "\n", mode=0o600)
+
+    def add(self, cluster: Cluster, replace_old: bool = False) -> None:
+        """Record ``cluster``; UsageError if the name is taken (unless ``replace_old``)."""
+        old = self.all()
+        others = [c for c in old if c.name != cluster.name]
+        if not replace_old and len(others) != len(old):
+            raise UsageError(f"cluster {cluster.name!r} exists; remove it first, or add with "
+                             "--replace")
+        self._write([*others, cluster])
+
+    def remove(self, name: str) -> Cluster:
+        cluster = self.get(name)
+        self._write([c for c in self.all() if c.name != name])
+        (self.status_dir / f"{name}.json").unlink(missing_ok=True)
+        return cluster
+
+    def status(self, name: str) -> ClusterStatus | None:
+        try:
+            return ClusterStatus.from_dict(json.loads(
+                (self.status_dir / f"{name}.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError, ProtocolError):
+            return None
+
+    def save_status(self, status: ClusterStatus) -> None:
+        """Atomic; last writer wins. A learned start-up time is kept across checks."""
+        old = self.status(status.name)
+        if old is not None and status.startup == STARTUP:
+            status = replace(status, startup=old.startup)
+        self.status_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(self.status_dir / f"{status.name}.json", status.to_json())
+
+    def note_problem(self, name: str, problem: str) -> None:
+        """Keep what was last learned of a cluster, with ``problem`` ("" clears it)."""
+        old = self.status(name) or ClusterStatus(name=name, checked_at=0.0)
+        if old.problem != problem:
+            self.save_status(replace(old, problem=problem, checked_at=time.time()))
+
+    def learn_startup(self, name: str, seconds: float) -> None:
+        """A worker joined ``seconds`` after it was asked for: averaged in (a quarter)."""
+        old = self.status(name) or ClusterStatus(name=name, checked_at=0.0)
+        learned = seconds if old.startup == STARTUP else 0.75 * old.startup + 0.25 * seconds
+        self.save_status(replace(old, startup=max(learned, 0.1)))

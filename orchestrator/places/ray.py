@@ -1,0 +1,312 @@
+"""Ray clusters as places: one place per cluster of `orch clusters add`.
+
+The place starts orch workers as Ray jobs (:class:`~orchestrator.raylink.RayLink`):
+the entrypoint runs the same worker program as everywhere else, from the same orch
+wheel Colab uses (Ray's runtime environment carries it: ``py_modules``), sized with
+``entrypoint_num_cpus`` / ``entrypoint_num_gpus``. The workers use the cluster's hub,
+a folder both this machine and every node see at one path; the daemon serves it
+under the place's name (``ray:NAME``). So every guarantee holds as elsewhere: one
+attempt at a time, leases, resume from checkpoints, models pulled back.
+
+What Ray knows, the place reads (one list request at most every few seconds, never
+from the tick's hot path otherwise): a worker whose Ray job failed or was stopped
+(its node died, someone stopped it) is gone at once with Ray's reason, and its job
+is re-queued; a worker that lost its lease has its Ray job stopped (``kill``), which
+is how `orch cancel` reaches a worker that no longer answers. Workers exit by
+themselves after ``worker_idle_timeout`` idle, which frees the cluster when the
+queue is empty. A cluster that cannot be reached is logged once, its jobs wait, and
+it is tried again every ``host_retry`` seconds.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..clusters import Cluster, Clusters, ClusterStatus
+from ..config import Project
+from ..errors import OrchError
+from ..logs import get_logger
+from ..models import GpuNeed, WorkerInfo
+from ..raylink import ENDED, RayJob, RayLink
+from . import Availability, Place
+
+if TYPE_CHECKING:
+    from ..hubs.base import Hub
+    from ..placement import Server
+    from . import Placeable
+
+log = get_logger(__name__)
+REFRESH = 3.0  # seconds between listings of the cluster's jobs
+PENDING_LIMIT = 300.0  # a worker Ray has not started by then is stopped (no resources)
+
+
+class RayPlace(Place):
+    """One Ray cluster: its hub (a shared folder), its workers (Ray jobs)."""
+
+    brings_hub = True
+
+    def __init__(self, project: Project, cluster: Cluster) -> None:
+        self.project = project
+        self.cluster = cluster
+        self.config = cluster
+        self.name = f"ray:{cluster.name}"
+        self.clusters = Clusters(project.state_dir)
+        self.link = RayLink(cluster)
+        self._hub: Hub | None = None
+        self.tried = -1.0  # when Ray's head was last checked (-1: never)
+        self.problem = ""
+        self.listed = -1e18  # when the cluster's jobs were last listed
+        self.ray_jobs: dict[str, RayJob] = {}
+        self.started: dict[str, tuple[bool, float]] = {}  # worker id → (gpu, when asked)
+        self.wanted: list[bool] = []  # prospective workers the plan chose (gpu or not)
+        self._runtime_env: dict[str, object] | None = None
+
+    # ---- the hub ------------------------------------------------------------------
+
+    def connect_hub(self, now: float) -> Hub | None:
+        """The cluster's folder hub (with the project's key beside it for the workers).
+        It stays connected while Ray's head is away: workers already running go on
+        and their results come back; only new workers wait for the head."""
+        if self._hub is None:
+            from ..hubs.folder import FolderHub
+            from ..identity import load_identity
+
+            try:
+                write_key(self.cluster, load_identity(self.project.state_dir).key)
+            except OrchError as exc:
+                self._set_problem(str(exc))
+                return None
+            self._hub = FolderHub(self.cluster.hub_path)
+            self.reachable(now)
+        return self._hub
+
+    def reachable(self, now: float) -> bool:
+        """Whether Ray's head answers: checked again every ``host_retry`` seconds
+        while it has a problem (the problem said once, and kept for `orch clusters
+        list` and `orch submit`)."""
+        retry = self.project.settings.host_retry
+        if self.tried < 0 or (self.problem and now - self.tried >= retry):
+            self.tried = now
+            try:
+                self.check()
+            except OrchError as exc:
+                self._set_problem(str(exc))
+        return not self.problem
+
+    def check(self) -> ClusterStatus:
+        """Reach the cluster and save what was found (its Ray version, CPUs, GPUs).
+        ClusterError (one line) when it cannot be reached."""
+        res = self.link.resources()
+        status = ClusterStatus(name=self.cluster.name, checked_at=time.time(),
+                               ray_version=res.ray_version, cpus=res.cpus,
+                               cpus_free=res.cpus_free, gpus=res.gpus,
+                               gpus_free=res.gpus_free, nodes=res.nodes)
+        self.clusters.save_status(status)
+        self._set_problem("")
+        return status
+
+    def _set_problem(self, problem: str) -> None:
+        if problem and problem != self.problem:
+            log.error("%s; its jobs wait (tried again every %.0f s)", problem,
+                      self.project.settings.host_retry)
+        elif not problem and self.problem:
+            log.info("cluster %s is back", self.cluster.name)
+        self.problem = problem
+        self.clusters.note_problem(self.cluster.name, problem)
+
+    def status(self) -> ClusterStatus | None:
+        return self.clusters.status(self.cluster.name)
+
+    # ---- what Ray says --------------------------------------------------------------
+
+    def refresh(self, now: float, force: bool = False) -> None:
+        """List this project's worker jobs on the cluster (at most every REFRESH s)."""
+        if self._hub is None or self.problem or (not force and now - self.listed < REFRESH):
+            return
+        self.listed = now
+        try:
+            self.ray_jobs = self.link.jobs(self._project_id())
+        except OrchError as exc:
+            self._set_problem(str(exc))
+
+    def _project_id(self) -> str:
+        from ..identity import load_identity
+
+        return load_identity(self.project.state_dir).project_id
+
+    def ended(self, worker: WorkerInfo) -> str | None:
+        """Ray's reason when the worker's Ray job has ended (failed, stopped)."""
+        self.refresh(time.time())
+        job = self.ray_jobs.get(worker.id)
+        if job is None or job.status not in ENDED:
+            return None
+        if job.status == "SUCCEEDED":
+            return "worker exited"
+        return f"Ray job {job.id} {job.status.lower()}: {job.message}"
+
+    # ---- placement ----------------------------------------------------------------
+
+    def owns(self, worker: WorkerInfo) -> bool:
+        return worker.hub == self.name
+
+    def can_run(self, job: Placeable) -> bool:
+        return job.target in ("auto", "remote", self.name)
+
+    def how_soon(self, job: Placeable, workers: Sequence[WorkerInfo]) -> Availability:
+        now = self.fitting(job, workers)
+        if now is not None:
+            return now
+        status = self.status()
+        if status is not None and status.problem:
+            return Availability(self.name, None, status.problem)
+        if job.gpu is GpuNeed.REQUIRED and status is not None and not status.gpus:
+            return Availability(self.name, None, f"cluster {self.cluster.name} has no GPU")
+        return Availability(self.name, status.startup if status else 10.0,
+                            f"the daemon starts a worker on Ray cluster {self.cluster.name}")
+
+    def _live(self, workers: Sequence[WorkerInfo], now: float) -> int:
+        """Workers up or starting: live ones, and ones asked for that have not joined."""
+        joined = {w.id for w in workers if self.owns(w)}
+        live = sum(1 for w in workers if self.owns(w) and not w.gone and w.state != "stopped")
+        return live + sum(1 for wid in self.started if wid not in joined)
+
+    def prospects(self, workers: Sequence[WorkerInfo], now: float) -> list[Server]:
+        """Workers the cluster could still start (up to ``max_workers``; GPU ones while
+        it has free GPUs), ready after the learned start-up time."""
+        from ..estimates import device_of
+        from ..placement import Server
+
+        status = self.status()
+        if self._hub is None or self.problem or status is None:
+            return []
+        room = self.cluster.max_workers - self._live(workers, now)
+        out = []
+        for i in range(max(room, 0)):
+            gpu = i < int(status.gpus_free)
+            worker = WorkerInfo(id=f"{self.cluster.name}-{'gpu' if gpu else 'cpu'}{i} (to start)",
+                                name=self.cluster.name, kind="ray", host=self.cluster.address,
+                                pid=None, gpu=gpu, gpu_name=None, state="idle", job_id=None,
+                                attempt=None, last_seen=now, gone=False, hub=self.name)
+            out.append(Server(key=worker.id, place=self.name, worker=worker, live=False,
+                              device=device_of("ray", gpu, None), ready_in=status.startup,
+                              startup=status.startup, remote=True))
+        return out
+
+    def want(self, servers: Sequence[str]) -> None:
+        """The prospects the plan chose: a GPU worker for each ``NAME-gpuI``."""
+        self.wanted = [s.startswith(f"{self.cluster.name}-gpu") for s in servers]
+
+    # ---- workers ------------------------------------------------------------------
+
+    def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
+        """Start the workers the plan wants (up to ``max_workers`` when jobs wait
+        ``--on`` this cluster); forget starts that joined (learning the start-up time)
+        or that Ray never ran."""
+        now = time.time()
+        if self._hub is None or not self.reachable(now):
+            return
+        self.refresh(now)
+        self._settle_starts(workers, now)
+        want = list(self.wanted)
+        if self.name in waiting:
+            want += [False] * self.cluster.max_workers
+        room = self.cluster.max_workers - self._live(workers, now)
+        self.wanted = []
+        for gpu in want[:max(room, 0)]:
+            try:
+                self.spawn(gpu)
+            except OrchError as exc:
+                self._set_problem(str(exc))
+                return
+
+    def _settle_starts(self, workers: Sequence[WorkerInfo], now: float) -> None:
+        joined = {w.id: w for w in workers if self.owns(w)}
+        for wid, (_, at) in list(self.started.items()):
+            job = self.ray_jobs.get(wid)
+            if wid in joined:
+                del self.started[wid]
+                self.clusters.learn_startup(self.cluster.name, joined[wid].last_seen - at)
+            elif job is not None and job.status in ENDED:
+                del self.started[wid]
+                log.error("worker %s on cluster %s ended before joining: %s", wid,
+                          self.cluster.name, job.message)
+            elif now - at > PENDING_LIMIT:
+                del self.started[wid]
+                log.warning("worker %s on cluster %s did not start in %.0f s (too few free "
+                            "resources?); stopping it", wid, self.cluster.name, PENDING_LIMIT)
+                self._stop(wid)
+
+    def spawn(self, gpu: bool) -> str:
+        """Ask Ray for one worker; returns its id (the Ray job's submission id)."""
+        wid = f"{self.cluster.name}-ray-{secrets.token_hex(3)}"
+        self.link.submit(wid, worker_command(self.cluster, wid, gpu, self.project),
+                         self.runtime_env(), cpus=1.0, gpus=1.0 if gpu else 0.0,
+                         project_id=self._project_id())
+        self.started[wid] = (gpu, time.time())
+        log.info("started worker %s on Ray cluster %s (Ray job %s)", wid, self.cluster.name,
+                 wid)
+        return wid
+
+    def runtime_env(self) -> dict[str, object]:
+        """This orch's wheel (the one Colab installs), for Ray to install on the node."""
+        if self._runtime_env is None:
+            from .colab_notebook import build_wheel
+
+            name, wheel = build_wheel()
+            folder = self.project.state_dir / "ray"
+            folder.mkdir(mode=0o700, exist_ok=True)
+            path = folder / name
+            if not path.exists() or path.read_bytes() != wheel:
+                from ..atomic import write_atomic
+
+                write_atomic(path, wheel)
+            self._runtime_env = {"py_modules": [str(path)]}
+        return self._runtime_env
+
+    def kill(self, worker: WorkerInfo, run_pids: Sequence[int]) -> list[str]:
+        """A worker that lost its lease (hung, or out of reach): stop its Ray job."""
+        job = self.ray_jobs.get(worker.id)
+        if self._hub is None or (job is not None and job.status in ENDED):
+            return []
+        return [f"stopped Ray job {worker.id} on cluster {self.cluster.name}"] \
+            if self._stop(worker.id) else []
+
+    def _stop(self, wid: str) -> bool:
+        try:
+            return self.link.stop(wid)
+        except OrchError as exc:
+            log.info("could not stop Ray job %s: %s", wid, exc)
+            return False
+
+
+def write_key(cluster: Cluster, key: str) -> None:
+    """The project's key beside the cluster's hub (0600), for its workers. Idempotent."""
+    from ..atomic import write_atomic
+    from ..errors import UsageError
+
+    path = cluster.key_path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cluster.hub_path.mkdir(exist_ok=True)
+        if not path.exists() or path.read_text(encoding="utf-8").strip() != key:
+            write_atomic(path, key, mode=0o600)
+    except OSError as exc:
+        raise UsageError(f"cluster {cluster.name}: cannot use its hub folder "
+                         f"{cluster.hub_path}: {exc.strerror or exc}") from None
+
+
+def worker_command(cluster: Cluster, wid: str, gpu: bool, project: Project) -> str:
+    """The Ray job's entrypoint: the worker program, on the cluster's Python, with the
+    hub folder and the key beside it. A GPU worker uses the GPU Ray gave its job."""
+    settings = project.settings
+    args = ["-m", "orchestrator.worker", "--hub", str(cluster.hub_path), "--kind", "ray",
+            "--name", cluster.name, "--id", wid, "--key-file", str(cluster.key_path),
+            "--idle-timeout", str(settings.worker_idle_timeout),
+            "--heartbeat", str(settings.heartbeat_interval)]
+    work = f'--work-dir "${{TMPDIR:-/tmp}}/orch-ray/{wid}"'
+    gpu_args = ' --gpu "${CUDA_VISIBLE_DEVICES%%,*}"' if gpu else ""
+    return f"{shlex.quote(cluster.python)} {shlex.join(args)} {work}{gpu_args}"
