@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,7 +148,7 @@ class SimColab(ColabPlace):
     def owns(self, worker: WorkerInfo) -> bool:
         return worker.kind == "colab"
 
-    def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
+    def start_workers(self, waiting: Mapping[str, int], workers: Sequence[WorkerInfo]) -> None:
         need = min(self.wanted, self._room(workers, self.sim.now)) - len(self.pending)
         for _ in range(max(0, need)):
             self.launch()

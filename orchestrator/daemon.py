@@ -90,7 +90,7 @@ class Daemon:
 
     def supervise(self) -> None:
         """Let each place start (or retire) its workers for the work waiting."""
-        waiting = frozenset() if self.stopping else self.store.queued_targets()
+        waiting = {} if self.stopping else self.store.queued_targets()
         workers = self.store.workers(include_gone=True)
         for place in self.places:
             place.start_workers(waiting, workers)

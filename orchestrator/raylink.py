@@ -11,6 +11,7 @@ project's id in their metadata, so the place finds its own jobs among everyone's
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TIMEOUT = 30.0  # seconds for one request to the cluster's head
+_RAY_LOG = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+\s+(DEBUG|INFO|WARNING) ")
 ENDED = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -62,7 +64,15 @@ def brief(message: str | None) -> str:
     text = (message or "").strip()
     if "node has died" in text or "node was terminated" in text:
         return "its Ray node died"
-    return " ".join(text.splitlines()[:1])[:200] or "no reason given"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return "no reason given"
+    first = lines[0].partition(", last available logs")[0].rstrip(":")
+    if "last available logs" not in lines[0]:
+        return first[:300]
+    said = [ln for ln in lines[1:]  # the entrypoint's own words, not Ray's about it
+            if not ln.startswith("Running entrypoint for job") and not _RAY_LOG.match(ln)]
+    return f"{first}: {said[-1]}"[:300] if said else first[:300]
 
 
 class RayLink:

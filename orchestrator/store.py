@@ -263,10 +263,12 @@ class Store(JobMoves, Records):
                                f"({','.join('?' * len(wanted))}) LIMIT 1",
                                wanted).fetchone() is not None
 
-    def queued_targets(self) -> frozenset[str]:
-        """The ``--on`` targets of the queued jobs (which places have work waiting)."""
-        rows = self.db.execute("SELECT DISTINCT target FROM jobs WHERE state='QUEUED'")
-        return frozenset(r[0] for r in rows)
+    def queued_targets(self) -> dict[str, int]:
+        """The ``--on`` targets of the queued jobs, each with how many wait for it
+        (which places have work waiting, and how much)."""
+        rows = self.db.execute("SELECT target, COUNT(*) FROM jobs WHERE state='QUEUED' "
+                               "GROUP BY target")
+        return {target: n for target, n in rows}
 
     def counts(self) -> dict[JobState, int]:
         rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")

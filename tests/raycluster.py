@@ -41,7 +41,9 @@ class RayCluster:
         self.dashboard_port = free_port()
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         self.nodes: dict[str, subprocess.Popen[bytes]] = {}  # name → its `ray start`
+        (self.temp / "tmp").mkdir()
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+                    "TMPDIR": str(self.temp / "tmp"),  # the jobs' scratch, removed at stop
                     "PATH": f"{RAY.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def _start(self, name: str, args: list[str], timeout: float = 120.0) -> None:

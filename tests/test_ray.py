@@ -223,11 +223,43 @@ def test_unreachable_cluster_one_line_and_jobs_stay_queued(project_dir: Path,
     assert text.count("cannot connect") == 1 and "Traceback" not in text
 
 
+def test_workers_that_cannot_start_are_the_clusters_problem(project_dir: Path,
+                                                            ray_project: Any) -> None:
+    """The cluster's Python does not exist: Ray runs the entrypoint, it fails; after
+    three such workers the cluster has a problem, said once with the shell's words,
+    and the job stays queued."""
+    from dataclasses import replace
+
+    from orchestrator.clusters import Clusters
+
+    Clusters(project_dir / ".orch").add(replace(ray_project, python="/no/python"),
+                                        replace_old=True)
+    (project_dir / "save.py").write_text(SAVE_SCRIPT)
+    job_id = run_orch(project_dir, "submit", "--on", "ray:lab", "save.py",
+                      check=True).stdout.split()[0]
+    log = project_dir / ".orch" / "logs" / "daemon.log"
+    wait_for(lambda: log.exists() and "end before joining" in log.read_text(), timeout=90,
+             message="the daemon says the workers cannot start")
+    text = log.read_text()
+    assert "exit code 127" in text and text.count("end before joining") == 1
+    assert read_job(project_dir, job_id).state is S.QUEUED
+    assert "PROBLEM: cluster lab: the workers started there end before joining" in \
+        run_orch(project_dir, "clusters", "list").stdout
+
+
 @pytest.mark.parametrize("message, said", [
     ("Job supervisor actor died: The actor died unexpectedly before finishing this task.\n"
      "The actor died because its node has died. Node Id: 09cc", "its Ray node died"),
     ("Job was intentionally stopped.", "Job was intentionally stopped."),
     ("", "no reason given"),
+    ("Job entrypoint command failed with exit code 1, last available logs (truncated to "
+     "20,000 chars):\nRunning entrypoint for job x: python -m x\n",
+     "Job entrypoint command failed with exit code 1"),
+    ("Job entrypoint command failed with exit code 127, last available logs (truncated to "
+     "20,000 chars):\n2026-12-05 04:05:24,032\tINFO job_manager.py:581 -- Runtime env is "
+     "setting up.\nRunning entrypoint for job x: /no/python -m x\n"
+     "/bin/sh: 1: /no/python: not found\n",
+     "Job entrypoint command failed with exit code 127: /bin/sh: 1: /no/python: not found"),
 ])
 def test_rays_reasons_in_one_line(message: str, said: str) -> None:
     from orchestrator.raylink import brief

@@ -18,7 +18,7 @@ soon, to warn when a job would wait for a worker nobody will start.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -91,9 +91,10 @@ class Place(ABC):
         """The plan chose these prospective servers of this place: start them (the next
         :meth:`start_workers` does). Default: nothing to start."""
 
-    def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
+    def start_workers(self, waiting: Mapping[str, int], workers: Sequence[WorkerInfo]) -> None:
         """Start the workers that queued jobs need, if this place starts its own;
-        ``waiting`` holds the ``--on`` targets of the queued jobs, ``workers`` every
+        ``waiting`` holds the ``--on`` targets of the queued jobs (with how many wait
+        for each), ``workers`` every
         worker the daemon knows, gone ones included. Idempotent: called every tick."""
 
     def stop_workers(self) -> None:

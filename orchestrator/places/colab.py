@@ -8,7 +8,7 @@ wheel it installs stored beside it as a blob, and returns the Colab link.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -88,7 +88,7 @@ class ColabPlace(Place):
     def want(self, servers: Sequence[str]) -> None:
         self.wanted = len(set(servers))
 
-    def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
+    def start_workers(self, waiting: Mapping[str, int], workers: Sequence[WorkerInfo]) -> None:
         """Launch the sessions the plan wants that are not launched yet, within
         ``colab_workers``."""
         import time

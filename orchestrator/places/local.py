@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
@@ -216,7 +216,7 @@ class LocalPlace(Place):
             return proc.poll() is None
         return pid_alive(worker.pid)
 
-    def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
+    def start_workers(self, waiting: Mapping[str, int], workers: Sequence[WorkerInfo]) -> None:
         """Reap exited workers, retire the ones whose lease expired, and start a worker
         per free slot while local work waits (``waiting``: the queued jobs' targets)."""
         gone = {w.pid for w in workers if w.gone and w.kind == "local" and w.host == this_host()}
@@ -229,7 +229,7 @@ class LocalPlace(Place):
                             proc.pid)
                 self.retired.append(self.procs.pop(name))
         self.retired = [p for p in self.retired if p.poll() is None]
-        if not waiting & set(TARGETS):
+        if not waiting.keys() & set(TARGETS):
             return
         live = {w.name for w in workers if self.owns(w) and not w.gone and w.host == this_host()
                 and w.state != "stopped" and w.pid and pid_alive(w.pid)}

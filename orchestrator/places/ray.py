@@ -23,7 +23,7 @@ from __future__ import annotations
 import secrets
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..clusters import Cluster, Clusters, ClusterStatus
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 REFRESH = 3.0  # seconds between listings of the cluster's jobs
 PENDING_LIMIT = 300.0  # a worker Ray has not started by then is stopped (no resources)
+GIVE_UP = 3  # workers in a row that ended before joining: the cluster has a problem
 
 
 class RayPlace(Place):
@@ -57,11 +58,12 @@ class RayPlace(Place):
         self.clusters = Clusters(project.state_dir)
         self.link = RayLink(cluster)
         self._hub: Hub | None = None
-        self.tried = -1.0  # when Ray's head was last checked (-1: never)
+        self.tried = -1e18  # when Ray's head was last checked
         self.problem = ""
         self.listed = -1e18  # when the cluster's jobs were last listed
         self.ray_jobs: dict[str, RayJob] = {}
         self.started: dict[str, tuple[bool, float]] = {}  # worker id → (gpu, when asked)
+        self.never_joined = 0  # workers in a row that ended before joining
         self.wanted: list[bool] = []  # prospective workers the plan chose (gpu or not)
         self._runtime_env: dict[str, object] | None = None
 
@@ -85,11 +87,10 @@ class RayPlace(Place):
         return self._hub
 
     def reachable(self, now: float) -> bool:
-        """Whether Ray's head answers: checked again every ``host_retry`` seconds
-        while it has a problem (the problem said once, and kept for `orch clusters
-        list` and `orch submit`)."""
-        retry = self.project.settings.host_retry
-        if self.tried < 0 or (self.problem and now - self.tried >= retry):
+        """Whether Ray's head answers. Checked (with its free CPUs and GPUs) every
+        ``host_retry`` seconds; a problem is said once, and kept for `orch clusters
+        list` and `orch submit`."""
+        if now - self.tried >= self.project.settings.host_retry:
             self.tried = now
             try:
                 self.check()
@@ -169,7 +170,8 @@ class RayPlace(Place):
                             f"the daemon starts a worker on Ray cluster {self.cluster.name}")
 
     def _live(self, workers: Sequence[WorkerInfo], now: float) -> int:
-        """Workers up or starting: live ones, and ones asked for that have not joined."""
+        """Workers up or starting: live ones, and ones asked for that have not joined
+        (``started`` holds only those: a start is forgotten once it joined)."""
         joined = {w.id for w in workers if self.owns(w)}
         live = sum(1 for w in workers if self.owns(w) and not w.gone and w.state != "stopped")
         return live + sum(1 for wid in self.started if wid not in joined)
@@ -202,18 +204,23 @@ class RayPlace(Place):
 
     # ---- workers ------------------------------------------------------------------
 
-    def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
-        """Start the workers the plan wants (up to ``max_workers`` when jobs wait
-        ``--on`` this cluster); forget starts that joined (learning the start-up time)
-        or that Ray never ran."""
+    def start_workers(self, waiting: Mapping[str, int], workers: Sequence[WorkerInfo]) -> None:
+        """Start the workers the plan wants (when jobs wait ``--on`` this cluster, one
+        per job up to ``max_workers``: on free GPUs first, the rest on CPUs); forget
+        starts that joined (learning the start-up time) or that Ray never ran."""
         now = time.time()
         if self._hub is None or not self.reachable(now):
             return
         self.refresh(now)
         self._settle_starts(workers, now)
+        if self.problem:
+            return
         want = list(self.wanted)
-        if self.name in waiting:
-            want += [False] * self.cluster.max_workers
+        if self.name in waiting:  # a worker per job waiting here, less those starting
+            status = self.status()
+            n = max(waiting[self.name] - len(self.started), 0)
+            gpus = min(int(status.gpus_free) if status else 0, n)
+            want = [True] * gpus + [False] * (n - gpus)
         room = self.cluster.max_workers - self._live(workers, now)
         self.wanted = []
         for gpu in want[:max(room, 0)]:
@@ -229,11 +236,15 @@ class RayPlace(Place):
             job = self.ray_jobs.get(wid)
             if wid in joined:
                 del self.started[wid]
+                self.never_joined = 0
                 self.clusters.learn_startup(self.cluster.name, joined[wid].last_seen - at)
             elif job is not None and job.status in ENDED:
                 del self.started[wid]
-                log.error("worker %s on cluster %s ended before joining: %s", wid,
-                          self.cluster.name, job.message)
+                self.never_joined += 1
+                if self.never_joined >= GIVE_UP:  # say it once, as the cluster's problem
+                    self.never_joined = 0
+                    self._set_problem(f"cluster {self.cluster.name}: the workers started "
+                                      f"there end before joining ({job.message})")
             elif now - at > PENDING_LIMIT:
                 del self.started[wid]
                 log.warning("worker %s on cluster %s did not start in %.0f s (too few free "
@@ -307,6 +318,11 @@ def worker_command(cluster: Cluster, wid: str, gpu: bool, project: Project) -> s
             "--name", cluster.name, "--id", wid, "--key-file", str(cluster.key_path),
             "--idle-timeout", str(settings.worker_idle_timeout),
             "--heartbeat", str(settings.heartbeat_interval)]
-    work = f'--work-dir "${{TMPDIR:-/tmp}}/orch-ray/{wid}"'
+    from ..identity import load_identity
+
+    # each worker's scratch is a folder of its own in there, removed when it exits; the
+    # blob cache beside them is shared by the project's workers on the node
+    project_id = load_identity(project.state_dir).project_id
+    work = f'--work-dir "${{TMPDIR:-/tmp}}/orch-ray/{project_id}"'
     gpu_args = ' --gpu "${CUDA_VISIBLE_DEVICES%%,*}"' if gpu else ""
     return f"{shlex.quote(cluster.python)} {shlex.join(args)} {work}{gpu_args}"

@@ -24,7 +24,7 @@ import secrets
 import shlex
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..config import Project
@@ -196,7 +196,7 @@ class SshPlace(Place):
 
     # ---- workers ------------------------------------------------------------------
 
-    def start_workers(self, waiting: frozenset[str], workers: Sequence[WorkerInfo]) -> None:
+    def start_workers(self, waiting: Mapping[str, int], workers: Sequence[WorkerInfo]) -> None:
         """Start the workers the plan wants (all the host's slots when jobs wait
         ``--on`` this host). A failure, or GIVE_UP workers in a row that never
         joined, is a problem of the host (its jobs wait; tried again later)."""
