@@ -77,7 +77,7 @@ def parse_target(on: str, remote_hub: str = "", named: frozenset[str] = frozense
         what, add = (("SSH host", "orch hosts add {} user@address") if kind == "ssh" else
                      ("Ray cluster", "orch clusters add {} http://HEAD:8265 --hub folder:PATH"))
         if not name:
-            raise UsageError(f"--on {kind}:NAME needs a name")
+            raise UsageError(f"--on {kind}:NAME needs the name of a configured {what}")
         if target in named:
             return target
         known = ", ".join(sorted(n.partition(":")[2] for n in named

@@ -171,14 +171,19 @@ def test_worker_starts_on_the_standard_library_alone(project: Project) -> None:
     assert heavy == "" and third == ""
 
 
-def test_cli_never_imports_tensorflow_or_ssh_at_start_up(project: Project) -> None:
+def test_cli_never_imports_tensorflow_ssh_or_ray_at_start_up(project: Project) -> None:
+    from orchestrator.clusters import Cluster, Clusters
     from orchestrator.hosts import Host, Hosts
 
     (project.root / "train.py").write_text("print(1)\n")
     Hosts(project.state_dir).add(Host("box", "me", "127.0.0.1", 9))  # nothing listens
+    Clusters(project.state_dir).add(Cluster("lab", "http://127.0.0.1:9",
+                                            f"folder:{project.root / 'shared'}"))
     for argv in (["orch", "--help"], ["orch", "status"],
                  ["orch", "submit", "train.py", "--json"], ["orch", "hosts", "list"],
-                 ["orch", "submit", "train.py", "--on", "ssh:box"]):
+                 ["orch", "submit", "train.py", "--on", "ssh:box"],
+                 ["orch", "clusters", "list"],
+                 ["orch", "submit", "train.py", "--on", "ray:lab"]):
         heavy, _ = _imports(project.root, "orchestrator", argv)
         assert heavy == "", (argv, heavy)
     run_orch(project.root, "daemon", "stop")
