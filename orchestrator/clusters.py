@@ -9,10 +9,17 @@ Files, all under ``.orch/`` (private to the user, never in a snapshot):
   and GPUs, the learned start-up time of a worker, or the one-line problem that
   stops it), written by whoever checked it last (`orch clusters check`, the daemon).
 
-A cluster's workers talk to the daemon through a folder hub both sides see at the
-same path (``hub = "folder:/shared/path"``): an NFS or other shared mount on the
-cluster's nodes that this machine mounts too. The project's key is written beside
-it (``PATH.key``, 0600), never into the hub and never through Ray.
+A cluster's workers talk to the daemon through a folder hub that every node sees
+at one path, which the daemon reaches one of two ways:
+
+- ``folder:/shared/path``: this machine mounts that folder too (NFS, sshfs…). The
+  project's key is written beside it (``PATH.key``, 0600), never into the hub.
+- ``ssh:HOST``: the hub of an SSH host of `orch hosts add` (typically the head node),
+  which the daemon reads and writes over SFTP; the nodes see the host's folder
+  (``WORKDIR/hub``) at the same path, through a filesystem the cluster shares. The
+  key is the one orch installs on the host (``WORKDIR/secret/key``).
+
+The key never goes through Ray.
 """
 
 from __future__ import annotations
@@ -41,9 +48,15 @@ class Cluster:
 
     name: str
     address: str
-    hub: str  # "folder:/absolute/path"
+    hub: str  # "folder:/absolute/path" or "ssh:HOST"
     python: str = "python"  # the cluster's Python that runs workers (on its PATH)
     max_workers: int = 4  # orch workers on the cluster at once
+
+    @property
+    def via_host(self) -> str | None:
+        """The SSH host whose hub the cluster's workers use, if it is one."""
+        kind, _, rest = self.hub.partition(":")
+        return rest if kind == "ssh" else None
 
     @property
     def hub_path(self) -> Path:
@@ -98,17 +111,23 @@ def check_address(address: str) -> str:
 
 
 def parse_hub(text: str) -> str:
-    """``folder:/absolute/path``: a folder this machine and every node of the
-    cluster see at that path. Other hubs are refused with the reason."""
+    """``folder:/absolute/path`` (a folder this machine and every node of the cluster
+    see at that path) or ``ssh:HOST`` (an SSH host's hub, which the nodes see). Other
+    hubs are refused with the reason."""
     kind, sep, rest = text.strip().partition(":")
     if kind == "folder" and sep and rest.startswith("/"):
         return f"folder:{Path(rest)}"
+    if kind == "ssh" and sep and rest:
+        from .hosts import check_name as check_host
+
+        return f"ssh:{check_host(rest.lower())}"
     if kind == "drive":
         raise UsageError("--hub drive: Ray workers would need your Google sign-in on every "
                          "node, and orch never sends it: use a shared folder "
                          "(--hub folder:/path mounted on this machine and the nodes)")
-    raise UsageError(f"bad --hub {text!r}: use folder:/absolute/path, a folder this machine "
-                     "and every Ray node mount at that same path")
+    raise UsageError(f"bad --hub {text!r}: use folder:/absolute/path (a folder this machine "
+                     "and every Ray node mount at that same path) or ssh:HOST (an SSH host's "
+                     "hub, seen by the nodes)")
 
 
 class Clusters:

@@ -140,6 +140,34 @@ def test_auto_placement_starts_ray_workers_and_learns_their_start_up(
     assert status is not None and status.startup != STARTUP and 0 < status.startup < 120
 
 
+def test_the_hub_of_an_ssh_host(project_dir: Path, ssh_host: Any, ray_cluster: Any,
+                                tmp_path: Path) -> None:
+    """``--hub ssh:box``: the cluster's workers use the SSH host's hub folder (the head
+    node's, which the nodes see: here the same disk), the daemon reads it over SFTP,
+    and the key is the one orch installs on the host. One job end to end."""
+    import sys
+
+    out = run_orch(project_dir, "clusters", "add", "lab", ray_cluster.address, "--hub",
+                   "ssh:box", "--python", sys.executable, check=True).stdout
+    assert "the hub of SSH host box" in out
+    check = run_orch(project_dir, "clusters", "check", "lab", check=True).stdout
+    assert f"hub     {tmp_path / 'host'}/hub (SSH host box's hub, over SFTP" in check
+    one_line_error(run_orch(project_dir, "clusters", "add", "x", ray_cluster.address,
+                            "--hub", "ssh:nosuch"), "no SSH host 'nosuch'")
+    (project_dir / "save.py").write_text(SAVE_SCRIPT)
+    job_id = run_orch(project_dir, "submit", "--on", "ray:lab", "save.py",
+                      check=True).stdout.split()[0]
+    wait_for(lambda: read_job(project_dir, job_id).state is S.PULLED, timeout=120,
+             interval=0.5, message="pulled through the SSH host's hub")
+    job = read_job(project_dir, job_id)
+    assert job.hub == "ssh:box" and job.worker_id.startswith("lab-ray-")
+    assert (project_dir / "models" / "save" / "model.bin").read_bytes() == \
+        job_id.encode() * 1000
+    assert (tmp_path / "host" / "secret" / "key").stat().st_mode & 0o777 == 0o600
+    status = run_orch(project_dir, "status", check=True).stdout
+    assert f"Ray job {job.worker_id} (ssh:box)" in status, status
+
+
 def test_node_lost_mid_job_resumes_from_its_checkpoint(project_dir: Path, ray_project: Any,
                                                        ray_cluster: Any) -> None:
     settings(project_dir, "remote_lease_ttl = 90\n")  # Ray says the node died first

@@ -29,8 +29,10 @@ def clusters_add(
         help="Ray's job submission address, http://HEAD:8265 (through an SSH tunnel: "
              "http://127.0.0.1:8265).")],
     hub: Annotated[str, typer.Option(
-        "--hub", help="folder:/PATH, a folder this machine and every Ray node mount at "
-                      "that same path (NFS or the like): the workers' hub.")],
+        "--hub", help="The workers' hub: folder:/PATH, a folder this machine and every "
+                      "Ray node mount at that same path (NFS, sshfs…); or ssh:HOST, the "
+                      "hub of an SSH host of `orch hosts add` (the head node), read over "
+                      "SFTP, whose folder every node sees.")],
     python: Annotated[str, typer.Option(
         "--python", help="The cluster's Python (3.11+, with TensorFlow) that runs "
                          "workers, as the nodes' PATH finds it.")] = "python",
@@ -46,13 +48,21 @@ def clusters_add(
     clusters = _clusters()
     cluster = Cluster(name=check_name(name.lower()), address=check_address(address),
                       hub=parse_hub(hub), python=python, max_workers=max_workers)
-    if not cluster.hub_path.parent.is_dir():
+    if cluster.via_host is not None:
+        from ..hosts import Hosts
+
+        host = Hosts(clusters.state_dir).get(cluster.via_host)
+        where = (f"the hub of SSH host {host.name} (its folder {host.workdir}/hub, over "
+                 "SFTP), which every Ray node must see at that same path")
+    elif not cluster.hub_path.parent.is_dir():
         raise UsageError(f"--hub {hub}: {cluster.hub_path.parent} is not a folder here; "
                          "mount the shared folder first")
+    else:
+        where = (f"the hub folder {cluster.hub_path}, which every Ray node must see at "
+                 "that same path")
     clusters.add(cluster, replace_old=replace)
     print(f"added Ray cluster {cluster.name} ({cluster.address}); its workers will use "
-          f"the hub folder {cluster.hub_path}, which every Ray node must see at that same "
-          f"path. Check it with `orch clusters check {cluster.name}`")
+          f"{where}. Check it with `orch clusters check {cluster.name}`")
 
 
 @clusters_app.command("list")
@@ -104,7 +114,10 @@ def clusters_check(name: Annotated[str, typer.Argument(help="The cluster's name.
     cluster = clusters.get(name.lower())
     place = RayPlace(project, cluster)
     try:
-        write_key(cluster, load_identity(project.state_dir).key)
+        if cluster.via_host is None:
+            write_key(cluster, load_identity(project.state_dir).key)
+        else:
+            _check_host(project, cluster.via_host)
         status = place.check()
     except (ClusterError, UsageError) as exc:  # kept for `clusters list` and `submit`
         clusters.note_problem(cluster.name, str(exc))
@@ -113,11 +126,33 @@ def clusters_check(name: Annotated[str, typer.Argument(help="The cluster's name.
     print(f"  nodes   {status.nodes}")
     print(f"  cpus    {status.cpus_free:g} free of {status.cpus:g}")
     print(f"  gpus    {status.gpus_free:g} free of {status.gpus:g}")
-    print(f"  hub     {cluster.hub_path} (a shared folder: every node must see it at "
-          "this path)")
+    hub_dir = place.paths()[0]
+    how = "a shared folder" if cluster.via_host is None else \
+        f"SSH host {cluster.via_host}'s hub, over SFTP"
+    print(f"  hub     {hub_dir} ({how}: every node must see it at this path)")
     print(f"  python  {cluster.python} (on the nodes), up to {cluster.max_workers} workers")
     print(f"cluster {cluster.name} is ready: jobs go there with --on ray:{cluster.name} or "
           "--on auto")
+
+
+def _check_host(project: Any, name: str) -> None:
+    """Probe the SSH host whose hub a cluster uses (as `orch hosts check` does)."""
+    from ..hosts import Hosts
+    from ..places.ssh import probe
+    from ..ssh import HostError, HostLink
+
+    hosts = Hosts(project.state_dir)
+    link = HostLink(hosts.get(name), hosts.known_hosts)
+    try:
+        status = probe(link, project.settings.host_min_free_mb)
+    except HostError as exc:
+        hosts.note_problem(name, str(exc))
+        raise UsageError(f"the cluster's hub: {exc}") from None
+    finally:
+        link.close()
+    hosts.save_status(status)
+    if status.problem:
+        raise UsageError(f"the cluster's hub: {status.problem}")
 
 
 @clusters_app.command("remove")

@@ -71,7 +71,10 @@ def project_hub(project: Project, name: str) -> Hub:
         from ..clusters import Clusters
         from .folder import FolderHub
 
-        return FolderHub(Clusters(project.state_dir).get(name[4:]).hub_path)
+        cluster = Clusters(project.state_dir).get(name[4:])
+        if cluster.via_host is not None:
+            return project_hub(project, cluster.hub)
+        return FolderHub(cluster.hub_path)
     raise UsageError(f"this project has no hub {name!r} (set `hub` in its settings)")
 
 

@@ -66,6 +66,9 @@ class RayPlace(Place):
         self.never_joined = 0  # workers in a row that ended before joining
         self.wanted: list[bool] = []  # prospective workers the plan chose (gpu or not)
         self._runtime_env: dict[str, object] | None = None
+        # a shared folder is this place's own hub; an SSH host's is served by its place
+        self.brings_hub = cluster.via_host is None
+        self.key_ready = False  # the key is on the SSH host (ssh: hubs)
 
     # ---- the hub ------------------------------------------------------------------
 
@@ -85,6 +88,46 @@ class RayPlace(Place):
             self._hub = FolderHub(self.cluster.hub_path)
             self.reachable(now)
         return self._hub
+
+    def ready(self) -> bool:
+        """Whether the workers' hub can be used: the shared folder is set up, or the
+        SSH host was probed and has no problem."""
+        if self.cluster.via_host is None:
+            return self._hub is not None
+        from ..hosts import Hosts
+
+        status = Hosts(self.project.state_dir).status(self.cluster.via_host)
+        return status is not None and bool(status.home) and not status.problem
+
+    def paths(self) -> tuple[str, str]:
+        """(the hub folder, the key file) as the cluster's nodes see them."""
+        host = self.cluster.via_host
+        if host is None:
+            return str(self.cluster.hub_path), str(self.cluster.key_path)
+        from ..hosts import Hosts
+
+        status = Hosts(self.project.state_dir).status(host)
+        home = status.home if status else ""
+        return f"{home}/hub", f"{home}/secret/key"
+
+    def _install_key(self) -> None:
+        """For an SSH host's hub: orch and the project's key on the host (once)."""
+        host_name = self.cluster.via_host
+        if host_name is None or self.key_ready:
+            return
+        from ..hosts import Hosts
+        from ..identity import load_identity
+        from ..ssh import HostLink
+        from .ssh_setup import install
+
+        hosts = Hosts(self.project.state_dir)
+        link = HostLink(hosts.get(host_name), hosts.known_hosts)
+        try:
+            install(link, self.paths()[0].removesuffix("/hub"),
+                    load_identity(self.project.state_dir).key)
+        finally:
+            link.close()
+        self.key_ready = True
 
     def reachable(self, now: float) -> bool:
         """Whether Ray's head answers. Checked (with its free CPUs and GPUs) every
@@ -126,7 +169,7 @@ class RayPlace(Place):
 
     def refresh(self, now: float, force: bool = False) -> None:
         """List this project's worker jobs on the cluster (at most every REFRESH s)."""
-        if self._hub is None or self.problem or (not force and now - self.listed < REFRESH):
+        if (not force and now - self.listed < REFRESH) or self.problem or not self.ready():
             return
         self.listed = now
         try:
@@ -152,7 +195,8 @@ class RayPlace(Place):
     # ---- placement ----------------------------------------------------------------
 
     def owns(self, worker: WorkerInfo) -> bool:
-        return worker.hub == self.name
+        return (worker.kind == "ray" and worker.name == self.cluster.name
+                and worker.hub in (self.name, self.cluster.hub))
 
     def can_run(self, job: Placeable) -> bool:
         return job.target in ("auto", "remote", self.name)
@@ -183,7 +227,7 @@ class RayPlace(Place):
         from ..placement import Server
 
         status = self.status()
-        if self._hub is None or self.problem or status is None:
+        if not self.ready() or self.problem or status is None:
             return []
         room = self.cluster.max_workers - self._live(workers, now)
         out = []
@@ -209,7 +253,7 @@ class RayPlace(Place):
         per job up to ``max_workers``: on free GPUs first, the rest on CPUs); forget
         starts that joined (learning the start-up time) or that Ray never ran."""
         now = time.time()
-        if self._hub is None or not self.reachable(now):
+        if not self.ready() or not self.reachable(now):
             return
         self.refresh(now)
         self._settle_starts(workers, now)
@@ -254,7 +298,9 @@ class RayPlace(Place):
     def spawn(self, gpu: bool) -> str:
         """Ask Ray for one worker; returns its id (the Ray job's submission id)."""
         wid = f"{self.cluster.name}-ray-{secrets.token_hex(3)}"
-        self.link.submit(wid, worker_command(self.cluster, wid, gpu, self.project),
+        self._install_key()
+        hub, key = self.paths()
+        self.link.submit(wid, worker_command(self.cluster, hub, key, wid, gpu, self.project),
                          self.runtime_env(), cpus=1.0, gpus=1.0 if gpu else 0.0,
                          project_id=self._project_id())
         self.started[wid] = (gpu, time.time())
@@ -281,7 +327,7 @@ class RayPlace(Place):
     def kill(self, worker: WorkerInfo, run_pids: Sequence[int]) -> list[str]:
         """A worker that lost its lease (hung, or out of reach): stop its Ray job."""
         job = self.ray_jobs.get(worker.id)
-        if self._hub is None or (job is not None and job.status in ENDED):
+        if not self.ready() or (job is not None and job.status in ENDED):
             return []
         return [f"stopped Ray job {worker.id} on cluster {self.cluster.name}"] \
             if self._stop(worker.id) else []
@@ -310,12 +356,14 @@ def write_key(cluster: Cluster, key: str) -> None:
                          f"{cluster.hub_path}: {exc.strerror or exc}") from None
 
 
-def worker_command(cluster: Cluster, wid: str, gpu: bool, project: Project) -> str:
+def worker_command(cluster: Cluster, hub: str, key: str, wid: str, gpu: bool,
+                   project: Project) -> str:
     """The Ray job's entrypoint: the worker program, on the cluster's Python, with the
-    hub folder and the key beside it. A GPU worker uses the GPU Ray gave its job."""
+    hub folder and the key file as the nodes see them. A GPU worker uses the GPU Ray
+    gave its job."""
     settings = project.settings
-    args = ["-m", "orchestrator.worker", "--hub", str(cluster.hub_path), "--kind", "ray",
-            "--name", cluster.name, "--id", wid, "--key-file", str(cluster.key_path),
+    args = ["-m", "orchestrator.worker", "--hub", hub, "--kind", "ray",
+            "--name", cluster.name, "--id", wid, "--key-file", key,
             "--idle-timeout", str(settings.worker_idle_timeout),
             "--heartbeat", str(settings.heartbeat_interval)]
     from ..identity import load_identity

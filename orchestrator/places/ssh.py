@@ -141,7 +141,9 @@ class SshPlace(Place):
     # ---- placement ----------------------------------------------------------------
 
     def owns(self, worker: WorkerInfo) -> bool:
-        return worker.hub == self.name
+        """The host's own workers (Ray workers may share its hub: a cluster's place
+        owns those)."""
+        return worker.hub == self.name and worker.kind != "ray"
 
     def can_run(self, job: Placeable) -> bool:
         return job.target in ("auto", "remote", self.name)
