@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_atomic
 from .codec import decode, encode
-from .errors import NotConfiguredError, ProjectError, ProtocolError, UsageError
+from .errors import UsageError
+from .registry import Registry
 
 CLUSTERS_FILE = "clusters.json"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
@@ -130,74 +129,24 @@ def parse_hub(text: str) -> str:
                      "hub, seen by the nodes)")
 
 
-class Clusters:
-    """The clusters of a project (``.orch/clusters.json``). Cheap to build."""
+class Clusters(Registry[Cluster, ClusterStatus]):
+    """The clusters of a project (``.orch/clusters.json``) and their last checks
+    (``cluster-status/``). Cheap to build; reads on use."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.path = state_dir / CLUSTERS_FILE
-        self.status_dir = state_dir / "cluster-status"
-
-    def all(self) -> list[Cluster]:
-        """Every cluster, by name. ProjectError (one line) if the file is damaged."""
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-            return [Cluster(**e) for e in sorted(raw["clusters"], key=lambda e: e["name"])]
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ProjectError(f"cannot read {self.path}: {exc}; fix or remove it "
-                               "(`orch clusters add` writes it again)") from exc
-
-    def get(self, name: str) -> Cluster:
-        found = next((c for c in self.all() if c.name == name), None)
-        if found is None:
-            known = ", ".join(c.name for c in self.all()) or "none yet"
-            raise NotConfiguredError(f"no Ray cluster {name!r} (clusters: {known}); add it "
-                                     f"with `orch clusters add {name} http://HEAD:8265 "
-                                     "--hub folder:/shared/path`")
-        return found
-
-    def _write(self, clusters: list[Cluster]) -> None:
-        self.state_dir.mkdir(mode=0o700, exist_ok=True)
-        body = {"clusters": [asdict(c) for c in sorted(clusters, key=lambda c: c.name)]}
-        write_atomic(self.path, json.dumps(body, indent=2, sort_keys=True) + "\n", mode=0o600)
-
-    def add(self, cluster: Cluster, replace_old: bool = False) -> None:
-        """Record ``cluster``; UsageError if the name is taken (unless ``replace_old``)."""
-        old = self.all()
-        others = [c for c in old if c.name != cluster.name]
-        if not replace_old and len(others) != len(old):
-            raise UsageError(f"cluster {cluster.name!r} exists; remove it first, or add with "
-                             "--replace")
-        self._write([*others, cluster])
-
-    def remove(self, name: str) -> Cluster:
-        cluster = self.get(name)
-        self._write([c for c in self.all() if c.name != name])
-        (self.status_dir / f"{name}.json").unlink(missing_ok=True)
-        return cluster
-
-    def status(self, name: str) -> ClusterStatus | None:
-        try:
-            return ClusterStatus.from_dict(json.loads(
-                (self.status_dir / f"{name}.json").read_text(encoding="utf-8")))
-        except (OSError, ValueError, ProtocolError):
-            return None
+    FILE = CLUSTERS_FILE
+    KEY = "clusters"
+    STATUS_DIR = "cluster-status"
+    NOUN = "Ray cluster"
+    ADD_HINT = "orch clusters add {name} http://HEAD:8265 --hub folder:/shared/path"
+    entry_type = Cluster
+    status_type = ClusterStatus
 
     def save_status(self, status: ClusterStatus) -> None:
         """Atomic; last writer wins. A learned start-up time is kept across checks."""
         old = self.status(status.name)
         if old is not None and status.startup == STARTUP:
             status = replace(status, startup=old.startup)
-        self.status_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_atomic(self.status_dir / f"{status.name}.json", status.to_json())
-
-    def note_problem(self, name: str, problem: str) -> None:
-        """Keep what was last learned of a cluster, with ``problem`` ("" clears it)."""
-        old = self.status(name) or ClusterStatus(name=name, checked_at=0.0)
-        if old.problem != problem:
-            self.save_status(replace(old, problem=problem, checked_at=time.time()))
+        super().save_status(status)
 
     def learn_startup(self, name: str, seconds: float) -> None:
         """A worker joined ``seconds`` after it was asked for: averaged in (a quarter)."""

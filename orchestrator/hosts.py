@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic
 from .codec import decode, encode
-from .errors import ProjectError, ProtocolError, UsageError
+from .errors import UsageError
+from .registry import Registry
 
 HOSTS_FILE = "hosts.json"
 KNOWN_HOSTS = "known_hosts"
@@ -117,79 +117,21 @@ def parse_destination(text: str, default_user: str) -> tuple[str, str, int]:
     return user, address, port
 
 
-class Hosts:
-    """The hosts of a project (``.orch/hosts.json``). Cheap to build; reads on use."""
+class Hosts(Registry[Host, HostStatus]):
+    """The hosts of a project (``.orch/hosts.json``), their last probes
+    (``host-status/``) and accepted host keys. Cheap to build; reads on use."""
+
+    FILE = HOSTS_FILE
+    KEY = "hosts"
+    STATUS_DIR = "host-status"
+    NOUN = "SSH host"
+    ADD_HINT = "orch hosts add {name} user@address"
+    entry_type = Host
+    status_type = HostStatus
 
     def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.path = state_dir / HOSTS_FILE
+        super().__init__(state_dir)
         self.known_hosts = state_dir / KNOWN_HOSTS
-        self.status_dir = state_dir / "host-status"
-
-    def all(self) -> list[Host]:
-        """Every host, by name. ProjectError (one line) if the file is damaged."""
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-            return [Host(**entry) for entry in sorted(raw["hosts"], key=lambda e: e["name"])]
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ProjectError(f"cannot read {self.path}: {exc}; fix or remove it "
-                               "(`orch hosts add` writes it again)") from exc
-
-    def get(self, name: str) -> Host:
-        found = next((h for h in self.all() if h.name == name), None)
-        if found is None:
-            from .errors import NotConfiguredError
-
-            known = ", ".join(h.name for h in self.all()) or "none yet"
-            raise NotConfiguredError(f"no SSH host {name!r} (hosts: {known}); add it with "
-                                     f"`orch hosts add {name} user@address`")
-        return found
-
-    def _write(self, hosts: list[Host]) -> None:
-        self.state_dir.mkdir(mode=0o700, exist_ok=True)
-        body = {"hosts": [asdict(h) for h in sorted(hosts, key=lambda h: h.name)]}
-        write_atomic(self.path, json.dumps(body, indent=2, sort_keys=True) + "\n", mode=0o600)
-
-    def add(self, host: Host, replace: bool = False) -> None:
-        """Record ``host``; UsageError if the name is taken (unless ``replace``)."""
-        old = self.all()
-        others = [h for h in old if h.name != host.name]
-        if not replace and len(others) != len(old):
-            raise UsageError(f"host {host.name!r} exists; remove it first, or add with "
-                             "--replace")
-        self._write([*others, host])
-        if host not in old:  # what was checked was another host: check it again
-            (self.status_dir / f"{host.name}.json").unlink(missing_ok=True)
-
-    def remove(self, name: str) -> Host:
-        host = self.get(name)
-        self._write([h for h in self.all() if h.name != name])
-        (self.status_dir / f"{name}.json").unlink(missing_ok=True)
-        return host
-
-    # ---- probes -------------------------------------------------------------------
-
-    def status(self, name: str) -> HostStatus | None:
-        try:
-            return HostStatus.from_dict(json.loads(
-                (self.status_dir / f"{name}.json").read_text(encoding="utf-8")))
-        except (OSError, ValueError, ProtocolError):
-            return None
-
-    def save_status(self, status: HostStatus) -> None:
-        """Atomic; last writer wins (a probe is a snapshot in time)."""
-        self.status_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_atomic(self.status_dir / f"{status.name}.json", status.to_json())
-
-    def note_problem(self, name: str, problem: str) -> None:
-        """Keep what was last learned of a host, with ``problem`` ("" clears it)."""
-        old = self.status(name) or HostStatus(name=name, checked_at=0.0)
-        if old.problem != problem:
-            from dataclasses import replace
-
-            self.save_status(replace(old, problem=problem, checked_at=time.time()))
 
     # ---- host keys ----------------------------------------------------------------
 

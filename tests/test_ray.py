@@ -236,7 +236,7 @@ def test_unreachable_cluster_one_line_and_jobs_stay_queued(project_dir: Path,
     from tests.sshd import free_port
 
     down = replace(ray_project, address=f"http://127.0.0.1:{free_port()}")
-    Clusters(project_dir / ".orch").add(down, replace_old=True)
+    Clusters(project_dir / ".orch").add(down, replace=True)
     (project_dir / "save.py").write_text(SAVE_SCRIPT)
     job_id = run_orch(project_dir, "submit", "--on", "ray:lab", "save.py",
                       check=True).stdout.split()[0]
@@ -261,7 +261,7 @@ def test_workers_that_cannot_start_are_the_clusters_problem(project_dir: Path,
     from orchestrator.clusters import Clusters
 
     Clusters(project_dir / ".orch").add(replace(ray_project, python="/no/python"),
-                                        replace_old=True)
+                                        replace=True)
     (project_dir / "save.py").write_text(SAVE_SCRIPT)
     job_id = run_orch(project_dir, "submit", "--on", "ray:lab", "save.py",
                       check=True).stdout.split()[0]

@@ -9,6 +9,7 @@ the annotations at run time.)
 """
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -108,6 +109,53 @@ def _store_path() -> Any:
     from ..config import STATE_DIR, find_root
 
     return (find_root() or Path.cwd()) / STATE_DIR / "state.db"
+
+
+def list_checked(registry: Any, as_json: bool, empty: str,
+                 line: Callable[[Any], str], ok: Callable[[Any], str]) -> None:
+    """`orch hosts list`, `orch clusters list`: each entry (``line``) and what its last
+    check found (``ok`` words a good one), or JSON of both."""
+    import json
+    from dataclasses import asdict
+
+    rows = [(e, registry.status(e.name)) for e in registry.all()]
+    if as_json:
+        print(json.dumps([{**asdict(e), "status": asdict(s) if s else None} for e, s in rows],
+                         indent=2))
+    elif not rows:
+        print(empty)
+    for entry, status in [] if as_json else rows:
+        print(f"{line(entry)} {checked(status, ok)}")
+
+
+def checked(status: Any, ok: Callable[[Any], str]) -> str:
+    """One line of what a check found, or why the place takes no work."""
+    import time
+
+    from ..models import format_duration
+
+    if status is None:
+        return "not checked yet"
+    when = f"checked {format_duration(time.time() - status.checked_at)} ago"
+    if status.problem:
+        return f"PROBLEM: {status.problem} ({when})"
+    return f"ok: {ok(status)} ({when})"
+
+
+def refuse_if_held(target: str, what: str) -> None:
+    """A place (``target``: ``ssh:NAME``, ``ray:NAME``) is not removed while jobs need
+    it: queued for it, running there, or waiting there to be pulled (UsageError)."""
+    from ..errors import UsageError
+    from ..models import UNFINISHED
+
+    with open_store(project_here()) as store:
+        held = [j for j in store.jobs(UNFINISHED)
+                if target in (j.target, j.hub if j.worker_id else None)]
+    if held:
+        names = ", ".join(f"{j.name} ({j.id}, {j.state.value})" for j in held[:5])
+        raise UsageError(f"{what} still has {len(held)} job(s): {names}"
+                         f"{' …' if len(held) > 5 else ''}; let them finish and be pulled, "
+                         "cancel them (`orch cancel`), or remove it anyway with --force")
 
 
 from . import clusters, hosts, jobs, manage  # noqa: E402,F401 - importing them registers their commands

@@ -1,13 +1,11 @@
 """`orch clusters`: Ray clusters jobs can train on (add, list, check, remove)."""
 
-import json
-import time
 from typing import Annotated, Any
 
 import typer
 
 from ..errors import UsageError
-from . import app, project_here
+from . import app, list_checked, project_here, refuse_if_held
 
 clusters_app = typer.Typer(
     help="Ray clusters to train on (a lab's or a team's). orch starts its workers there "
@@ -60,7 +58,7 @@ def clusters_add(
     else:
         where = (f"the hub folder {cluster.hub_path}, which every Ray node must see at "
                  "that same path")
-    clusters.add(cluster, replace_old=replace)
+    clusters.add(cluster, replace=replace)
     print(f"added Ray cluster {cluster.name} ({cluster.address}); its workers will use "
           f"{where}. Check it with `orch clusters check {cluster.name}`")
 
@@ -70,34 +68,15 @@ def clusters_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The clusters, and what their last check found."""
-    from dataclasses import asdict
-
-    clusters = _clusters()
-    rows = [(c, clusters.status(c.name)) for c in clusters.all()]
-    if as_json:
-        print(json.dumps([{**asdict(c), "status": asdict(s) if s else None}
-                          for c, s in rows], indent=2))
-        return
-    if not rows:
-        print("no Ray clusters yet: add one with `orch clusters add NAME http://HEAD:8265 "
-              "--hub folder:/shared/path`")
-        return
-    for cluster, status in rows:
-        print(f"{cluster.name:12s} {cluster.address:28s} {summary(status)}")
+    list_checked(_clusters(), as_json, "no Ray clusters yet: add one with `orch clusters "
+                 "add NAME http://HEAD:8265 --hub folder:/shared/path`",
+                 lambda c: f"{c.name:12s} {c.address:28s}", _ok)
 
 
-def summary(status: Any) -> str:
-    """One line of what a check found (or why the cluster takes no work)."""
-    from ..models import format_duration
-
-    if status is None:
-        return "not checked yet"
-    when = f"checked {format_duration(time.time() - status.checked_at)} ago"
-    if status.problem:
-        return f"PROBLEM: {status.problem} ({when})"
-    return (f"ok: Ray {status.ray_version}, {status.nodes} node(s), CPUs {status.cpus_free:g}"
-            f"/{status.cpus:g} free, GPUs {status.gpus_free:g}/{status.gpus:g} free, workers "
-            f"start in ~{status.startup:.0f} s ({when})")
+def _ok(status: Any) -> str:
+    return (f"Ray {status.ray_version}, {status.nodes} node(s), CPUs {status.cpus_free:g}/"
+            f"{status.cpus:g} free, GPUs {status.gpus_free:g}/{status.gpus:g} free, workers "
+            f"start in ~{status.startup:.0f} s")
 
 
 @clusters_app.command("check")
@@ -162,21 +141,11 @@ def clusters_remove(
         "--force", help="Remove it even though jobs still need it.")] = False,
 ) -> None:
     """Forget a cluster, unless jobs need it (its hub folder is left as it is)."""
-    from ..models import UNFINISHED
-    from . import open_store
-
     clusters = _clusters()
     cluster = clusters.get(name.lower())
-    target = f"ray:{cluster.name}"
-    with open_store(project_here()) as store:
-        held = [j for j in store.jobs(UNFINISHED)
-                if target in (j.target, j.hub if j.worker_id else None)]
-    if held and not force:
-        names = ", ".join(f"{j.name} ({j.id}, {j.state.value})" for j in held[:5])
-        raise UsageError(f"cluster {cluster.name} still has {len(held)} job(s): {names}"
-                         f"{' …' if len(held) > 5 else ''}; let them finish and be pulled, "
-                         "cancel them (`orch cancel`), or remove it anyway with --force")
+    if not force:
+        refuse_if_held(f"ray:{cluster.name}", f"cluster {cluster.name}")
     clusters.remove(cluster.name)
-    print(f"removed Ray cluster {cluster.name}; its hub folder {cluster.hub_path} was left "
-          "as it is")
-
+    hub = (f"its hub on host {cluster.via_host}" if cluster.via_host
+           else f"its hub folder {cluster.hub_path}")
+    print(f"removed Ray cluster {cluster.name}; {hub} was left as it is")

@@ -1,14 +1,12 @@
 """`orch hosts`: the SSH hosts jobs can train on (add, list, check, trust, remove)."""
 
-import json
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from ..errors import UsageError
-from . import app, project_here
+from . import app, list_checked, project_here, refuse_if_held
 
 hosts_app = typer.Typer(
     help="SSH hosts to train on (a lab machine, a rented GPU box). Jobs go there with "
@@ -70,33 +68,14 @@ def hosts_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The hosts, and what their last check found."""
-    from dataclasses import asdict
-
-    hosts = _hosts()
-    rows = [(h, hosts.status(h.name)) for h in hosts.all()]
-    if as_json:
-        print(json.dumps([{**asdict(h), "status": asdict(s) if s else None} for h, s in rows],
-                         indent=2))
-        return
-    if not rows:
-        print("no SSH hosts yet: add one with `orch hosts add NAME user@address`")
-        return
-    for host, status in rows:
-        print(f"{host.name:12s} {host.destination:28s} {summary(status)}")
+    list_checked(_hosts(), as_json, "no SSH hosts yet: add one with `orch hosts add NAME "
+                 "user@address`", lambda h: f"{h.name:12s} {h.destination:28s}", _ok)
 
 
-def summary(status: Any) -> str:
-    """One line of what a probe found (or why the host takes no work)."""
-    from ..models import format_duration
-
-    if status is None:
-        return "not checked yet"
-    when = f"checked {format_duration(time.time() - status.checked_at)} ago"
-    if status.problem:
-        return f"PROBLEM: {status.problem} ({when})"
+def _ok(status: Any) -> str:
     gpus = ", ".join(f"GPU {g.index} {g.name}" for g in status.gpus) or "no GPU"
     free = f", {status.free_mb / 1024:.1f} GB free" if status.free_mb is not None else ""
-    return f"ok: Python {status.python}, TensorFlow {status.tensorflow}, {gpus}{free} ({when})"
+    return f"Python {status.python}, TensorFlow {status.tensorflow}, {gpus}{free}"
 
 
 @hosts_app.command("check")
@@ -166,19 +145,10 @@ def hosts_remove(
 
     Refused while jobs are queued for the host, run there, or wait there to be pulled.
     """
-    from ..models import UNFINISHED
-    from . import open_store
-
     hosts = _hosts()
     host = hosts.get(name.lower())
-    with open_store(project_here()) as store:
-        held = [j for j in store.jobs(UNFINISHED)
-                if f"ssh:{host.name}" in (j.target, j.hub if j.worker_id else None)]
-    if held and not force:
-        names = ", ".join(f"{j.name} ({j.id}, {j.state.value})" for j in held[:5])
-        raise UsageError(f"host {host.name} still has {len(held)} job(s): {names}"
-                         f"{' …' if len(held) > 5 else ''}; let them finish and be pulled, "
-                         "cancel them (`orch cancel`), or remove it anyway with --force")
+    if not force:
+        refuse_if_held(f"ssh:{host.name}", f"host {host.name}")
     hosts.remove(host.name)
     print(f"removed host {host.name} ({host.destination}); orch's folder on it "
           f"({host.workdir}) was left as it is")

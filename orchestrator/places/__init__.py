@@ -82,6 +82,21 @@ class Place(ABC):
             return Availability(self.name, 1.0, f"{self.name} workers are busy")
         return None
 
+    def daemon_starts(self, job: Placeable, workers: Sequence[WorkerInfo], problem: str,
+                      gpus: bool | None, startup: float, where: str) -> Availability:
+        """:meth:`how_soon` for a place whose workers the daemon starts (an SSH host, a
+        Ray cluster, ``where``): a live worker that fits; else none while the place has
+        a ``problem`` or a ``--gpu`` job meets no GPU (``gpus`` False; None: not known
+        yet); else a new worker after ``startup`` seconds."""
+        now = self.fitting(job, workers)
+        if now is not None:
+            return now
+        if problem:
+            return Availability(self.name, None, problem)
+        if job.gpu is GpuNeed.REQUIRED and gpus is False:
+            return Availability(self.name, None, f"{where} has no GPU")
+        return Availability(self.name, startup, f"the daemon starts a worker on {where}")
+
     def prospects(self, workers: Sequence[WorkerInfo], now: float) -> list[Server]:
         """Workers this place would start if the plan wants one (not live yet), as
         placement servers: ready after their start-up. Default: none."""

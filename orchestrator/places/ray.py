@@ -26,11 +26,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..clusters import Cluster, Clusters, ClusterStatus
+from ..clusters import STARTUP, Cluster, Clusters, ClusterStatus
 from ..config import Project
 from ..errors import OrchError
 from ..logs import get_logger
-from ..models import GpuNeed, WorkerInfo
+from ..models import WorkerInfo
 from ..raylink import ENDED, RayJob, RayLink
 from . import Availability, Place
 
@@ -202,16 +202,11 @@ class RayPlace(Place):
         return job.target in ("auto", "remote", self.name)
 
     def how_soon(self, job: Placeable, workers: Sequence[WorkerInfo]) -> Availability:
-        now = self.fitting(job, workers)
-        if now is not None:
-            return now
         status = self.status()
-        if status is not None and status.problem:
-            return Availability(self.name, None, status.problem)
-        if job.gpu is GpuNeed.REQUIRED and status is not None and not status.gpus:
-            return Availability(self.name, None, f"cluster {self.cluster.name} has no GPU")
-        return Availability(self.name, status.startup if status else 10.0,
-                            f"the daemon starts a worker on Ray cluster {self.cluster.name}")
+        return self.daemon_starts(job, workers, status.problem if status else "",
+                                  status.gpus > 0 if status else None,
+                                  status.startup if status else STARTUP,
+                                  f"Ray cluster {self.cluster.name}")
 
     def _live(self, workers: Sequence[WorkerInfo], now: float) -> int:
         """Workers up or starting: live ones, and ones asked for that have not joined

@@ -31,7 +31,7 @@ from ..config import Project
 from ..errors import OrchError
 from ..hosts import Host, Hosts, HostStatus, Slot, host_slots
 from ..logs import get_logger
-from ..models import GpuNeed, WorkerInfo
+from ..models import WorkerInfo
 from . import Availability, Place
 from .ssh_setup import install, log_tail, probe, worker_command
 
@@ -149,16 +149,10 @@ class SshPlace(Place):
         return job.target in ("auto", "remote", self.name)
 
     def how_soon(self, job: Placeable, workers: Sequence[WorkerInfo]) -> Availability:
-        now = self.fitting(job, workers)
-        if now is not None:
-            return now
         status = self.status()
-        if status is not None and status.problem:
-            return Availability(self.name, None, status.problem)
-        if job.gpu is GpuNeed.REQUIRED and status is not None and not status.gpus:
-            return Availability(self.name, None, f"host {self.host.name} has no GPU")
-        return Availability(self.name, STARTUP, f"the daemon starts a worker on host "
-                                                f"{self.host.name}")
+        return self.daemon_starts(job, workers, status.problem if status else "",
+                                  bool(status.gpus) if status else None, STARTUP,
+                                  f"host {self.host.name}")
 
     def _live(self, workers: Sequence[WorkerInfo], now: float) -> set[str]:
         """Slots with a live worker (its id is ``SLOT-xxxxxx``, whichever daemon started
