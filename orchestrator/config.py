@@ -53,7 +53,7 @@ class Settings:
     colab_gpu: str = "T4"  # the GPU those sessions ask for
     colab_startup: float = 180.0  # how long a launched Colab session takes to join
     host_min_free_mb: float = 1024.0  # an SSH host with less free disk takes no work
-    host_retry: float = 30.0  # seconds between tries to reach an SSH host that is away
+    host_retry: float = 30.0  # seconds between tries to reach an SSH host or Ray head
     unreachable_lease_ttl: float = 3600.0  # a worker on a hub out of reach keeps its jobs
 
 
