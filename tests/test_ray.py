@@ -125,6 +125,9 @@ def test_auto_placement_starts_ray_workers_and_learns_their_start_up(
     """With no local slot, an `--on auto` job goes to the cluster by placement;
     `orch explain` shows the cluster's worker (to start, then the one that ran it),
     and the time a worker took to join is learned for the next plan."""
+    import hashlib
+
+    from orchestrator import __version__
     from orchestrator.clusters import STARTUP, Clusters
 
     settings(project_dir, 'local_slots = 0\ngpus = "none"\n')
@@ -138,6 +141,10 @@ def test_auto_placement_starts_ray_workers_and_learns_their_start_up(
     assert f"assigned to {job.worker_id}" in explained and job.worker_id.startswith("lab-ray-")
     status = Clusters(project_dir / ".orch").status("lab")
     assert status is not None and status.startup != STARTUP and 0 < status.startup < 120
+    # Ray keeps a wheel by its name: the name carries its content's sha256
+    [wheel] = (project_dir / ".orch" / "ray").glob("*.whl")
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()[:16]
+    assert wheel.name == f"orch-{__version__}-0{sha}-py3-none-any.whl"
 
 
 def test_the_hub_of_an_ssh_host(project_dir: Path, ssh_host: Any, ray_cluster: Any,

@@ -62,7 +62,7 @@ class RayPlace(Place):
         self.problem = ""
         self.listed = -1e18  # when the cluster's jobs were last listed
         self.ray_jobs: dict[str, RayJob] = {}
-        self.started: dict[str, tuple[bool, float]] = {}  # worker id → (gpu, when asked)
+        self.started: dict[str, float] = {}  # worker id → when it was asked for
         self.never_joined = 0  # workers in a row that ended before joining
         self.wanted: list[bool] = []  # prospective workers the plan chose (gpu or not)
         self._runtime_env: dict[str, object] | None = None
@@ -271,7 +271,7 @@ class RayPlace(Place):
 
     def _settle_starts(self, workers: Sequence[WorkerInfo], now: float) -> None:
         joined = {w.id: w for w in workers if self.owns(w)}
-        for wid, (_, at) in list(self.started.items()):
+        for wid, at in list(self.started.items()):
             job = self.ray_jobs.get(wid)
             if wid in joined:
                 del self.started[wid]
@@ -298,23 +298,32 @@ class RayPlace(Place):
         self.link.submit(wid, worker_command(self.cluster, hub, key, wid, gpu, self.project),
                          self.runtime_env(), cpus=1.0, gpus=1.0 if gpu else 0.0,
                          project_id=self._project_id())
-        self.started[wid] = (gpu, time.time())
+        self.started[wid] = time.time()
         log.info("started worker %s on Ray cluster %s (Ray job %s)", wid, self.cluster.name,
                  wid)
         return wid
 
     def runtime_env(self) -> dict[str, object]:
-        """This orch's wheel (the one Colab installs), for Ray to install on the node."""
+        """This orch's wheel (the one Colab installs), for Ray to install on the node.
+        Ray keeps a wheel by its file name, so the name carries the content's sha256 (a
+        wheel build tag): changed code is never mistaken for what a node has cached.
+        Kept in ``.orch/ray/``, the older ones removed."""
         if self._runtime_env is None:
+            import hashlib
+
+            from ..atomic import write_atomic
             from .colab_notebook import build_wheel
 
             name, wheel = build_wheel()
+            dist, _, tags = name.partition("-py3")  # orch-VERSION, -none-any.whl
+            named = f"{dist}-0{hashlib.sha256(wheel).hexdigest()[:16]}-py3{tags}"
             folder = self.project.state_dir / "ray"
             folder.mkdir(mode=0o700, exist_ok=True)
-            path = folder / name
-            if not path.exists() or path.read_bytes() != wheel:
-                from ..atomic import write_atomic
-
+            for old in folder.glob("*.whl"):
+                if old.name != named:
+                    old.unlink(missing_ok=True)
+            path = folder / named
+            if not path.exists():
                 write_atomic(path, wheel)
             self._runtime_env = {"py_modules": [str(path)]}
         return self._runtime_env
