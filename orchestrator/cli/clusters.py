@@ -81,9 +81,11 @@ def _ok(status: Any) -> str:
 
 @clusters_app.command("check")
 def clusters_check(name: Annotated[str, typer.Argument(help="The cluster's name.")]) -> None:
-    """Reach a cluster: its Ray version, nodes, CPUs and GPUs (total and free), and
-    the hub folder its workers will use (written here, with the project's key beside
-    it)."""
+    """Reach a cluster: its Ray version, nodes, free CPUs and GPUs, and its hub.
+
+    A shared-folder hub is made, with the project's key beside it; an SSH host's hub
+    is checked by probing the host.
+    """
     from ..identity import load_identity
     from ..places.ray import RayPlace, write_key
     from ..raylink import ClusterError
