@@ -235,26 +235,37 @@ def _alive(pid: int) -> bool:
     return process_alive(pid)
 
 
-def test_unreachable_cluster_one_line_and_jobs_stay_queued(project_dir: Path,
-                                                           ray_project: Any) -> None:
+def queue_on(project_dir: Path, cluster: Any, **changes: Any) -> str:
+    """The project's cluster changed as ``changes`` say, and a job queued for it."""
     from dataclasses import replace
 
     from orchestrator.clusters import Clusters
+
+    Clusters(project_dir / ".orch").add(replace(cluster, **changes), replace=True)
+    (project_dir / "save.py").write_text(SAVE_SCRIPT)
+    return str(run_orch(project_dir, "submit", "--on", "ray:lab", "save.py",
+                        check=True).stdout.split()[0])
+
+
+def daemon_says(project_dir: Path, words: str, timeout: float) -> str:
+    """The daemon's log, once it holds ``words``."""
+    log = project_dir / ".orch" / "logs" / "daemon.log"
+    wait_for(lambda: log.exists() and words in log.read_text(), timeout=timeout,
+             message=f"the daemon's log saying {words!r}")
+    return log.read_text()
+
+
+def test_unreachable_cluster_one_line_and_jobs_stay_queued(project_dir: Path,
+                                                           ray_project: Any) -> None:
     from tests.sshd import free_port
 
-    down = replace(ray_project, address=f"http://127.0.0.1:{free_port()}")
-    Clusters(project_dir / ".orch").add(down, replace=True)
-    (project_dir / "save.py").write_text(SAVE_SCRIPT)
-    job_id = run_orch(project_dir, "submit", "--on", "ray:lab", "save.py",
-                      check=True).stdout.split()[0]
-    log = project_dir / ".orch" / "logs" / "daemon.log"
-    wait_for(lambda: log.exists() and "cannot connect" in log.read_text(), timeout=60,
-             message="the daemon says the cluster cannot be reached")
+    job_id = queue_on(project_dir, ray_project, address=f"http://127.0.0.1:{free_port()}")
+    daemon_says(project_dir, "cannot connect", timeout=60)
     wait_for(lambda: "PROBLEM: cluster lab" in run_orch(project_dir, "clusters",
                                                         "list").stdout, timeout=30,
              message="`orch clusters list` shows the problem")
     assert read_job(project_dir, job_id).state is S.QUEUED
-    text = log.read_text()
+    text = (project_dir / ".orch" / "logs" / "daemon.log").read_text()
     assert text.count("cannot connect") == 1 and "Traceback" not in text
 
 
@@ -263,19 +274,8 @@ def test_workers_that_cannot_start_are_the_clusters_problem(project_dir: Path,
     """The cluster's Python does not exist: Ray runs the entrypoint, it fails; after
     three such workers the cluster has a problem, said once with the shell's words,
     and the job stays queued."""
-    from dataclasses import replace
-
-    from orchestrator.clusters import Clusters
-
-    Clusters(project_dir / ".orch").add(replace(ray_project, python="/no/python"),
-                                        replace=True)
-    (project_dir / "save.py").write_text(SAVE_SCRIPT)
-    job_id = run_orch(project_dir, "submit", "--on", "ray:lab", "save.py",
-                      check=True).stdout.split()[0]
-    log = project_dir / ".orch" / "logs" / "daemon.log"
-    wait_for(lambda: log.exists() and "end before joining" in log.read_text(), timeout=90,
-             message="the daemon says the workers cannot start")
-    text = log.read_text()
+    job_id = queue_on(project_dir, ray_project, python="/no/python")
+    text = daemon_says(project_dir, "end before joining", timeout=90)
     assert "exit code 127" in text and text.count("end before joining") == 1
     assert read_job(project_dir, job_id).state is S.QUEUED
     assert "PROBLEM: cluster lab: the workers started there end before joining" in \

@@ -122,9 +122,10 @@ def list_checked(registry: Any, as_json: bool, empty: str,
     if as_json:
         print(json.dumps([{**asdict(e), "status": asdict(s) if s else None} for e, s in rows],
                          indent=2))
-    elif not rows:
+        return
+    if not rows:
         print(empty)
-    for entry, status in [] if as_json else rows:
+    for entry, status in rows:
         print(f"{line(entry)} {checked(status, ok)}")
 
 

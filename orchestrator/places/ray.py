@@ -4,8 +4,9 @@ The place starts orch workers as Ray jobs (:class:`~orchestrator.raylink.RayLink
 the entrypoint runs the same worker program as everywhere else, from the same orch
 wheel Colab uses (Ray's runtime environment carries it: ``py_modules``), sized with
 ``entrypoint_num_cpus`` / ``entrypoint_num_gpus``. The workers use the cluster's hub,
-a folder both this machine and every node see at one path; the daemon serves it
-under the place's name (``ray:NAME``). So every guarantee holds as elsewhere: one
+a folder every node sees at one path: shared with this machine too (the daemon serves
+it under the place's name, ``ray:NAME``) or an SSH host's (served by that host's
+place, over SFTP). So every guarantee holds as elsewhere: one
 attempt at a time, leases, resume from checkpoints, models pulled back.
 
 What Ray knows, the place reads (one list request at most every few seconds, never
@@ -27,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..clusters import STARTUP, Cluster, Clusters, ClusterStatus
-from ..config import Project
+from ..config import Project, Settings
 from ..errors import OrchError
 from ..logs import get_logger
 from ..models import WorkerInfo
@@ -36,6 +37,7 @@ from . import Availability, Place
 
 if TYPE_CHECKING:
     from ..hubs.base import Hub
+    from ..identity import Identity
     from ..placement import Server
     from . import Placeable
 
@@ -46,9 +48,8 @@ GIVE_UP = 3  # workers in a row that ended before joining: the cluster has a pro
 
 
 class RayPlace(Place):
-    """One Ray cluster: its hub (a shared folder), its workers (Ray jobs)."""
-
-    brings_hub = True
+    """One Ray cluster: its hub (a shared folder, or an SSH host's), its workers (Ray
+    jobs)."""
 
     def __init__(self, project: Project, cluster: Cluster) -> None:
         self.project = project
@@ -66,9 +67,20 @@ class RayPlace(Place):
         self.never_joined = 0  # workers in a row that ended before joining
         self.wanted: list[bool] = []  # prospective workers the plan chose (gpu or not)
         self._runtime_env: dict[str, object] | None = None
+        self._identity: Identity | None = None
         # a shared folder is this place's own hub; an SSH host's is served by its place
         self.brings_hub = cluster.via_host is None
+        self.hub_name = self.name if self.brings_hub else cluster.hub  # its workers' hub
         self.key_ready = False  # the key is on the SSH host (ssh: hubs)
+
+    @property
+    def identity(self) -> Identity:
+        """The project's id and key (read once: they never change)."""
+        if self._identity is None:
+            from ..identity import load_identity
+
+            self._identity = load_identity(self.project.state_dir)
+        return self._identity
 
     # ---- the hub ------------------------------------------------------------------
 
@@ -78,10 +90,9 @@ class RayPlace(Place):
         and their results come back; only new workers wait for the head."""
         if self._hub is None:
             from ..hubs.folder import FolderHub
-            from ..identity import load_identity
 
             try:
-                write_key(self.cluster, load_identity(self.project.state_dir).key)
+                write_key(self.cluster, self.identity.key)
             except OrchError as exc:
                 self._set_problem(str(exc))
                 return None
@@ -116,15 +127,13 @@ class RayPlace(Place):
         if host_name is None or self.key_ready:
             return
         from ..hosts import Hosts
-        from ..identity import load_identity
         from ..ssh import HostLink
         from .ssh_setup import install
 
         hosts = Hosts(self.project.state_dir)
         link = HostLink(hosts.get(host_name), hosts.known_hosts)
         try:
-            install(link, self.paths()[0].removesuffix("/hub"),
-                    load_identity(self.project.state_dir).key)
+            install(link, self.paths()[0].removesuffix("/hub"), self.identity.key)
         finally:
             link.close()
         self.key_ready = True
@@ -167,20 +176,15 @@ class RayPlace(Place):
 
     # ---- what Ray says --------------------------------------------------------------
 
-    def refresh(self, now: float, force: bool = False) -> None:
+    def refresh(self, now: float) -> None:
         """List this project's worker jobs on the cluster (at most every REFRESH s)."""
-        if (not force and now - self.listed < REFRESH) or self.problem or not self.ready():
+        if now - self.listed < REFRESH or self.problem or not self.ready():
             return
         self.listed = now
         try:
-            self.ray_jobs = self.link.jobs(self._project_id())
+            self.ray_jobs = self.link.jobs(self.identity.project_id)
         except OrchError as exc:
             self._set_problem(str(exc))
-
-    def _project_id(self) -> str:
-        from ..identity import load_identity
-
-        return load_identity(self.project.state_dir).project_id
 
     def ended(self, worker: WorkerInfo) -> str | None:
         """Ray's reason when the worker's Ray job has ended (failed, stopped)."""
@@ -196,7 +200,7 @@ class RayPlace(Place):
 
     def owns(self, worker: WorkerInfo) -> bool:
         return (worker.kind == "ray" and worker.name == self.cluster.name
-                and worker.hub in (self.name, self.cluster.hub))
+                and worker.hub == self.hub_name)
 
     def can_run(self, job: Placeable) -> bool:
         return job.target in ("auto", "remote", self.name)
@@ -231,7 +235,7 @@ class RayPlace(Place):
             worker = WorkerInfo(id=f"{self.cluster.name}-{'gpu' if gpu else 'cpu'}{i} (to start)",
                                 name=self.cluster.name, kind="ray", host=self.cluster.address,
                                 pid=None, gpu=gpu, gpu_name=None, state="idle", job_id=None,
-                                attempt=None, last_seen=now, gone=False, hub=self.name)
+                                attempt=None, last_seen=now, gone=False, hub=self.hub_name)
             out.append(Server(key=worker.id, place=self.name, worker=worker, live=False,
                               device=device_of("ray", gpu, None), ready_in=status.startup,
                               startup=status.startup, remote=True))
@@ -295,9 +299,10 @@ class RayPlace(Place):
         wid = f"{self.cluster.name}-ray-{secrets.token_hex(3)}"
         self._install_key()
         hub, key = self.paths()
-        self.link.submit(wid, worker_command(self.cluster, hub, key, wid, gpu, self.project),
-                         self.runtime_env(), cpus=1.0, gpus=1.0 if gpu else 0.0,
-                         project_id=self._project_id())
+        command = worker_command(self.cluster, hub, key, wid, gpu, self.project.settings,
+                                 self.identity.project_id)
+        self.link.submit(wid, command, self.runtime_env(), cpus=1.0, gpus=1.0 if gpu else 0.0,
+                         project_id=self.identity.project_id)
         self.started[wid] = time.time()
         log.info("started worker %s on Ray cluster %s (Ray job %s)", wid, self.cluster.name,
                  wid)
@@ -361,20 +366,15 @@ def write_key(cluster: Cluster, key: str) -> None:
 
 
 def worker_command(cluster: Cluster, hub: str, key: str, wid: str, gpu: bool,
-                   project: Project) -> str:
+                   settings: Settings, project_id: str) -> str:
     """The Ray job's entrypoint: the worker program, on the cluster's Python, with the
     hub folder and the key file as the nodes see them. A GPU worker uses the GPU Ray
-    gave its job."""
-    settings = project.settings
+    gave its job. Each worker's scratch is a folder of its own in the project's work
+    folder on the node (removed when it exits); the blob cache beside them is shared."""
     args = ["-m", "orchestrator.worker", "--hub", hub, "--kind", "ray",
             "--name", cluster.name, "--id", wid, "--key-file", key,
             "--idle-timeout", str(settings.worker_idle_timeout),
             "--heartbeat", str(settings.heartbeat_interval)]
-    from ..identity import load_identity
-
-    # each worker's scratch is a folder of its own in there, removed when it exits; the
-    # blob cache beside them is shared by the project's workers on the node
-    project_id = load_identity(project.state_dir).project_id
     work = f'--work-dir "${{TMPDIR:-/tmp}}/orch-ray/{project_id}"'
     gpu_args = ' --gpu "${CUDA_VISIBLE_DEVICES%%,*}"' if gpu else ""
     return f"{shlex.quote(cluster.python)} {shlex.join(args)} {work}{gpu_args}"
