@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ..clusters import CLUSTERS_FILE
+from ..hosts import HOSTS_FILE
 from ..models import GpuNeed, WorkerInfo
 
 if TYPE_CHECKING:
@@ -109,8 +111,8 @@ class Place(ABC):
     def start_workers(self, waiting: Mapping[str, int], workers: Sequence[WorkerInfo]) -> None:
         """Start the workers that queued jobs need, if this place starts its own;
         ``waiting`` holds the ``--on`` targets of the queued jobs (with how many wait
-        for each), ``workers`` every
-        worker the daemon knows, gone ones included. Idempotent: called every tick."""
+        for each), ``workers`` every worker the daemon knows, gone ones included.
+        Idempotent: called every tick."""
 
     def stop_workers(self) -> None:
         """Ask the workers this place started to stop (busy ones finish first)."""
@@ -163,7 +165,7 @@ def gpu_allows(job: Placeable, worker: WorkerInfo) -> bool:
     return job.gpu is not GpuNeed.REQUIRED or worker.gpu
 
 
-CONFIG_FILES = ("hosts.json", "clusters.json")  # in .orch/: the configured places
+CONFIG_FILES = (HOSTS_FILE, CLUSTERS_FILE)  # in .orch/: the configured places
 
 
 def project_places(project: Project) -> list[Place]:
