@@ -31,7 +31,7 @@ from .atomic import write_atomic
 from .config import Project, open_project
 from .errors import OrchError, is_disk_full
 from .hubs import open_hub, project_hub
-from .lifecycle import lock_path, pid_path
+from .lifecycle import lock_path, mark_ready, pid_path, ready_path
 from .models import ACTIVE, Job, WorkerInfo
 from .places import CONFIG_FILES, Place, configured_places, project_places
 from .pull import AutoPull
@@ -234,9 +234,13 @@ class Daemon:
         idle_since = time.monotonic()
         log.info("daemon up for %s (pid %d; places: %s)", self.project.root, os.getpid(),
                  ", ".join(p.name for p in self.places))
+        ready = False
         try:
             while not self.stopping:
                 pause = self.safe_step()
+                if not ready:  # the store now knows the hubs' live workers
+                    mark_ready(self.project)
+                    ready = True
                 try:
                     busy = self.busy() or any(p.running() for p in self.places)
                 except sqlite3.OperationalError:
@@ -299,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         daemon.run()
     finally:
         pid_file.unlink(missing_ok=True)
+        ready_path(project).unlink(missing_ok=True)
         os.close(fd)
     return 0
 

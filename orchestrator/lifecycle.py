@@ -5,7 +5,9 @@ without importing the scheduler.
 One daemon per project: it holds an exclusive ``flock`` on ``.orch/daemon.lock``
 for its whole life and writes its pid to ``.orch/daemon.pid`` (atomically, via
 :mod:`orchestrator.atomic`). The lock, not the pid file, is the truth: a daemon killed
-with ``kill -9`` releases the lock with its last breath.
+with ``kill -9`` releases the lock with its last breath. Once its first tick has read
+every hub's heartbeats it writes its pid to ``.orch/daemon.ready`` too: until then the
+store's worker table may not know workers that are alive (:func:`wait_first_scan`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,56 @@ def lock_path(project: Project) -> Path:
 
 def pid_path(project: Project) -> Path:
     return project.state_dir / "daemon.pid"
+
+
+def ready_path(project: Project) -> Path:
+    return project.state_dir / "daemon.ready"
+
+
+def mark_ready(project: Project) -> None:
+    """The daemon: its first tick is done (the store knows the hubs' live workers)."""
+    from .atomic import write_atomic
+
+    write_atomic(ready_path(project), str(os.getpid()))
+
+
+def wait_first_scan(project: Project, started: int | None = None,
+                    timeout: float = 20.0) -> bool:
+    """Wait (at most ``timeout`` s) until the running daemon's first tick is done (or
+    that of ``started``, the pid of a daemon the caller has just started, which may not
+    hold the lock yet); whether it is. True at once when the daemon is up already, or
+    when none runs (nothing more comes by waiting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = running_pid(project)
+        if pid is None and (started is None or not _alive(started)):
+            return True
+        if pid is not None and pid > 0 and _ready_pid(project) == pid:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _ready_pid(project: Project) -> int | None:
+    try:
+        return int(ready_path(project).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a child of ours that exited is reaped)."""
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:  # not our child
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 def running_pid(project: Project) -> int | None:

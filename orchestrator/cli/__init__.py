@@ -69,12 +69,14 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-def ensure_daemon(project: Any) -> None:
+def ensure_daemon(project: Any) -> int | None:
+    """Start the daemon or wake it; the pid of a daemon started now."""
     from ..lifecycle import ensure_running
 
     pid = ensure_running(project)
     if pid:
         err(f"started the orch daemon (pid {pid}); log: {project.logs_dir / 'daemon.log'}")
+    return pid
 
 
 def main() -> None:

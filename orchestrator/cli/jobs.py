@@ -78,8 +78,8 @@ def submit(
         print(snapshot_preview(preview(project, req), project.root))
         return
     jobs = do_submit(project, req)
-    ensure_daemon(project)
-    _warn_if_nothing_can_run(project, jobs)
+    started = ensure_daemon(project)
+    _warn_if_nothing_can_run(project, jobs, started)
     if as_json:
         print(json.dumps({"jobs": [job_json(j) for j in jobs]}, indent=2))
     else:
@@ -92,12 +92,19 @@ def submit(
         raise typer.Exit(_wait(project, [j.id for j in jobs]))
 
 
-def _warn_if_nothing_can_run(project: Any, jobs: list[Job]) -> None:
-    """A job no worker will take unless the user acts: say how to start one."""
+def _warn_if_nothing_can_run(project: Any, jobs: list[Job], started: int | None) -> None:
+    """A job no worker will take unless the user acts: say how to start one. Judged
+    on the workers the store knows; a daemon that has just started may not have read
+    the hubs' heartbeats yet, so before warning, wait for its first tick (``started``:
+    the pid of a daemon this command started; no wait when the daemon is up already)."""
+    from ..lifecycle import wait_first_scan
     from ..places import project_places, unplaceable_warning
 
+    places = project_places(project)
     with open_store(project) as store:
-        warning = unplaceable_warning(project_places(project), jobs[0], store.workers())
+        warning = unplaceable_warning(places, jobs[0], store.workers())
+        if warning and wait_first_scan(project, started):
+            warning = unplaceable_warning(places, jobs[0], store.workers())
     if warning:
         err(warning)
 
