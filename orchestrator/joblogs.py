@@ -37,9 +37,12 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 def tail_text(text: str, lines: int = LOG_TAIL_LINES) -> str:
     """The last ``lines`` non-empty lines; carriage-return progress bars are
-    collapsed to their last state."""
+    collapsed to their last state, and TensorFlow's start-up noise is left out
+    (:mod:`orchestrator.tfnoise`)."""
+    from .tfnoise import is_noise
+
     rows = [r.rsplit("\r", 1)[-1] for r in text[-64 * 1024:].split("\n")]
-    return "\n".join([r for r in rows if r.strip()][-lines:])
+    return "\n".join([r for r in rows if r.strip() and not is_noise(r)][-lines:])
 
 
 def read_log(project: Project, job: Job, attempt: int | None = None,
