@@ -58,6 +58,24 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+#: The float settings that are durations (seconds; written like 30s, 5m, 1h).
+DURATIONS = frozenset(n for n in _FIELDS if n.endswith(("_timeout", "_interval", "_ttl"))
+                      ) | {"colab_startup", "host_retry"}
+FILES = ("pyproject.toml", "orch.toml")  # read in this order: orch.toml wins
+
+
+def _expected(name: str) -> str:
+    """What a value of setting ``name`` looks like, for error messages."""
+    kind = _FIELDS[name].type
+    if kind == "bool":
+        return "true or false"
+    if kind == "int | None":
+        return "a whole number >= 0, or auto"
+    if name in DURATIONS:
+        return "a duration like 30s, 5m or 1h"
+    if kind == "float":
+        return "a number >= 0"
+    return "text"
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -86,7 +104,8 @@ def _coerce(name: str, value: Any) -> Any:
             return seconds
         return str(value)
     except (ValueError, UsageError) as exc:
-        raise UsageError(f"setting {name}: bad value {value!r}") from exc
+        raise UsageError(f"setting {name}: bad value {value!r} (expected "
+                         f"{_expected(name)})") from exc
 
 
 def find_root(start: Path | None = None) -> Path | None:
@@ -122,7 +141,7 @@ def _file_settings(root: Path) -> dict[str, Any]:
     """The raw ``[tool.orch]`` / ``orch.toml`` values. Parsed tables are cached in
     ``.orch/settings-cache.json`` while the files' sizes and mtimes are unchanged:
     importing tomllib costs more than the rest of `orch status`."""
-    found = [root / n for n in ("pyproject.toml", "orch.toml") if (root / n).is_file()]
+    found = [root / n for n in FILES if (root / n).is_file()]
     key = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in found]
     cache = root / STATE_DIR / "settings-cache.json"
     try:
@@ -151,12 +170,43 @@ def load_settings(root: Path, environ: dict[str, str] | None = None) -> Settings
         name = key.replace("-", "_")
         if name not in _FIELDS:
             raise UsageError(f"unknown setting {key!r} in {root} (known: {', '.join(_FIELDS)})")
-        values[name] = _coerce(name, value)
+        try:
+            values[name] = _coerce(name, value)
+        except UsageError as exc:
+            raise UsageError(f"{root / _file_of(root, key)}: {exc}") from None
     for name in _FIELDS:
-        raw = env.get("ORCH_" + name.upper())
+        var = "ORCH_" + name.upper()
+        raw = env.get(var)
         if raw is not None:
-            values[name] = _coerce(name, raw)
+            try:
+                values[name] = _coerce(name, raw)
+            except UsageError as exc:
+                raise UsageError(f"${var}: {exc}") from None
     return Settings(**values)
+
+
+def _file_of(root: Path, key: str) -> str:
+    """The config file that sets ``key`` (the last of FILES that does)."""
+    found = [n for n in FILES if (root / n).is_file() and key in _read_tables(root, [root / n])]
+    return found[-1] if found else FILES[-1]
+
+
+def setting_origins(root: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Where each setting's effective value comes from, as :func:`load_settings` reads
+    it: ``env ORCH_NAME``, ``orch.toml``, ``pyproject.toml`` (its ``[tool.orch]``), or
+    ``default``. (orch has no per-user settings file, and no command line sets these.)
+    Reads the files again: for `orch config`, not for hot paths."""
+    env = os.environ if environ is None else environ
+    origins = dict.fromkeys(_FIELDS, "default")
+    for name in FILES:
+        if (root / name).is_file():
+            for key in _read_tables(root, [root / name]):
+                if key.replace("-", "_") in origins:
+                    origins[key.replace("-", "_")] = name
+    for field in _FIELDS:
+        if "ORCH_" + field.upper() in env:
+            origins[field] = "env ORCH_" + field.upper()
+    return origins
 
 
 @dataclass(frozen=True)

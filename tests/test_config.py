@@ -4,6 +4,7 @@ validation."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import stat
 from pathlib import Path
@@ -309,3 +310,78 @@ def test_settings_cache_follows_edits_of_the_config_file(tmp_path: Path) -> None
     toml.write_text("local_slots = 3\nbogus = 1\n")
     with pytest.raises(UsageError):
         load_settings(root, environ={})
+
+
+# ---- `orch config`: effective values and where they came from (real CLI) ---------------
+
+
+def config_table(root: Path, env: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """`orch config` as {setting: (value as shown, source)}."""
+    from .conftest import run_orch
+
+    out = run_orch(root, "config", env=env, check=True).stdout.splitlines()
+    header = next(i for i, line in enumerate(out) if line.startswith("setting "))
+    value_at, from_at = out[header].index("value"), out[header].index("from")
+    return {line[:value_at].strip(): (line[value_at:from_at].strip(), line[from_at:].strip())
+            for line in out[header + 1:]}
+
+
+def test_config_shows_values_and_their_sources(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.orch]\nauto_pull = false\nlease_ttl = 3\noutputs_dir = "out"\n')
+    (tmp_path / "orch.toml").write_text('lease_ttl = "45s"\nhub = "drive"\n')
+    table = config_table(tmp_path, env={"ORCH_TICK_INTERVAL": "0.2"})
+    assert set(table) == {f.name for f in dataclasses.fields(Settings)}
+    assert table["lease_ttl"] == ("45s", "orch.toml")  # orch.toml wins over pyproject
+    assert table["auto_pull"] == ("false", "pyproject.toml")
+    assert table["outputs_dir"] == ("out", "pyproject.toml")
+    assert table["hub"] == (f"drive (drive:orch-hub/{tmp_path.name})", "orch.toml")
+    assert table["tick_interval"] == ("0.2s", "env ORCH_TICK_INTERVAL")
+    assert table["daemon_idle_timeout"] == ("5m", "default")
+    assert table["remote_lease_ttl"] == ("2m", "default")
+    assert table["unreachable_lease_ttl"] == ("1h", "default")
+    assert table["drive_credentials"] == (".orch/drive-credentials.json", "default")
+    assert table["drive_shared_drive"] == ("(none)", "default")
+    assert table["colab_workers"] == ("(none)", "default")
+    assert table["gpu_jobs"] == ("4", "default")
+    assert table["upload_rate"] == ("5 MB/s", "default")
+    assert table["gpus"][0].startswith("auto (detected: ")
+    assert table["local_slots"][0].startswith("auto: ")
+    for value, _ in table.values():  # no Python reprs
+        assert value not in ("None", "''", "") and not value.startswith("'"), table
+
+
+def test_config_json_keeps_machine_values_with_sources(tmp_path: Path) -> None:
+    from .conftest import run_orch
+
+    (tmp_path / "orch.toml").write_text('lease_ttl = "2m"\ngpus = "none"\n')
+    out = run_orch(tmp_path, "config", "--json", env={"ORCH_LOCAL_SLOTS": "2"},
+                   check=True).stdout
+    doc = json.loads(out)
+    assert doc["project"] == str(tmp_path.resolve())
+    settings = doc["settings"]
+    assert settings["lease_ttl"] == {"value": 120.0, "source": "orch.toml"}
+    assert settings["gpus"] == {"value": "none", "source": "orch.toml"}
+    assert settings["local_slots"] == {"value": 2, "source": "env ORCH_LOCAL_SLOTS"}
+    assert settings["gpu_jobs"] == {"value": None, "source": "default"}
+    assert settings["hub"] == {"value": "", "source": "default"}
+
+
+@pytest.mark.parametrize(("file", "text", "env", "names"), [
+    ("orch.toml", 'lease_ttl = "soon"\n', {}, ("orch.toml", "lease_ttl", "'soon'", "30s")),
+    ("pyproject.toml", "[tool.orch]\nauto_pull = 2\n", {},
+     ("pyproject.toml", "auto_pull", "true or false")),
+    ("orch.toml", "", {"ORCH_LOCAL_SLOTS": "two"},
+     ("$ORCH_LOCAL_SLOTS", "local_slots", "'two'", "auto")),
+])
+def test_a_bad_value_is_one_clear_line(tmp_path: Path, file: str, text: str,
+                                       env: dict[str, str], names: tuple[str, ...]) -> None:
+    from .conftest import run_orch
+
+    (tmp_path / file).write_text(text)
+    proc = run_orch(tmp_path, "config", env=env)
+    assert proc.returncode != 0 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("orch: error: "), proc.stderr
+    for name in names:
+        assert name in lines[0]

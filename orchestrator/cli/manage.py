@@ -228,14 +228,18 @@ def worker(ctx: typer.Context) -> None:
 
 
 @app.command()
-def config() -> None:
-    """Print the project's effective settings (files plus ORCH_* overrides)."""
-    import dataclasses
-
+def config(
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Machine values (seconds, null for auto) with their sources.")]
+    = False,
+) -> None:
+    """Print the project's effective settings: each value (durations like 5m, auto
+    with what it found) and where it came from: default, orch.toml, pyproject.toml
+    ([tool.orch]) or an ORCH_<NAME> environment variable (which wins)."""
     from ..config import Project, find_root, load_settings
+    from ..config_view import render_json, render_text, setting_rows
 
     root = find_root() or Path.cwd().resolve()
     project = Project(root, load_settings(root))
-    print(f"project  {project.root}")
-    for f in dataclasses.fields(project.settings):
-        print(f"{f.name:20s} {getattr(project.settings, f.name)!r}")
+    rows = setting_rows(project)
+    print(render_json(project, rows) if as_json else render_text(project, rows))
