@@ -128,7 +128,7 @@ def store(project: Project) -> Iterator[Store]:
 
 def orch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for orch subprocesses: no ORCH_* settings, orch importable."""
-    from tests.fakedrive.project import clean_env
+    from tests.drive_project import clean_env
 
     return clean_env(extra)
 
@@ -212,7 +212,7 @@ def fake_drive() -> Any:
     if _FAKE_DRIVE is None:
         import atexit
 
-        from tests.fakedrive import FakeDrive
+        from orchestrator.sandbox.drive import FakeDrive
 
         _FAKE_DRIVE = FakeDrive()
         atexit.register(_FAKE_DRIVE.stop)
@@ -241,7 +241,7 @@ print("trained", os.environ["ORCH_JOB_ID"], "attempt", os.environ["ORCH_ATTEMPT"
 def drive_project(root: Path, fake: Any, lease: float = 30.0) -> Any:
     """A project whose remote hub is a folder on the local Drive server, with fast
     timings and ``save.py`` (sleeps argv[1] seconds, writes model.bin)."""
-    from tests.fakedrive.project import DriveProject
+    from tests.drive_project import DriveProject
 
     p = DriveProject(root, fake, f"orch-hub/{root.parent.name}", FAST_SETTINGS + (
         f"remote_lease_ttl = {lease}\ndrive_poll_interval = 0.3\n"))
