@@ -386,3 +386,30 @@ def ray_project(project: Project, ray_cluster: Any, tmp_path: Path) -> Iterator[
     kill_processes_of(tmp_path / "shared")
     wait_for(lambda: ray_cluster.free_cpus() >= ray_cluster.cpus, timeout=60,
              message="the cluster's CPUs free again")
+
+
+# ---- orch's sandbox (`orch sandbox`: a detached local Drive server, stand-in Colab) ----
+
+
+def needs_nbclient() -> None:
+    """Skip unless nbclient and ipykernel are installed; under CI, fail instead (CI
+    installs the test extra, which has them)."""
+    import importlib.util
+
+    missing = [m for m in ("nbclient", "ipykernel", "nbformat")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        reason = f"needs {', '.join(missing)}: pip install 'orch[sandbox]'"
+        if under_ci():
+            pytest.fail(f"{reason}: missing under CI")
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def sandbox_dir(tmp_path: Path) -> Iterator[Path]:
+    """A state folder for `orch sandbox --dir`; whatever runs there is stopped at
+    teardown (through the CLI, then any process still naming the folder is killed)."""
+    folder = tmp_path / "sandbox"
+    yield folder
+    run_orch(tmp_path, "sandbox", "down", "--dir", str(folder), timeout=60)
+    kill_processes_of(folder)
