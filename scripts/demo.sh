@@ -40,9 +40,9 @@ trap cleanup EXIT
 
 echo
 echo "== starting the sandbox (no Google account)"
-orch sandbox up | head -n 2
+orch sandbox up
 cd "$demo"
-orch sandbox use --colab-workers 2 --colab-startup 15s | head -n 1
+orch sandbox use --colab-workers 2 --colab-startup 15s
 
 echo
 echo "== queueing three training jobs with no --on: placement picks local or Colab"
@@ -72,15 +72,17 @@ orch pull --verify "$digits" "$sentiment" "$forecast" "$houses"
 
 echo
 echo "== where each model trained and landed"
-orch status --json | python -c '
+summary=$(cat <<'PY'
 import json, sys
 for j in json.load(sys.stdin)["jobs"]:
     worker = j["worker"] or "-"
-    where = ("this machine (local slot)" if worker.startswith("local") else
+    where = ("this machine (the local slot)" if worker.startswith("local") else
              f"a stand-in Colab session (worker {worker})")
     print(f"  {j['name']:<10} {j['state']:<7} trained on {where}")
-    print(f"  {'':<10} {'':<7} landed in {', '.join(j['pulled_to']) or '-'}")
-'
+    print(f"  {'':<18} landed in {', '.join(j['pulled_to']) or '-'}")
+PY
+)
+orch status --json | python -c "$summary"
 ls -l mymodel.h5
 
 echo

@@ -74,6 +74,7 @@ def sandbox_use(
 
     startup = parse_duration(colab_startup, "--colab-startup") if colab_startup else None
     box = _box(folder)
+    box.require()  # before the project gets its .orch/
     project = project_here(create=True)
     values = use(project, box, colab_workers, startup)
     print(f"{project.root} now uses the sandbox at {values['drive_url']}:")
@@ -94,10 +95,14 @@ def sandbox_status(folder: DirOption = None) -> None:
         print(f"the sandbox is not running (state folder {box.folder})")
     else:
         print(f"Drive server: {server.url} (pid {server.pid}); state folder {box.folder}")
-    for s in box.sessions():
-        state = "running" if s.live else ("new" if s.state == "new" else "stopped")
-        print(f"Colab stand-in session {s.name}: {state}"
-              + (f" (kernel pid {s.kernel_pid})" if s.live and s.kernel_pid else ""))
+    sessions = box.sessions()
+    for s in sessions:
+        if s.live or s.state == "new":
+            print(f"Colab stand-in session {s.name}: {'running' if s.live else 'new'}"
+                  + (f" (kernel pid {s.kernel_pid})" if s.live and s.kernel_pid else ""))
+    ended = sum(1 for s in sessions if not s.live and s.state != "new")
+    if ended:
+        print(f"{ended} ended Colab stand-in session(s) (folders in {box.sessions_dir})")
 
 
 @sandbox_app.command("down")

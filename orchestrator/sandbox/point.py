@@ -30,7 +30,6 @@ from ..errors import NotConfiguredError
 from .box import Sandbox, Server
 
 CREDENTIALS = ".orch/sandbox-drive-credentials.json"
-KEYS = ("hub", "drive_url", "drive_credentials", "colab_cli", "colab_workers", "colab_startup")
 
 
 def colab_cli_command(box: Sandbox) -> str:
