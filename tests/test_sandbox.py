@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from orchestrator.models import JobState
 from orchestrator.store import Store
 
@@ -178,3 +180,45 @@ def test_the_stand_in_google_package_is_not_importable(tmp_path: Path) -> None:
     assert out.stdout.strip() == "True"
     assert os.path.isfile(Path(__file__).parent.parent / "orchestrator" / "sandbox" /
                           "standin" / "google" / "colab" / "userdata.py")
+
+
+def test_stand_in_colab_cli_refuses_in_one_line(tmp_path: Path, sandbox_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    from .conftest import orch_env
+
+    def colab(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "orchestrator.sandbox.colab_cli",
+                               "--dir", str(sandbox_dir), *args], env=orch_env(),
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    down = colab("new", "-s", "one")
+    assert down.returncode == 1 and "orch sandbox up" in down.stderr
+    assert down.stderr.count("\n") == 1
+    run_orch(tmp_path, "sandbox", "up", "--dir", str(sandbox_dir), check=True)
+    nb = tmp_path / "nb.ipynb"
+    nb.write_text("{}")
+    missing = colab("exec", "-s", "nope", "-f", str(nb))
+    assert missing.returncode == 1 and "run `new -s nope` first" in missing.stderr
+    made = colab("new", "-s", "one", "--gpu", "T4")
+    assert made.returncode == 0 and "stand-in Colab session one" in made.stdout
+    assert json.loads((sandbox_dir / "sessions" / "one" / "session.json").read_text())[
+        "gpu"] == "T4"
+    assert colab("stop", "-s", "one").returncode == 0
+    assert colab("stop", "-s", "other").returncode == 1
+
+
+def test_the_drive_endpoint_setting_and_the_environment(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    from orchestrator.config import Project, load_settings
+
+    (tmp_path / "orch.toml").write_text('drive_url = "http://127.0.0.1:9/"\n')
+    monkeypatch.delenv("ORCH_DRIVE_ROOT_URL", raising=False)
+    project = Project(tmp_path, load_settings(tmp_path, environ={}))
+    assert project.drive_url == "http://127.0.0.1:9/"
+    monkeypatch.setenv("ORCH_DRIVE_ROOT_URL", "http://127.0.0.1:10/")
+    assert project.drive_url == "http://127.0.0.1:10/"  # the environment wins
+    assert Project(tmp_path, load_settings(tmp_path / "none", environ={})).drive_url == \
+        "http://127.0.0.1:10/"
