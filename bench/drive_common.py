@@ -1,5 +1,5 @@
 """Helpers shared by the Drive benchmarks (bench/drive_*.py): a project whose
-remote hub is a folder on the local fake Drive v3 server (tests/fakedrive), the
+remote hub is a folder on the local fake Drive v3 server (orchestrator/sandbox/drive), the
 real CLI and daemon, real worker processes, and a counting relay that tells one
 client's requests from the others'.
 
@@ -21,8 +21,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fakedrive import route_label
-from tests.fakedrive.project import DRIVE_ENV, DriveProject
+from orchestrator.sandbox.drive import route_label
+from tests.drive_project import DRIVE_ENV, DriveProject
 
 __all__ = ["DRIVE_ENV", "CountingRelay", "DriveProject", "mb", "median", "minus",
            "print_routes", "wait_for"]

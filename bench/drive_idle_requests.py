@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=65.0,
                         help="seconds to wait after the daemon connects (hub settle is 60 s)")
     args = parser.parse_args()
-    from tests.fakedrive import FakeDrive
+    from orchestrator.sandbox.drive import FakeDrive
 
     compile_package()
     fake = FakeDrive()

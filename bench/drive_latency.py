@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    from tests.fakedrive import FakeDrive
+    from orchestrator.sandbox.drive import FakeDrive
 
     compile_package()
     rng = random.Random(args.seed)

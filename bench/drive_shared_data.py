@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=float, default=20.0, help="size of the shared data file")
     args = parser.parse_args()
-    from tests.fakedrive import FakeDrive
+    from orchestrator.sandbox.drive import FakeDrive
 
     compile_package()
     fake = FakeDrive()

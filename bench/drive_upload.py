@@ -85,7 +85,7 @@ def main() -> None:
                              " '' for none)")
     args = parser.parse_args()
     from orchestrator.hubs.drive import DriveHub
-    from tests.fakedrive import FakeDrive
+    from orchestrator.sandbox.drive import FakeDrive
 
     fake = FakeDrive()
     size = int(args.mb * MiB)

@@ -41,6 +41,7 @@ class Settings:
     drive_credentials: str = ""  # "" → .orch/drive-credentials.json (written by `orch auth`)
     drive_shared_drive: str = ""  # a Shared Drive id to keep the hub in
     drive_poll_interval: float = 2.0  # how stale a Drive hub's view may get
+    drive_url: str = ""  # the Drive API endpoint ("" = Google's; `orch sandbox use` sets it)
     heartbeat_interval: float = 1.0
     lease_ttl: float = 20.0  # a local worker silent this long loses its job
     remote_lease_ttl: float = 120.0  # the same for workers on a remote hub (Drive lags)
@@ -52,6 +53,7 @@ class Settings:
     colab_workers: int | None = None  # Colab sessions orch may launch itself (None: none)
     colab_gpu: str = "T4"  # the GPU those sessions ask for
     colab_startup: float = 180.0  # how long a launched Colab session takes to join
+    colab_cli: str = "colab"  # the command (or path) of Google's colab CLI that launches them
     host_min_free_mb: float = 1024.0  # an SSH host with less free disk takes no work
     host_retry: float = 30.0  # seconds between tries to reach an SSH host or Ray head
     unreachable_lease_ttl: float = 3600.0  # a worker on a hub out of reach keeps its jobs
@@ -248,6 +250,12 @@ class Project:
         if hub in ("drive", "drive:"):
             return f"drive:orch-hub/{self.root.name}"
         return hub
+
+    @property
+    def drive_url(self) -> str | None:
+        """The Drive endpoint: $ORCH_DRIVE_ROOT_URL, else the ``drive_url`` setting,
+        else None (Google's)."""
+        return os.environ.get("ORCH_DRIVE_ROOT_URL") or self.settings.drive_url or None
 
     @property
     def drive_credentials(self) -> Path:

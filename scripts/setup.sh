@@ -48,6 +48,23 @@ if [ ! -x .venv/bin/python ]; then
   echo "orch setup: creating .venv with $("$python" --version)"
   "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-echo "orch setup: installing orch[$extras] (TensorFlow takes a minute the first time)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
+# pip's own output goes to .venv/setup.log; one line per step here, pip's last lines
+# only when a step fails
+log=.venv/setup.log
+: >"$log"
+step() {  # step "what it does" command...
+  local what="$1" started=$SECONDS
+  shift
+  printf 'orch setup: %s ... ' "$what"
+  if "$@" >>"$log" 2>&1; then
+    echo "done ($((SECONDS - started)) s)"
+  else
+    echo "FAILED"
+    echo "orch setup: the last lines of $log:" >&2
+    tail -n 25 "$log" >&2
+    exit 1
+  fi
+}
+step "updating pip" .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip
+step "installing orch[$extras] (TensorFlow takes a minute the first time)" \
+  .venv/bin/python -m pip install --disable-pip-version-check -e ".[$extras]"

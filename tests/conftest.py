@@ -128,7 +128,7 @@ def store(project: Project) -> Iterator[Store]:
 
 def orch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for orch subprocesses: no ORCH_* settings, orch importable."""
-    from tests.fakedrive.project import clean_env
+    from tests.drive_project import clean_env
 
     return clean_env(extra)
 
@@ -212,7 +212,7 @@ def fake_drive() -> Any:
     if _FAKE_DRIVE is None:
         import atexit
 
-        from tests.fakedrive import FakeDrive
+        from orchestrator.sandbox.drive import FakeDrive
 
         _FAKE_DRIVE = FakeDrive()
         atexit.register(_FAKE_DRIVE.stop)
@@ -241,7 +241,7 @@ print("trained", os.environ["ORCH_JOB_ID"], "attempt", os.environ["ORCH_ATTEMPT"
 def drive_project(root: Path, fake: Any, lease: float = 30.0) -> Any:
     """A project whose remote hub is a folder on the local Drive server, with fast
     timings and ``save.py`` (sleeps argv[1] seconds, writes model.bin)."""
-    from tests.fakedrive.project import DriveProject
+    from tests.drive_project import DriveProject
 
     p = DriveProject(root, fake, f"orch-hub/{root.parent.name}", FAST_SETTINGS + (
         f"remote_lease_ttl = {lease}\ndrive_poll_interval = 0.3\n"))
@@ -386,3 +386,30 @@ def ray_project(project: Project, ray_cluster: Any, tmp_path: Path) -> Iterator[
     kill_processes_of(tmp_path / "shared")
     wait_for(lambda: ray_cluster.free_cpus() >= ray_cluster.cpus, timeout=60,
              message="the cluster's CPUs free again")
+
+
+# ---- orch's sandbox (`orch sandbox`: a detached local Drive server, stand-in Colab) ----
+
+
+def needs_nbclient() -> None:
+    """Skip unless nbclient and ipykernel are installed; under CI, fail instead (CI
+    installs the test extra, which has them)."""
+    import importlib.util
+
+    missing = [m for m in ("nbclient", "ipykernel", "nbformat")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        reason = f"needs {', '.join(missing)}: pip install 'orch[sandbox]'"
+        if under_ci():
+            pytest.fail(f"{reason}: missing under CI")
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def sandbox_dir(tmp_path: Path) -> Iterator[Path]:
+    """A state folder for `orch sandbox --dir`; whatever runs there is stopped at
+    teardown (through the CLI, then any process still naming the folder is killed)."""
+    folder = tmp_path / "sandbox"
+    yield folder
+    run_orch(tmp_path, "sandbox", "down", "--dir", str(folder), timeout=60)
+    kill_processes_of(folder)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator.models import JobState
-from tests.fakedrive.project import DriveProject
+from tests.drive_project import DriveProject
 
 from .conftest import REPO, drive_project, read_job, wait_for
 
@@ -21,7 +21,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 S = JobState
-STANDIN = Path(__file__).parent / "colab_standin"
+STANDIN = REPO / "orchestrator" / "sandbox" / "standin"
 
 
 def colab_kernel_env(monkeypatch: pytest.MonkeyPatch, fake: Any, tmp_path: Path,
@@ -35,11 +35,11 @@ def colab_kernel_env(monkeypatch: pytest.MonkeyPatch, fake: Any, tmp_path: Path,
         "type": "authorized_user", "client_id": creds.client_id,
         "client_secret": creds.client_secret, "refresh_token": creds.refresh_token,
         "token": fake.issue_token(ttl=24 * 3600), "expiry": "2099-01-01T00:00:00Z"}))
-    monkeypatch.setenv("ORCH_TEST_ADC", str(adc))
+    monkeypatch.setenv("ORCH_SANDBOX_ADC", str(adc))
     from orchestrator.identity import load_identity
 
     # the project's key, as the Colab secret ORCH_HUB_KEY the user added
-    monkeypatch.setenv("ORCH_TEST_SECRET_ORCH_HUB_KEY",
+    monkeypatch.setenv("ORCH_SANDBOX_SECRET_ORCH_HUB_KEY",
                        load_identity(project_dir / ".orch").key)
     monkeypatch.setenv("ORCH_DRIVE_ROOT_URL", fake.url)
     monkeypatch.setenv("ORCH_NOTEBOOK_PIP_TARGET", str(tmp_path / "site"))
@@ -294,7 +294,7 @@ def test_install_cell_reads_every_duplicate_of_a_folder(project_dir: Path, drive
 
     from orchestrator.hubs.drive.api import build_service
     from orchestrator.places.colab_cells import install_orch
-    from tests.fakedrive.project import DriveProject
+    from tests.drive_project import DriveProject
 
     p = DriveProject(project_dir, drive, f"orch-hub/o'brien {tmp_path.name}")
     link = p.orch("colab", check=True).stdout.strip()

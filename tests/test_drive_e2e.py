@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.models import JobState
 from orchestrator.store import Store
-from tests.fakedrive.project import DriveProject
+from tests.drive_project import DriveProject
 
 from .conftest import drive_project, kill_processes_of, process_alive, read_job, wait_for
 

@@ -3,7 +3,7 @@ in the environment an orch worker gives them, and leave models that load.
 
 Each script runs once, as a subprocess with ``ORCH_OUTPUT_DIR``,
 ``ORCH_RUN_DIR`` and ``ORCH_CHECKPOINT_DIR`` set (what the worker sets); the
-tests then read what it left behind. About 30-40 s in all on two CPU cores.
+tests then read what it left behind. About 40-50 s in all on two CPU cores.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ EXAMPLES = {
                 r"^val_accuracy=\d\.\d{4}$", 3),
         Example("time_series", "time_series.h5", "val_mae",
                 r"^val_mae=\d+\.\d{4} naive_mae=\d+\.\d{4} ", 1),
+        Example("regression", "regression.h5", "val_mae",
+                r"^val_mae=\d+\.\d{4} mean_mae=\d+\.\d{4} ", 1),
     )
 }
 
@@ -136,6 +138,7 @@ def test_model_file_loads_and_predicts(run: Run) -> None:
         # string inputs go in as tensors: Keras 3 rejects NumPy object arrays
         "text_classification": tf.constant([["the food was great"], ["it broke"]]),
         "time_series": np.linspace(40, 60, 2 * 20, dtype="float32").reshape(2, 20),
+        "regression": np.array([[120, 4, 30, 5, 1, 2, 7, 0]] * 2, "float32"),
     }[run.example.name]
     out = model.predict(batch, verbose=0)
     assert out.shape == (2, run.example.outputs)

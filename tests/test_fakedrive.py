@@ -1,4 +1,4 @@
-"""The fake Drive v3 server (tests/fakedrive), driven only through the real
+"""The fake Drive v3 server (orchestrator/sandbox/drive), driven only through the real
 google-api-python-client built by ``orchestrator.hubs.drive.api.build_service``
 (and, for the upload protocol's raw steps, that client's own HTTP object)."""
 
@@ -26,9 +26,9 @@ from oauth2client.client import (
 )
 
 from orchestrator.hubs.drive.api import build_service
+from orchestrator.sandbox.drive import FOLDER_MIME, ROOT_ID, FakeDrive
 
 from .conftest import REPO, wait_for
-from .fakedrive import FOLDER_MIME, ROOT_ID, FakeDrive
 
 CHUNK = 256 * 1024
 
@@ -647,7 +647,7 @@ def test_concurrent_clients(fake: FakeDrive) -> None:
 
 
 def test_standalone_server_subprocess() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakedrive", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.sandbox.drive", "--port", "0"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

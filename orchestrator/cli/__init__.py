@@ -161,4 +161,4 @@ def refuse_if_held(target: str, what: str) -> None:
                          "cancel them (`orch cancel`), or remove it anyway with --force")
 
 
-from . import clusters, hosts, jobs, manage  # noqa: E402,F401 - importing them registers their commands
+from . import clusters, hosts, jobs, manage, sandbox  # noqa: E402,F401 - importing them registers their commands

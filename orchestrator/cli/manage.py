@@ -135,7 +135,7 @@ def auth_status() -> None:
     from ..hubs.drive.auth import load_credentials, whoami
 
     project = project_here()
-    who = whoami(load_credentials(project.drive_credentials))
+    who = whoami(load_credentials(project.drive_credentials), project.drive_url)
     print(f"signed in as {who['email'] or who['name']} ({who['kind']})")
     print(f"scope: {who['scope']}")
     print(f"credentials: {project.drive_credentials}")

@@ -21,10 +21,10 @@ if TYPE_CHECKING:
 
 
 def open_hub(url: str, credentials: Path | None = None, shared_drive: str | None = None,
-             staleness: float = 2.0) -> Hub:
+             staleness: float = 2.0, api_url: str | None = None) -> Hub:
     """``/path`` or ``folder:/path`` → FolderHub; ``drive:FOLDER`` → DriveHub (signed
-    in with ``credentials``, else $ORCH_DRIVE_CREDENTIALS; the endpoint from
-    $ORCH_DRIVE_ROOT_URL if set). SSH hosts' hubs come from :func:`project_hub`."""
+    in with ``credentials``, else $ORCH_DRIVE_CREDENTIALS; the endpoint ``api_url``,
+    else $ORCH_DRIVE_ROOT_URL if set). SSH hosts' hubs come from :func:`project_hub`."""
     from .folder import FolderHub
 
     if not url:
@@ -44,7 +44,8 @@ def open_hub(url: str, credentials: Path | None = None, shared_drive: str | None
             raise UsageError(f"{url}: no Drive credentials: run `orch auth`, or pass "
                              f"--credentials / set {CREDENTIALS_ENV}")
         return DriveHub(rest, credentials=load_credentials(path),
-                        shared_drive=shared_drive or None, staleness=staleness)
+                        shared_drive=shared_drive or None, staleness=staleness,
+                        api_url=api_url)
     if sep and scheme in ("sftp", "ssh"):
         raise NotConfiguredError(f"{url}: a worker on an SSH host uses the hub folder there "
                                  "(--hub PATH); the daemon reaches it over SFTP once the "
@@ -61,7 +62,8 @@ def project_hub(project: Project, name: str) -> Hub:
     if name == "remote" and project.settings.hub:
         return open_hub(project.remote_hub_url, credentials=project.drive_credentials,
                         shared_drive=project.settings.drive_shared_drive,
-                        staleness=project.settings.drive_poll_interval)
+                        staleness=project.settings.drive_poll_interval,
+                        api_url=project.drive_url)
     if name.startswith("ssh:"):
         from ..hosts import Hosts
         from ..places.ssh import open_host_hub

@@ -185,4 +185,4 @@ def launch_session(project: Project, gpu: str | None, published: Published | Non
     write_atomic(local, render(dataclasses.replace(
         published.settings, hub_key=load_identity(project.state_dir).key)), mode=0o600)
     return launch(local, f"orch-{project.root.name}-{secrets.token_hex(3)}", gpu,
-                  project.logs_dir / "colab-launch.log")
+                  project.logs_dir / "colab-launch.log", project.settings.colab_cli)

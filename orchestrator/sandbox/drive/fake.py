@@ -117,7 +117,7 @@ class FakeDrive:
         return self
 
     def serve_forever(self) -> None:
-        """Serve in the calling thread (the standalone ``python -m tests.fakedrive``)."""
+        """Serve in the calling thread (the standalone ``python -m orchestrator.sandbox.drive``)."""
         self._server.serve_forever(poll_interval=0.2)
 
     def stop(self) -> None:

@@ -1,7 +1,7 @@
 """A local fake of the Google Drive v3 REST API for tests, with injectable faults.
 
 The real google-api-python-client talks to it (``build_service(url=fake.url)``).
-See :class:`FakeDrive` for the in-process API, ``python -m tests.fakedrive`` for
+See :class:`FakeDrive` for the in-process API, ``python -m orchestrator.sandbox.drive`` for
 a standalone server, and the modules: ``server`` (HTTP), ``state`` (files,
 changes, sessions), ``query`` (the ``q`` language), ``fields`` (``fields``
 selections), ``uploads`` (wire formats), ``auth`` (tokens), ``faults``.

@@ -1,6 +1,6 @@
 """Stand-in for ``google.colab.userdata`` (Colab's secrets): ``get(NAME)`` returns
-the secret the test put in $ORCH_TEST_SECRET_<NAME>; an absent one raises, as Colab's
-does."""
+the secret in $ORCH_SANDBOX_SECRET_<NAME> (put there by the sandbox's colab stand-in
+from ``orch sandbox use``, or by a test); an absent one raises, as Colab's does."""
 
 import os
 
@@ -10,7 +10,7 @@ class SecretNotFoundError(Exception):
 
 
 def get(name: str) -> str:
-    value = os.environ.get(f"ORCH_TEST_SECRET_{name}")
+    value = os.environ.get(f"ORCH_SANDBOX_SECRET_{name}")
     if value is None:
         raise SecretNotFoundError(name)
     return value

@@ -1,4 +1,4 @@
-"""Standalone fake Drive: ``python -m tests.fakedrive --port 8765``.
+"""Standalone fake Drive: ``python -m orchestrator.sandbox.drive --port 8765``.
 
 Prints the root URL (give it to ``build_service(url=...)`` or
 ``ORCH_DRIVE_ROOT_URL``) on the first line of stdout and serves until Ctrl-C or
@@ -19,7 +19,7 @@ from .fake import FakeDrive
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.fakedrive", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m orchestrator.sandbox.drive", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .fake import FakeDrive
+from orchestrator.sandbox.drive import FakeDrive
 
-REPO = Path(__file__).resolve().parent.parent.parent
+REPO = Path(__file__).resolve().parent.parent
 DRIVE_ENV = "ORCH_DRIVE_ROOT_URL"
 
 

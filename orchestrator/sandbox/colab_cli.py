@@ -1,0 +1,194 @@
+"""A STAND-IN for Google's `colab` CLI: the "Colab runtime" is a local Jupyter kernel.
+
+``python -m orchestrator.sandbox.colab_cli [--dir SANDBOX] COMMAND`` answers the
+three commands orch's Colab place uses (:mod:`orchestrator.places.colab_launch`):
+
+- ``new -s NAME [--gpu G]``: make a session folder in the sandbox (no GPU is given:
+  the kernel gets whatever this machine has);
+- ``exec -s NAME -f NOTEBOOK``: execute the real notebook, cell by cell, with
+  nbclient on a local kernel whose environment is what a Colab kernel would give it
+  for the sandbox: a stand-in ``google.colab`` (sign-in hands over Application
+  Default Credentials for the local Drive server; the secrets are those of
+  ``orch sandbox use``), ``ORCH_DRIVE_ROOT_URL`` set to the local server, and its
+  own pip target and ``WORK_DIR`` inside the session folder. Runs until the
+  notebook ends (the worker idles out) or the session is stopped;
+- ``stop -s NAME``: stop the session's kernel (its worker and job) and its ``exec``.
+
+``list`` prints the sessions. Nothing here talks to Google. ``orch sandbox use``
+sets the ``colab_cli`` setting to this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .box import Sandbox, Session
+
+STANDIN = Path(__file__).resolve().parent / "standin"  # holds google/colab/
+
+
+def kernel_env(box: Sandbox, folder: Path, url: str) -> dict[str, str]:
+    """The environment of a session's kernel: this one without ORCH_* settings and
+    Google credentials, plus what a Colab kernel would have for the sandbox."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ORCH_") and k != "GOOGLE_APPLICATION_CREDENTIALS"}
+    site = folder / "site"
+    env.update({
+        "ORCH_SANDBOX_ADC": str(folder / "adc.json"),
+        "ORCH_DRIVE_ROOT_URL": url,
+        "ORCH_NOTEBOOK_PIP_TARGET": str(site),
+        # Colab's own packages (here: google.colab) and its site-packages (here: the
+        # session's pip target, where the notebook installs orch) for the kernel and
+        # the jobs it starts
+        "PYTHONPATH": os.pathsep.join([str(STANDIN), str(site)]),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    })
+    env.update({f"ORCH_SANDBOX_SECRET_{k}": v for k, v in box.secrets().items()})
+    return env
+
+
+def write_adc(box: Sandbox, path: Path) -> None:
+    """An ``authorized_user`` ADC file for the local server with a ready token:
+    google-auth would refresh such a file at Google's endpoint, so the token is
+    handed over ready, as Colab's sign-in does."""
+    from ..atomic import write_atomic
+
+    write_atomic(path, json.dumps({
+        "type": "authorized_user", "client_id": "sandbox-client.apps.googleusercontent.com",
+        "client_secret": "sandbox-secret", "refresh_token": "1//sandbox-refresh",
+        "token": box.token(ttl=24 * 3600), "expiry": "2099-01-01T00:00:00Z"}), mode=0o600)
+
+
+def set_param(nb: Any, name: str, value: Any) -> None:
+    """Set ``NAME = value`` in the notebook's settings cell (the one that has it)."""
+    for cell in nb.cells:
+        lines = cell.source.splitlines()
+        if cell.cell_type == "code" and any(ln.startswith(f"{name} = ") for ln in lines):
+            cell.source = "\n".join(f"{name} = {value!r}" if ln.startswith(f"{name} = ")
+                                    else ln for ln in lines)
+            return
+
+
+def cmd_new(box: Sandbox, name: str, gpu: str | None) -> int:
+    box.require()
+    old = box.session(name)
+    if old is not None and old.live:
+        print(f"colab (sandbox stand-in): session {name} already exists", file=sys.stderr)
+        return 1
+    folder = box.session_dir(name)
+    (folder / "content").mkdir(parents=True, exist_ok=True)
+    write_adc(box, folder / "adc.json")
+    box.save_session(Session(name=name, gpu=gpu, state="new", created_at=time.time()))
+    print(f"stand-in Colab session {name}: a local kernel (asked for GPU {gpu or 'none'}; "
+          f"it gets this machine's), folder {folder}")
+    return 0
+
+
+def cmd_exec(box: Sandbox, name: str, notebook: Path) -> int:
+    import nbclient
+    import nbformat
+
+    session = box.session(name)
+    if session is None:
+        print(f"colab (sandbox stand-in): no session {name}: run `new -s {name}` first",
+              file=sys.stderr)
+        return 1
+    server = box.require()
+    folder = box.session_dir(name)
+    nb = nbformat.read(str(notebook), as_version=4)
+    set_param(nb, "WORK_DIR", str(folder / "content"))
+    session = dataclasses.replace(session, state="running", pid=os.getpid())
+    box.save_session(session)
+
+    def record_kernel(**_: Any) -> None:
+        pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
+        box.save_session(dataclasses.replace(session, kernel_pid=pid))
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, terminate)
+    env = kernel_env(box, folder, server.url)
+    os.environ.clear()
+    os.environ.update(env)
+    client = nbclient.NotebookClient(nb, timeout=None, kernel_name="python3",
+                                     on_notebook_start=record_kernel,
+                                     resources={"metadata": {"path": str(folder / "content")}})
+    print(f"stand-in Colab session {name}: running {notebook.name} on a local kernel",
+          flush=True)
+    code = 0
+    try:
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as exc:
+        print(f"a cell failed: {str(exc).strip().splitlines()[-1:]}", flush=True)
+        code = 1
+    finally:
+        nbformat.write(nb, str(folder / "executed.ipynb"))
+        for cell in nb.cells:
+            for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+                text = out.get("text") or out.get("ename", "")
+                if text:
+                    print(text.rstrip(), flush=True)
+    return code
+
+
+def cmd_stop(box: Sandbox, name: str) -> int:
+    session = box.stop_session(name)
+    if session is None:
+        print(f"colab (sandbox stand-in): no session {name}", file=sys.stderr)
+        return 1
+    print(f"stand-in Colab session {name} stopped")
+    return 0
+
+
+def cmd_list(box: Sandbox) -> int:
+    for s in box.sessions():
+        print(f"{s.name}\t{s.state if s.live or s.state == 'new' else 'stopped'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m orchestrator.sandbox.colab_cli",
+                                description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dir", type=Path, default=None,
+                   help="the sandbox folder (default: $ORCH_SANDBOX_DIR or "
+                        "~/.local/state/orch/sandbox)")
+    sub = p.add_subparsers(dest="command", required=True)
+    new = sub.add_parser("new", help="make a session")
+    new.add_argument("-s", "--session", required=True)
+    new.add_argument("--gpu", default=None)
+    run = sub.add_parser("exec", help="run a notebook on a session's local kernel")
+    run.add_argument("-s", "--session", required=True)
+    run.add_argument("-f", "--file", type=Path, required=True)
+    stop = sub.add_parser("stop", help="stop a session")
+    stop.add_argument("-s", "--session", required=True)
+    sub.add_parser("list", help="the sessions")
+    a = p.parse_args(argv)
+    from ..errors import OrchError
+
+    try:
+        box = Sandbox.at(a.dir)
+        if a.command == "new":
+            return cmd_new(box, a.session, a.gpu)
+        if a.command == "exec":
+            return cmd_exec(box, a.session, a.file)
+        if a.command == "stop":
+            return cmd_stop(box, a.session)
+        return cmd_list(box)
+    except OrchError as exc:
+        print(f"colab (sandbox stand-in): {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
