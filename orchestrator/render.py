@@ -199,10 +199,15 @@ def workers_line(workers: Sequence[WorkerInfo]) -> str:
 Ended = Callable[[list[Job]], dict[str, str]]  # jobs → {id: line} of those that just ended
 
 
+def nobody() -> None:
+    """The default ``told``: nobody else to tell."""
+
+
 def wait_progress(read: Callable[[], list[Job]], finished: Callable[[Job], bool],
-                  ended: Ended, interval: float = 0.1) -> list[Job]:
+                  ended: Ended, told: Callable[[], None] = nobody,
+                  interval: float = 0.1) -> list[Job]:
     """``orch submit --wait``: one progress bar per job until all are finished; a
-    line above the bars for each job as it ends (``ended``)."""
+    line above the bars for each job as it ends (``ended``), then ``told()``."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     jobs = read()
@@ -219,6 +224,7 @@ def wait_progress(read: Callable[[], list[Job]], finished: Callable[[Job], bool]
                            info=f"{progress_text(j)} {metrics_text(j, 2)}")
             for line in ended(jobs).values():
                 bar.console.print(line, markup=False, highlight=False)
+            told()
             if all(finished(j) for j in jobs):
                 return jobs
             time.sleep(interval)
@@ -226,9 +232,10 @@ def wait_progress(read: Callable[[], list[Job]], finished: Callable[[Job], bool]
 
 
 def wait_plain(read: Callable[[], list[Job]], finished: Callable[[Job], bool],
-               emit: Callable[[str], None], ended: Ended, interval: float = 0.1) -> list[Job]:
+               emit: Callable[[str], None], ended: Ended, told: Callable[[], None] = nobody,
+               interval: float = 0.1) -> list[Job]:
     """``--wait`` without a terminal: one line per state change (for an end, the
-    fuller line of ``ended``)."""
+    fuller line of ``ended``, then ``told()``)."""
     seen: dict[str, str] = {}
     while True:
         jobs = read()
@@ -238,6 +245,7 @@ def wait_plain(read: Callable[[], list[Job]], finished: Callable[[Job], bool],
             if seen.get(j.id) != mark:
                 seen[j.id] = mark
                 emit(lines.get(j.id) or f"{j.id} {j.name}: {mark}")
+        told()
         if all(finished(j) for j in jobs):
             return jobs
         time.sleep(interval)

@@ -200,7 +200,7 @@ def frame_lines(view: View, width: int, height: int) -> list[Text]:
     jobs = ordered(view.jobs)
     fixed = 2 + 1 + len(view.messages)  # title, job header, footer, messages
     avail = max(0, height - fixed - (2 if view.workers else 0))
-    job_floor = min(len(jobs), max(3, avail // 2))
+    job_floor = min(len(jobs) + 1, max(3, 2 * avail // 3))  # jobs come first
     worker_rows = min(len(view.workers), max(1, avail - job_floor)) if view.workers else 0
     job_rows = max(0, avail - worker_rows)
     shown = jobs if len(jobs) <= job_rows else jobs[: max(0, job_rows - 1)]

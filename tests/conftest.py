@@ -386,3 +386,23 @@ def ray_project(project: Project, ray_cluster: Any, tmp_path: Path) -> Iterator[
     kill_processes_of(tmp_path / "shared")
     wait_for(lambda: ray_cluster.free_cpus() >= ray_cluster.cpus, timeout=60,
              message="the cluster's CPUs free again")
+
+
+# ---- a real terminal (tmux) ------------------------------------------------------------
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Any]:
+    """A tmux server of its own (tests/tmux.py), killed at teardown. Without tmux
+    the test is skipped, but under CI it fails (scripts/setup.sh installs it)."""
+    from tests.tmux import Tmux, tmux_available
+
+    if not tmux_available():
+        if under_ci():
+            pytest.fail("tmux is missing under CI (scripts/setup.sh installs it)")
+        pytest.skip("needs tmux (scripts/setup.sh installs it as root)")
+    terminal = Tmux(tmp_path / "tmux")
+    try:
+        yield terminal
+    finally:
+        terminal.kill()

@@ -109,12 +109,16 @@ def _wait(project: Any, ids: list[str]) -> int:
     ends = EndWatch(project.settings.auto_pull)
     notifier = Notifier(project.settings.notify, sys.stderr)
 
+    news: list[Job] = []
+
     def ended(jobs: list[Job]) -> dict[str, str]:
-        lines = {}
-        for job in ends.ended(jobs):
-            lines[job.id] = ended_line(job)
+        news[:] = ends.ended(jobs)
+        return {job.id: ended_line(job) for job in news}
+
+    def told() -> None:  # after the lines are out: the bell and the desktop
+        for job in news:
             notifier.tell(job)
-        return lines
+        news.clear()
 
     with open_store(project) as store:
         watch = JobWatch(project, store, ids)
@@ -122,11 +126,11 @@ def _wait(project: Any, ids: list[str]) -> int:
             if sys.stderr.isatty():
                 from ..render import wait_progress
 
-                jobs = wait_progress(watch.read, watch.finished, ended)
+                jobs = wait_progress(watch.read, watch.finished, ended, told)
             else:
                 from ..render import wait_plain
 
-                jobs = wait_plain(watch.read, watch.finished, err, ended)
+                jobs = wait_plain(watch.read, watch.finished, err, ended, told)
         except KeyboardInterrupt:
             err("stopped waiting; the job(s) keep running (see `orch status`)")
             return 130
