@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Project
 from .errors import OrchError
 from .keys import Keys, interactive, keypresses
+from .lifecycle import running_pid
 from .models import ON_WORKER, TERMINAL, UNFINISHED, Job
 from .notify import EndWatch, Notifier, ended_line
 from .store import Store
@@ -64,8 +65,10 @@ class Top:
             self.notifier.tell(job)
         workers = self.store.workers()
         s = self.project.settings
-        silent = {w.id: age for w in workers
-                  if (age := silence(w, now, s.tick_interval, 2 * s.drive_poll_interval))
+        daemon = running_pid(self.project) is not None
+        # without a daemon nobody reads the heartbeats: their age says nothing
+        silent = {w.id: age for w in workers if daemon
+                  and (age := silence(w, now, s.tick_interval, 2 * s.drive_poll_interval))
                   is not None}
         self.shown = ordered(self.jobs)
         if self.selected not in {j.id for j in self.shown}:
@@ -73,7 +76,10 @@ class Top:
         self.messages = [(t, m) for t, m in self.messages if now - t < MESSAGE_SECONDS]
         footer = (f"cancel {self.asking.id} {self.asking.name}? y/n" if self.asking
                   else self.help)
-        return View(title=f"orch top — {self.project.root.name}  {time.strftime('%H:%M:%S')}",
+        title = f"orch top — {self.project.root.name}  {time.strftime('%H:%M:%S')}"
+        if not daemon:
+            title += "  (no daemon running: `orch daemon start`)"
+        return View(title=title,
                     jobs=self.jobs, workers=workers, counts=self.store.counts(),
                     silent=silent, selected=self.selected,
                     messages=[m for _, m in self.messages[-MESSAGES:]], footer=footer, now=now)
@@ -124,7 +130,11 @@ def follow_log(top: Top, job: Job, keys: Keys, out: Any) -> None:
         if job.attempt != attempt:
             offset, attempt, said_end = 0, job.attempt, False
             out.write(f"--- attempt {attempt} ---\n")
-        text = read_log(top.project, job, offset=offset)
+        try:
+            text = read_log(top.project, job, offset=offset)
+        except OrchError as exc:  # e.g. a remote hub out of reach: back to top
+            top.say(f"{job.id} {job.name}: cannot read its log: {exc}")
+            return
         if text:
             offset += len(text.encode("utf-8"))
             out.write(text)

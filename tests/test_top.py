@@ -197,5 +197,8 @@ def test_top_at_160x40_shows_everything_and_notifies(busy: dict[str, Any], tmux:
     assert any("train-a CANCELLED" in ln for ln in lines)
     assert b"\a" in raw.read_bytes()
     fits(screen, 160, 40)
-    tmux.keys("q")
+    os.kill(tmux.foreground_pid(), signal.SIGTERM)  # killed, it still restores the terminal
     tmux.wait(lambda s: s.rstrip().endswith(PROMPT.strip()), 10, "the shell's prompt")
+    tmux.type("echo exit=$?; stty -a | grep -o ' icanon'")
+    screen = tmux.wait(lambda s: " icanon" in s, 10, "canonical mode again")
+    assert "exit=143" in screen and "Traceback" not in screen

@@ -61,6 +61,18 @@ class Tmux:
         """Press keys (tmux names: ``q``, ``Up``, ``Down``, ``Escape``…)."""
         self.cmd("send-keys", *keys)
 
+    def foreground_pid(self) -> int:
+        """The pid of the program the pane's shell runs now (the shell's if none)."""
+        shell = int(self.cmd("display-message", "-p", "#{pane_pid}").strip())
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and int(
+                        (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == shell:
+                    return int(entry.name)
+            except (OSError, IndexError, ValueError):
+                continue
+        return shell
+
     def screen(self) -> str:
         """What the pane shows now, one line per row (trailing spaces dropped)."""
         return self.cmd("capture-pane", "-p")
