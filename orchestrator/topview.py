@@ -34,6 +34,7 @@ class Column:
     header: str
     least: int  # the narrowest it gets before the layout gives up on room
     most: int  # the widest it gets
+    give: int = 1  # how readily it gives up width to others (more: sooner)
 
 
 @dataclass(frozen=True)
@@ -119,20 +120,33 @@ def state_cell(job: Job, silent: float | None) -> str:
 
 def job_columns(width: int) -> list[Column]:
     if width < NARROW:
-        cols = [Column("ID", 8, 8), Column("NAME", 6, 24), Column("PLACE", 5, 20),
+        cols = [Column("ID", 8, 8), Column("NAME", 6, 24, 3), Column("PLACE", 5, 20, 2),
                 Column("STATE", 7, 22), Column("PROGRESS", 4, 13), Column("ETA", 3, 6)]
         if width >= METRICS_FROM:
             cols.append(Column("METRICS", 8, 40))
         return cols
-    return [Column("ID", 8, 8), Column("NAME", 8, 32), Column("PLACE", 8, 28),
+    return [Column("ID", 8, 8), Column("NAME", 8, 32, 3), Column("PLACE", 8, 28, 2),
             Column("STATE", 9, 24), Column("PROGRESS", 8, 26), Column("ETA", 3, 7),
-            Column("METRICS", 10, 60), Column("ELAPSED", 7, 8)]
+            Column("METRICS", 10, 60, 3), Column("ELAPSED", 7, 8)]
 
 
-def job_cells(job: Job, cols: list[Column], silent: float | None, now: float) -> list[str]:
+def job_place(job: Job, places: dict[str, str], wide: bool) -> str:
+    """Where the job runs (or is planned to): the worker's id when there is room,
+    else its place (``local``, ``colab``, ``ssh:box``…); ``--on`` while unplaced."""
+    at = where(job)
+    if wide:
+        return at
+    planned = at.startswith("→ ")
+    worker = at[2:] if planned else at
+    place = places.get(worker.partition("#")[0])
+    return at if place is None else ("→ " if planned else "") + place
+
+
+def job_cells(job: Job, cols: list[Column], silent: float | None, now: float,
+              places: dict[str, str]) -> list[str]:
     wide = any(c.header == "ELAPSED" for c in cols)
     metrics = metrics_text(job, 4 if wide else 2) if job.progress.get("metrics") else ""
-    cells = {"ID": job.id, "NAME": job.name, "PLACE": where(job),
+    cells = {"ID": job.id, "NAME": job.name, "PLACE": job_place(job, places, wide),
              "STATE": state_cell(job, silent), "PROGRESS": progress_cell(job, 10 if wide else 0),
              "ETA": eta_text(job, now), "METRICS": metrics, "ELAPSED": elapsed(job, now)}
     return [cells[c.header] for c in cols]
@@ -157,7 +171,7 @@ def widths(cols: Sequence[Column], rows: Sequence[Sequence[str]], width: int) ->
     out = [max(c.least, min(c.most, max([len(c.header), *(len(r[i]) for r in rows)])))
            for i, c in enumerate(cols)]
     while sum(out) + GAP * (len(out) - 1) > width:
-        slack = [w - c.least for w, c in zip(out, cols)]
+        slack = [(w - c.least) * c.give for w, c in zip(out, cols)]
         i = max(range(len(out)), key=lambda k: slack[k])
         if slack[i] <= 0:
             break  # no room left to take: lines are cropped at the edge
@@ -209,7 +223,8 @@ def frame_lines(view: View, width: int, height: int) -> list[Text]:
     cols = job_columns(width)
     silent_of = {j.id: view.silent.get(j.worker_id or "") if j.state in ON_WORKER else None
                  for j in shown}
-    rows = [job_cells(j, cols, silent_of[j.id], now) for j in shown]
+    places = {w.id: place_of(w) for w in view.workers}
+    rows = [job_cells(j, cols, silent_of[j.id], now, places) for j in shown]
     ws = widths(cols, rows, width)
     lines.append(Text(table_line([c.header for c in cols], ws), style="bold underline"))
     k = [c.header for c in cols].index("STATE")
