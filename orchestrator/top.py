@@ -21,7 +21,7 @@ from .config import Project
 from .errors import OrchError
 from .keys import Keys, interactive, keypresses
 from .lifecycle import running_pid
-from .models import ON_WORKER, TERMINAL, UNFINISHED, Job
+from .models import ACTIVE, TERMINAL, UNFINISHED, Job
 from .notify import EndWatch, Notifier, ended_line
 from .store import Store
 from .topview import View, frame_lines, ordered, silence
@@ -186,10 +186,10 @@ def run(top: Top, console: Console) -> None:
                 elif key in ("down", "j"):
                     top.move(1)
                 elif key == "c" and (job := top.selected_job()) is not None:
-                    if job.state in ON_WORKER or job.state.value == "QUEUED":
+                    if job.state in ACTIVE:
                         top.asking = job
                     else:
-                        top.say(f"{job.id} {job.name} has ended: nothing to cancel")
+                        top.say(f"{job.id} {job.name} is {job.state.value}: nothing to cancel")
                 elif key == "l" and (job := top.selected_job()) is not None:
                     live.stop()
                     follow_log(top, job, keys, console.file)

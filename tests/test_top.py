@@ -160,6 +160,13 @@ def test_top_at_80x24_with_keys(busy: dict[str, Any], tmux: Any) -> None:
     tmux.type("stty -a | grep -o ' icanon'; echo $?")  # the terminal was restored
     tmux.wait(lambda s: " icanon" in s, 10, "canonical mode again")
 
+    tmux.type(f"clear; {ORCH_TOP} < /dev/null")  # no keys without a terminal on stdin
+    screen = tmux.wait(lambda s: "Ctrl-C to leave" in s and "HEARTBEAT" in s, 15, "top, no keys")
+    fits(screen, 80, 24)
+    tmux.keys("C-c")
+    screen = tmux.wait(lambda s: s.rstrip().endswith(PROMPT.strip()), 10, "the prompt again")
+    assert "Traceback" not in screen
+
 
 def test_top_at_160x40_shows_everything_and_notifies(busy: dict[str, Any], tmux: Any,
                                                       tmp_path: Path) -> None:
