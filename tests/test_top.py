@@ -141,7 +141,7 @@ def test_top_at_80x24_with_keys(busy: dict[str, Any], tmux: Any) -> None:
     assert re.search(r"\d+ s ago", panel)
 
     # rows: train-a, train-b (on workers), waiting (queued), then the ended ones
-    tmux.keys("j", "j", "c")
+    tmux.keys("Down", "j", "c")
     tmux.wait(lambda s: f"cancel {ids['waiting']} waiting? y/n" in s, 10, "the question")
     tmux.keys("y")
     wait_for(lambda: read_job(root, ids["waiting"]).state is S.CANCELLED, 10,
@@ -149,7 +149,7 @@ def test_top_at_80x24_with_keys(busy: dict[str, Any], tmux: Any) -> None:
     tmux.wait(lambda s: re.search(rf"{ids['waiting']} waiting: CANCELLED", s), 10,
               "the line about the cancelled job")
 
-    tmux.keys("k", "k", "l")  # train-a's log, as it grows
+    tmux.keys("k", "Up", "l")  # train-a's log, as it grows
     screen = tmux.wait(lambda s: "--- log of" in s and "training" in s, 15, "the log")
     assert re.search(r"epoch \d+/200 training", screen)
     tmux.keys("q")

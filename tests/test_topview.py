@@ -99,3 +99,14 @@ def test_order_running_then_queued_by_priority_then_newest_ended() -> None:
     jobs = [made("e1", S.PULLED, 1), made("q1", S.QUEUED, 2), made("r", S.RUNNING, 3),
             made("e2", S.FAILED, 4), dataclasses.replace(made("q2", S.QUEUED, 5), priority=5)]
     assert [j.name for j in ordered(jobs)] == ["r", "q2", "q1", "e2", "e1"]
+
+
+def test_workers_panel_shows_place_gpu_session_left_and_heartbeat_age() -> None:
+    workers = [wk("colab-t4-1", NOW - 60, kind="colab", hub="drive", gpu="T4",
+                  session_left=3600.0, heartbeat_interval=5.0),
+               wk("local-cpu0", NOW - 1, heartbeat_interval=1.0)]
+    lines = draw(View(title="t", jobs=[], workers=workers, now=NOW), 80, 24)
+    colab = next(ln for ln in lines if ln.startswith("colab-t4-1"))
+    assert colab.split() == ["colab-t4-1", "colab", "T4", "idle", "59m00s", "60", "s", "ago"]
+    local = next(ln for ln in lines if ln.startswith("local-cpu0"))
+    assert local.split() == ["local-cpu0", "local", "-", "idle", "-", "1", "s", "ago"]
