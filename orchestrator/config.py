@@ -57,6 +57,9 @@ class Settings:
     host_min_free_mb: float = 1024.0  # an SSH host with less free disk takes no work
     host_retry: float = 30.0  # seconds between tries to reach an SSH host or Ray head
     unreachable_lease_ttl: float = 3600.0  # a worker on a hub out of reach keeps its jobs
+    # when a job ends, `orch top` and `--wait` also ring the terminal bell and show a
+    # desktop notification (notify-send on Linux, osascript on macOS; none: no matter)
+    notify: bool = False
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

@@ -196,41 +196,18 @@ def workers_line(workers: Sequence[WorkerInfo]) -> str:
     return ("workers: " + " · ".join(one(w) for w in workers)) if workers else ""
 
 
-def live_table(read: Callable[[], list[Job]], done: Callable[[list[Job]], bool],
-               interval: float = 0.5, title: str = "orch",
-               caption: Callable[[], str] | None = None) -> list[Job]:
-    """``orch top``: a live table of jobs until ``done(jobs)`` (or Ctrl-C); under it
-    ``caption()`` (the workers), read as often as the jobs."""
-    from rich.console import Console
-    from rich.live import Live
-    from rich.table import Table
+Ended = Callable[[list[Job]], dict[str, str]]  # jobs → {id: line} of those that just ended
 
-    def build(jobs: list[Job]) -> Table:
-        table = Table(title=title, expand=True,
-                      caption=caption() if caption else None, caption_justify="left")
-        for h in HEADERS:
-            table.add_column(h, no_wrap=h != "METRICS")
-        now = time.time()
-        for job in jobs:
-            cells = row(job, now)
-            cells[3] = f"[{RICH_COLOURS[job.state]}]{cells[3]}[/]"
-            table.add_row(*cells)
-        return table
 
-    jobs = read()
-    console = Console()
-    with Live(build(jobs), console=console, refresh_per_second=4,
-              transient=False) as live:
-        while not done(jobs):
-            time.sleep(interval)
-            jobs = read()
-            live.update(build(jobs))
-    return jobs
+def nobody() -> None:
+    """The default ``told``: nobody else to tell."""
 
 
 def wait_progress(read: Callable[[], list[Job]], finished: Callable[[Job], bool],
+                  ended: Ended, told: Callable[[], None] = nobody,
                   interval: float = 0.1) -> list[Job]:
-    """``orch submit --wait``: one progress bar per job until all are finished."""
+    """``orch submit --wait``: one progress bar per job until all are finished; a
+    line above the bars for each job as it ends (``ended``), then ``told()``."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     jobs = read()
@@ -245,6 +222,9 @@ def wait_progress(read: Callable[[], list[Job]], finished: Callable[[Job], bool]
                 bar.update(tasks[j.id], completed=frac or 0.0,
                            state=f"[{RICH_COLOURS[j.state]}]{j.state.value}{attempt_text(j)}[/]",
                            info=f"{progress_text(j)} {metrics_text(j, 2)}")
+            for line in ended(jobs).values():
+                bar.console.print(line, markup=False, highlight=False)
+            told()
             if all(finished(j) for j in jobs):
                 return jobs
             time.sleep(interval)
@@ -252,16 +232,20 @@ def wait_progress(read: Callable[[], list[Job]], finished: Callable[[Job], bool]
 
 
 def wait_plain(read: Callable[[], list[Job]], finished: Callable[[Job], bool],
-               emit: Callable[[str], None], interval: float = 0.1) -> list[Job]:
-    """``--wait`` without a terminal: one line per state change."""
+               emit: Callable[[str], None], ended: Ended, told: Callable[[], None] = nobody,
+               interval: float = 0.1) -> list[Job]:
+    """``--wait`` without a terminal: one line per state change (for an end, the
+    fuller line of ``ended``, then ``told()``)."""
     seen: dict[str, str] = {}
     while True:
         jobs = read()
+        lines = ended(jobs)
         for j in jobs:
             mark = j.state.value + attempt_text(j)
             if seen.get(j.id) != mark:
                 seen[j.id] = mark
-                emit(f"{j.id} {j.name}: {mark}")
+                emit(lines.get(j.id) or f"{j.id} {j.name}: {mark}")
+        told()
         if all(finished(j) for j in jobs):
             return jobs
         time.sleep(interval)

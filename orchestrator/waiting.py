@@ -8,7 +8,8 @@ import time
 from collections.abc import Sequence
 
 from .config import Project
-from .models import TERMINAL, Job, JobState
+from .models import Job, JobState
+from .notify import has_ended
 from .store import Store
 
 S = JobState
@@ -36,8 +37,7 @@ class JobWatch:
     def finished(self, job: Job) -> bool:
         """Whether ``job`` has reached an end a waiter waits for: a terminal state, or
         a sealed result that will not be pulled (auto-pull off, or the pull failed)."""
-        return job.state in TERMINAL or (job.state is S.SUCCEEDED and (
-            not self.auto_pull or job.pull_error is not None))
+        return has_ended(job, self.auto_pull)
 
     def failures(self, jobs: Sequence[Job]) -> list[str]:
         """One line per job that did not end as hoped (empty: all succeeded)."""

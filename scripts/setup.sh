@@ -13,6 +13,10 @@ if [[ ",$extras," == *,ssh,* ]]; then
   [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
   command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 fi
+if [[ ",$extras," == *,test,* ]]; then
+  # the tests of `orch top` run it in a real terminal: tmux
+  command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "orch setup: installing ${need_apt[*]} with apt-get"

@@ -413,3 +413,23 @@ def sandbox_dir(tmp_path: Path) -> Iterator[Path]:
     yield folder
     run_orch(tmp_path, "sandbox", "down", "--dir", str(folder), timeout=60)
     kill_processes_of(folder)
+
+
+# ---- a real terminal (tmux) ------------------------------------------------------------
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Any]:
+    """A tmux server of its own (tests/tmux.py), killed at teardown. Without tmux
+    the test is skipped, but under CI it fails (scripts/setup.sh installs it)."""
+    from tests.tmux import Tmux, tmux_available
+
+    if not tmux_available():
+        if under_ci():
+            pytest.fail("tmux is missing under CI (scripts/setup.sh installs it)")
+        pytest.skip("needs tmux (scripts/setup.sh installs it as root)")
+    terminal = Tmux(tmp_path / "tmux")
+    try:
+        yield terminal
+    finally:
+        terminal.kill()

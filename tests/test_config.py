@@ -207,9 +207,9 @@ def test_malformed_toml_is_a_project_error(tmp_path: Path) -> None:
 
 
 def test_every_setting_can_come_from_the_environment(tmp_path: Path) -> None:
-    samples = {"int | None": "4", "str": "val", "float": "12", "bool": "false"}
-    env = {f"ORCH_{f.name.upper()}": samples[str(f.type)]
-           for f in dataclasses.fields(Settings)}
+    samples = {"int | None": "4", "str": "val", "float": "12"}
+    env = {f"ORCH_{f.name.upper()}": samples.get(str(f.type)) or str(not f.default).lower()
+           for f in dataclasses.fields(Settings)}  # a bool: the opposite of its default
     s = load_settings(tmp_path, environ=env)
     for f in dataclasses.fields(Settings):
         assert getattr(s, f.name) != getattr(Settings(), f.name), f.name

@@ -15,7 +15,7 @@ from orchestrator.config import Project, load_settings
 from orchestrator.hubs import claim_hub
 from orchestrator.identity import load_identity
 from orchestrator.lifecycle import running_pid
-from tests.fakedrive.project import DriveProject
+from tests.drive_project import DriveProject
 
 from .conftest import drive_hub, drive_project, kill_processes_of, wait_for
 

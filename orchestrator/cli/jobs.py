@@ -110,7 +110,22 @@ def _warn_if_nothing_can_run(project: Any, jobs: list[Job], started: int | None)
 
 
 def _wait(project: Any, ids: list[str]) -> int:
+    from ..notify import EndWatch, Notifier, ended_line
     from ..waiting import JobWatch
+
+    ends = EndWatch(project.settings.auto_pull)
+    notifier = Notifier(project.settings.notify, sys.stderr)
+
+    news: list[Job] = []
+
+    def ended(jobs: list[Job]) -> dict[str, str]:
+        news[:] = ends.ended(jobs)
+        return {job.id: ended_line(job) for job in news}
+
+    def told() -> None:  # after the lines are out: the bell and the desktop
+        for job in news:
+            notifier.tell(job)
+        news.clear()
 
     with open_store(project) as store:
         watch = JobWatch(project, store, ids)
@@ -118,11 +133,11 @@ def _wait(project: Any, ids: list[str]) -> int:
             if sys.stderr.isatty():
                 from ..render import wait_progress
 
-                jobs = wait_progress(watch.read, watch.finished)
+                jobs = wait_progress(watch.read, watch.finished, ended, told)
             else:
                 from ..render import wait_plain
 
-                jobs = wait_plain(watch.read, watch.finished, err)
+                jobs = wait_plain(watch.read, watch.finished, err, ended, told)
         except KeyboardInterrupt:
             err("stopped waiting; the job(s) keep running (see `orch status`)")
             return 130
@@ -231,40 +246,56 @@ def top(
         "--until-done", help="Exit when no job is queued or running.")] = False,
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
 ) -> None:
-    """A live view of every run, local and remote (Ctrl-C to leave)."""
-    from ..render import jobs_table, live_table, workers_line
+    """A live view of every run, local and remote, and of the workers (their place,
+    GPU, session time left, heartbeat age). A job whose worker went silent says so
+    ("silent 12 s") long before its lease runs out; each job that ends gets a line
+    (and, with the setting `notify = true`, the bell and a desktop notification).
+    Keys: q quit, up/down (j/k) select, l follow the selected job's log, c cancel it."""
+    from ..render import workers_line
 
     project = project_here()
     store = open_store(project)
 
-    def caption() -> str:
-        return workers_line(store.workers())
-
     def with_workers(table: str) -> str:  # the plain views: the workers' line under it
-        return "\n".join(part for part in (table, caption()) if part)
+        return "\n".join(part for part in (table, workers_line(store.workers())) if part)
 
     def read() -> list[Job]:
         return store.overview(10)  # its cost does not grow with a long queue
 
-    def done(jobs: list[Job]) -> bool:
-        return until_done and not any(j.state in UNFINISHED for j in jobs)
-
     if once or not sys.stdout.isatty():
-        jobs = read()
-        print(with_workers(jobs_table(jobs, colour=sys.stdout.isatty())), flush=True)
-        last = [(j.id, j.state, j.progress.get("completed_epochs")) for j in jobs]
-        while until_done and not once and not done(jobs):  # plain output: print on change
-            time.sleep(1.0)
-            jobs = read()
-            now = [(j.id, j.state, j.progress.get("completed_epochs")) for j in jobs]
-            if now != last:
-                last = now
-                print("\n" + with_workers(jobs_table(jobs)), flush=True)
+        _top_plain(project, read, with_workers, until_done and not once)
         return
+    from rich.console import Console
+
+    from ..top import Top, run
+
     try:
-        live_table(read, done, title=f"orch — {project.root.name}", caption=caption)
+        run(Top(project, store, until_done, lambda: ensure_daemon(project)), Console())
     except KeyboardInterrupt:
         pass
+
+
+def _top_plain(project: Any, read: Any, with_workers: Any, until_done: bool) -> None:
+    """`orch top` without a terminal: the table, then again on each change (and a
+    line per job that ends) until nothing is left to do."""
+    from ..notify import EndWatch, Notifier, ended_line
+    from ..render import jobs_table
+
+    jobs = read()
+    print(with_workers(jobs_table(jobs, colour=sys.stdout.isatty())), flush=True)
+    ends = EndWatch(project.settings.auto_pull, jobs)
+    notifier = Notifier(project.settings.notify, sys.stdout)
+    last = [(j.id, j.state, j.progress.get("completed_epochs")) for j in jobs]
+    while until_done and any(j.state in UNFINISHED for j in jobs):  # print on change
+        time.sleep(1.0)
+        jobs = read()
+        for job in ends.ended(jobs):
+            print(ended_line(job), flush=True)
+            notifier.tell(job)
+        now = [(j.id, j.state, j.progress.get("completed_epochs")) for j in jobs]
+        if now != last:
+            last = now
+            print("\n" + with_workers(jobs_table(jobs)), flush=True)
 
 
 @app.command()
