@@ -39,7 +39,7 @@ class Top:
     """One running `orch top`: what it shows and what the keys did."""
 
     def __init__(self, project: Project, store: Store, until_done: bool,
-                 on_cancel: Callable[[], None]) -> None:
+                 on_cancel: Callable[[], object]) -> None:
         self.project = project
         self.store = store
         self.until_done = until_done
