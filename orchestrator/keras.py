@@ -1,14 +1,18 @@
 """Keras callbacks that report progress to orch and make runs resumable.
 
-``callbacks()`` returns ``[BackupAndRestore(ORCH_CHECKPOINT_DIR/fit-K), Reporter]``:
+``callbacks()`` returns ``[BackupAndRestore(ORCH_CHECKPOINT_DIR/fit-K), CurveLog,
+Reporter]``:
 
 - BackupAndRestore saves the model and optimizer state at every epoch end and,
   when a job is re-run after a lost worker, restores it so training resumes at the
   epoch where it stopped.
+- CurveLog (:mod:`orchestrator.curvelogs`) writes TensorBoard event files and
+  ``history.jsonl`` into ``$ORCH_OUTPUT_DIR/logs/``.
 - Reporter writes ``$ORCH_RUN_DIR/progress.json`` (epoch i of N, batch progress
   inside long epochs, latest metrics, ETA), appends ``metrics.jsonl``, and after
-  each backup packs the checkpoint folder into ``ckpt.tar`` (a consistent copy
-  the worker uploads; written via a temporary file and a rename).
+  each backup packs the checkpoint folder, with those logs as ``logs/``, into
+  ``ckpt.tar`` (a consistent copy the worker uploads; written via a temporary file
+  and a rename).
 
 Outside orch (no ``ORCH_RUN_DIR``) the callbacks still work: progress goes
 nowhere and checkpoints go to a temporary folder, so a script runs unchanged on
@@ -44,8 +48,10 @@ def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
     return out
 
 
-def make_reporter(run_dir: Path | None, ckpt_root: Path | None) -> Any:
-    """The progress callback (a ``keras.callbacks.Callback``)."""
+def make_reporter(run_dir: Path | None, ckpt_root: Path | None,
+                  logs: Path | None = None) -> Any:
+    """The progress callback (a ``keras.callbacks.Callback``); ``logs``: the run's
+    learning-curve logs, packed into each checkpoint archive as ``logs/``."""
     import keras
 
     class Reporter(keras.callbacks.Callback):  # type: ignore[misc]
@@ -127,7 +133,12 @@ def make_reporter(run_dir: Path | None, ckpt_root: Path | None) -> Any:
 
             def pack(f: Any) -> None:
                 with tarfile.open(fileobj=f, mode="w") as tar:
-                    tar.add(root, arcname=".")
+                    # the restored copy of an earlier attempt's logs gives way to the
+                    # run's own (which began as that copy)
+                    tar.add(root, arcname=".", filter=lambda m: None if logs is not None and (
+                        m.name == "./logs" or m.name.startswith("./logs/")) else m)
+                    if logs is not None and logs.is_dir():
+                        tar.add(logs, arcname="logs")
 
             write_with(self.run_dir / "ckpt.tar", pack)  # type: ignore[operator]
             self._ckpt_seq += 1
@@ -170,7 +181,8 @@ def callbacks(checkpoint: bool = True) -> list[Any]:
 
     Call it once per ``fit``; each call gets its own checkpoint folder
     (``fit-0``, ``fit-1``…), so a script with several fits resumes each correctly
-    as long as it calls them in the same order.
+    as long as it calls them in the same order. Under orch it also writes the fit's
+    learning curves (TensorBoard and ``history.jsonl``) into ``$ORCH_OUTPUT_DIR/logs/``.
     """
     import keras
 
@@ -189,7 +201,16 @@ def callbacks(checkpoint: bool = True) -> list[Any]:
         result.append(
             keras.callbacks.BackupAndRestore(backup_dir=tempfile.mkdtemp(prefix="orch-ckpt-"))
         )
-    result.append(make_reporter(run_dir, ckpt_root if checkpoint else None))
+    out_env = os.environ.get("ORCH_OUTPUT_DIR")
+    logs = None
+    if out_env:
+        from .curvelogs import LOGS, make_curve_logger, restore
+
+        out = Path(out_env)
+        restore(out, ckpt_root if checkpoint else None)
+        result.append(make_curve_logger(out, index))
+        logs = out / LOGS
+    result.append(make_reporter(run_dir, ckpt_root if checkpoint else None, logs))
     return result
 
 
