@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import OrchError, UsageError
+from ..models import ACTIVE
 from . import app, err, open_store, project_here
 
 
@@ -47,8 +48,10 @@ def compare(
             else:
                 curves.append(curve)
     for job in missing:
-        err(f"{job.name} ({job.id}): no curve yet ({job.state.value.lower()}"
-            f"{'' if job.state.value in ('QUEUED', 'ASSIGNED') else '; it wrote no history'})")
+        state = job.state.value.lower()
+        err(f"{job.name} ({job.id}): no curve yet ({state})" if job.state in ACTIVE else
+            f"{job.name} ({job.id}): no learning curve ({state}; its run kept no history: "
+            "use orch's callbacks or --auto-track)")
     if not curves:
         raise OrchError("nothing to compare: no learning curve for "
                         + ", ".join(j.name for j in missing))
