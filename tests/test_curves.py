@@ -124,28 +124,69 @@ def test_auto_track_logs_come_back_even_with_an_output_elsewhere(trained: Traine
     assert set(job.pulled_to) == {"mymodel.h5", "models/auto/logs"}
 
 
-def test_training_goes_on_without_a_tensorboard_writer(tmp_path: Path) -> None:
-    """No ``tensorflow.summary`` in the job's process: one warning line, the history
-    still written, the model still saved."""
-    script = CURVES_SCRIPT.replace(
-        "import keras\n", "import keras, sys\nsys.modules['tensorflow.summary'] = None\n", 1)
-    write(tmp_path, "train.py", script)
-    dirs = {k: tmp_path / k for k in ("out", "run", "ckpt")}
-    for folder in dirs.values():
-        folder.mkdir()
+def run_here(folder: Path, script: str, *args: str) -> tuple[subprocess.CompletedProcess[str],
+                                                             Path]:
+    """Run ``script`` as a worker would (the ORCH_* folders set), without orch around
+    it; the process and its output dir."""
+    write(folder, "train.py", script)
+    dirs = {k: folder / k for k in ("out", "run", "ckpt")}
+    for path in dirs.values():
+        path.mkdir()
     env = orch_env({"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
                     "CUDA_VISIBLE_DEVICES": "", "ORCH_OUTPUT_DIR": str(dirs["out"]),
                     "ORCH_RUN_DIR": str(dirs["run"]), "ORCH_CHECKPOINT_DIR": str(dirs["ckpt"])})
-    proc = subprocess.run([sys.executable, "train.py", "--epochs", "2"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
+    return proc, dirs["out"]
+
+
+def test_training_goes_on_without_a_tensorboard_writer(tmp_path: Path) -> None:
+    """No ``tensorflow.summary`` in the job's process: one warning line, the history
+    still written, the model still saved."""
+    proc, out = run_here(tmp_path, CURVES_SCRIPT.replace(
+        "import keras\n", "import keras, sys\nsys.modules['tensorflow.summary'] = None\n", 1),
+        "--epochs", "2")
     warnings = [line for line in proc.stderr.splitlines() if "TensorBoard logs are off" in line]
     assert len(warnings) == 1 and "no TensorBoard writer" in warnings[0], proc.stderr
-    assert (dirs["out"] / "model.keras").is_file()
-    rows = (dirs["out"] / "logs" / "history.jsonl").read_text().splitlines()
+    assert (out / "model.keras").is_file()
+    rows = (out / "logs" / "history.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == [0, 1]
-    assert event_files(dirs["out"]) == []
+    assert event_files(out) == []
+
+
+def test_a_second_fit_writes_its_own_logs(tmp_path: Path) -> None:
+    script = CURVES_SCRIPT.replace(
+        "model.save(", "model.fit(x, y, epochs=3, verbose=0, callbacks=callbacks())\n"
+        "model.save(", 1)
+    _, out = run_here(tmp_path, script, "--epochs", "2")
+    first = [json.loads(r) for r in (out / "logs" / "history.jsonl").read_text().splitlines()]
+    second = [json.loads(r) for r in
+              (out / "logs" / "fit-1" / "history.jsonl").read_text().splitlines()]
+    assert [(r["fit"], r["epoch"]) for r in first] == [(0, 0), (0, 1)]
+    assert [(r["fit"], r["epoch"]) for r in second] == [(1, 0), (1, 1), (1, 2)]
+    assert "val_loss" in first[0] and "val_loss" not in second[0]
+    assert event_files(out / "logs" / "fit-1" / "train")
+    assert not event_files(out / "logs" / "fit-1" / "validation")
+
+
+def test_history_lines_of_a_resumed_run_replace_the_epochs_trained_again(
+        tmp_path: Path) -> None:
+    from orchestrator.curvelogs import keep_history
+    from orchestrator.curves import merge, parse_lines
+
+    attempt1 = [{"epoch": e, "loss": 1.0 - e / 10} for e in range(4)]  # killed after 3
+    attempt2 = [{"epoch": e, "loss": 0.5 - e / 100} for e in range(2, 5)]  # resumed at 2
+    text = "\n".join(json.dumps(r) for r in attempt1) + '\n{"epoch": 4, "lo'  # cut short
+    text += "\n" + "\n".join(json.dumps(r) for r in attempt2) + "\n"
+    rows = merge(parse_lines(text))
+    assert [(r["epoch"], r["loss"]) for r in rows] == [
+        (0, 1.0), (1, 0.9), (2, 0.48), (3, 0.47), (4, 0.46)]
+    path = write(tmp_path, "history.jsonl", text)
+    keep_history(path, fit=0, start=2)  # what a resumed run does before training
+    assert [json.loads(r)["epoch"] for r in path.read_text().splitlines()] == [0, 1]
+    keep_history(path, fit=1, start=0)  # another fit's lines stay
+    assert [json.loads(r)["epoch"] for r in path.read_text().splitlines()] == [0, 1]
 
 
 # ---- orch compare -------------------------------------------------------------------
