@@ -182,7 +182,7 @@ def hub_history(project: Project, job: Job) -> Curve | None:
     except OrchError as exc:
         log.info("no curve from the hub for %s: %s", job.id, exc)
         return None
-    return Curve(job, tuple(merge(rows)), f"hub {job.hub}") if rows else None
+    return Curve(job, tuple(merge(rows)), f"the metrics on hub {job.hub}") if rows else None
 
 
 def curve_of(project: Project, job: Job) -> Curve | None:

@@ -5,6 +5,7 @@ model, and `orch compare` / `orch tensorboard` read them."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import struct
@@ -282,6 +283,8 @@ def test_compare_reads_no_tensorflow_or_matplotlib(trained: Trained) -> None:
     (("train", "--metric", "f2"), 2, "orch: error: unknown metric 'f2': the runs have "
                                      "accuracy, loss, val_accuracy, val_loss"),
     (("nolog",), 1, "orch: error: nothing to compare: no learning curve for nolog"),
+    (("train", "--png", "/nonexistent/c.png"), 2,
+     "orch: error: cannot write --png /nonexistent/c.png: folder /nonexistent does not exist"),
 ])
 def test_compare_errors_are_one_line(trained: Trained, args: tuple[str, ...], code: int,
                                      line: str) -> None:
@@ -309,13 +312,15 @@ def test_compare_a_running_job_from_its_hub_metrics(project_dir: Path) -> None:
     assert f"idle ({idle}): no curve yet (running)" in proc.stderr
     run_orch(project_dir, "cancel", idle, check=True)
     slow = run_orch(project_dir, "submit", "train.py", "--name", "slow", "--",
-                    "--epochs", "30", "--sleep", "0.5", check=True).stdout.split()[0]
+                    "--epochs", "60", "--sleep", "0.5", check=True).stdout.split()[0]
 
     def curve_so_far() -> str | None:
         out = run_orch(project_dir, "compare", "slow").stdout
         return out if re.search(r"slow \(\w+\)\s+[2-9]\d*\s", out) else None
 
     out = wait_for(curve_so_far, timeout=180, interval=1.0, message="two epochs on the hub")
+    said = run_orch(project_dir, "compare", "slow").stderr
+    assert f"slow ({slow}): running, its curve so far (from the metrics on hub local)" in said
     assert read_job(project_dir, slow).state is S.RUNNING
     assert "epoch · val_loss" in out
     run_orch(project_dir, "cancel", slow, check=True)
@@ -372,3 +377,14 @@ def test_tensorboard_with_nothing_to_serve_says_so(project_dir: Path) -> None:
     assert proc.stderr.splitlines() == [
         "orch: error: no learning curves in this project yet: jobs that use orch's "
         "callbacks (or --auto-track) bring them back in models/NAME/logs/"]
+
+
+def test_tensorboard_not_installed_says_which_extra(trained: Trained, tmp_path: Path) -> None:
+    """A Python where ``tensorboard`` cannot be imported (a sitecustomize hides it)."""
+    write(tmp_path, "hide/sitecustomize.py", "import sys\nsys.modules['tensorboard'] = None\n")
+    proc = run_orch(trained.root, "tensorboard", "--port", str(free_port()),
+                    env={"PYTHONPATH": f"{tmp_path / 'hide'}{os.pathsep}{REPO}"})
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "orch: error: tensorboard is not installed: pip install 'orch[tf]' (or pip install "
+        "tensorboard)"]

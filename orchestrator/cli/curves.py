@@ -26,17 +26,20 @@ def compare(
         help="Also save the plot as a PNG picture here (needs matplotlib).")] = None,
 ) -> None:
     """Compare learning curves: best and final value of each metric per job, side by
-    side, and the curves of one metric drawn in the terminal.
+    side, and the curves of one metric drawn in the terminal's width.
 
-    Best is the minimum for losses and errors, the maximum for accuracy-like metrics
-    (the table says which). Finished jobs are read from the history pulled beside the
-    model (models/NAME/logs/history.jsonl); running ones from the metrics their worker
-    sends. A job with no curve yet is named on stderr; with none at all the exit code
-    is 1.
+    Best is the minimum for losses and errors, the maximum for accuracy-like
+    metrics (the table says which). Finished jobs are read from the history
+    pulled beside the model (models/NAME/logs/history.jsonl), running ones
+    from the metrics their worker has sent. A job with no curve is named on
+    stderr; with no curve at all the exit code is 1.
     """
     from ..curveplot import plot, save_png, table
     from ..curves import curve_of, default_metric, select
 
+    if png is not None and not png.resolve().parent.is_dir():
+        raise UsageError(f"cannot write --png {png}: folder {png.resolve().parent} does not "
+                         "exist")
     project = project_here()
     with open_store(project) as store:
         chosen = select(store, jobs)
@@ -64,6 +67,10 @@ def compare(
     print(table(curves, metrics, width))
     print()
     print(plot(curves, shown, width))
+    for curve in curves:
+        if not curve.source.endswith("history.jsonl"):
+            err(f"{curve.label}: {curve.job.state.value.lower()}, its curve so far (from "
+                f"{curve.source})")
     if png is not None:
         save_png(curves, shown, png)
         err(f"saved the curves of {shown} in {png}")
@@ -75,9 +82,12 @@ def tensorboard(
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every "
                                            "interface).")] = "127.0.0.1",
 ) -> None:
-    """Serve every pulled run of the project with TensorBoard (each run named after its
-    job: models/NAME/logs). Runs until Ctrl-C. Needs the tensorboard package (in the
-    `tf` extra: pip install 'orch[tf]')."""
+    """Serve every pulled run of the project with TensorBoard, each run named after its
+    job (models/NAME/logs). Runs until Ctrl-C.
+
+    Needs the tensorboard package: pip install tensorboard (it is in orch's
+    tf extra).
+    """
     import importlib.util
 
     from ..curves import tensorboard_runs
