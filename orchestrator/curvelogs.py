@@ -117,9 +117,10 @@ def make_curve_logger(out_dir: Path, fit: int) -> Any:
             self._board("on_epoch_begin", epoch, logs)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            from .keras import _floats
+            from .keras import finite_floats
 
-            row = {"fit": fit, "epoch": epoch, "time": round(time.time(), 3), **_floats(logs)}
+            row = {"fit": fit, "epoch": epoch, "time": round(time.time(), 3),
+                   **finite_floats(logs)}
             with open(self.history, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
             self._board("on_epoch_end", epoch, logs)

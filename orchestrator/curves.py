@@ -254,30 +254,29 @@ def _select_one(store: Store, ref: str) -> list[Job]:
 
 
 def tensorboard_runs(project: Project, store: Store) -> dict[str, Path]:
-    """What `orch tensorboard` serves: run name → logs folder. Each pulled job's logs
-    (named after the job; two jobs of one name pulled to different folders get their
-    ids), and any other ``models/*/logs`` folder (named after its folder)."""
+    """What `orch tensorboard` serves: run name → logs folder, in name order. Each
+    pulled job's logs, named after the job (the newest job of a name first), then any
+    other ``models/*/logs`` folder, named after its folder; a name already taken gets
+    ``~N`` appended."""
     from .models import JobState
 
     runs: dict[str, Path] = {}
-    seen: set[Path] = set()
 
     def add(name: str, folder: Path) -> None:
         folder = folder.resolve()
-        if folder in seen or not folder.is_dir():
+        if folder in runs.values():
             return
         if "," in str(folder):  # TensorBoard's --logdir_spec separates runs with commas
             log.warning("left out %s: TensorBoard cannot take a path with a comma", folder)
             return
-        seen.add(folder)
-        runs[name if name not in runs else f"{name}-{len(runs)}"] = folder
+        runs[name if name not in runs else f"{name}~{len(runs)}"] = folder
 
     for job in store.jobs([JobState.PULLED], newest_first=True):
-        for folder in logs_dirs(project, job):
-            if folder.is_dir() and folder.resolve() not in seen:
-                add(job.name if job.name not in runs else f"{job.name}-{job.id}", folder)
-                break
+        folder = next((f for f in logs_dirs(project, job) if f.is_dir()), None)
+        if folder is not None:
+            add(job.name, folder)
     outputs = project.root / project.settings.outputs_dir.strip("/")
     for folder in sorted(outputs.glob(f"*/{LOGS}")):
-        add(folder.parent.name, folder)
+        if folder.is_dir():
+            add(folder.parent.name, folder)
     return dict(sorted(runs.items()))

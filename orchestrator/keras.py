@@ -15,8 +15,9 @@ Reporter]``:
   and a rename).
 
 Outside orch (no ``ORCH_RUN_DIR``) the callbacks still work: progress goes
-nowhere and checkpoints go to a temporary folder, so a script runs unchanged on
-its own. This module imports Keras lazily: importing it costs nothing.
+nowhere, no learning-curve logs are written (they need ``ORCH_OUTPUT_DIR``) and
+checkpoints go to a temporary folder, so a script runs unchanged on its own.
+This module imports Keras lazily: importing it costs nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ _FIT_COUNTER = 0
 BATCH_REPORT_INTERVAL = 1.0  # seconds between in-epoch progress writes
 
 
-def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
+def finite_floats(logs: dict[str, Any] | None) -> dict[str, float]:
+    """The finite numbers of a Keras ``logs`` dict, rounded to 6 decimals."""
     out: dict[str, float] = {}
     for key, value in (logs or {}).items():
         try:
@@ -105,7 +107,7 @@ def make_reporter(run_dir: Path | None, ckpt_root: Path | None,
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             now = time.time()
-            metrics = _floats(logs)
+            metrics = finite_floats(logs)
             self._epochs_done_here += 1
             per_epoch = (now - self._train_start) / self._epochs_done_here
             epochs = self.state.get("epochs") or epoch + 1

@@ -388,3 +388,25 @@ def test_tensorboard_not_installed_says_which_extra(trained: Trained, tmp_path: 
     assert proc.stderr.splitlines() == [
         "orch: error: tensorboard is not installed: pip install 'orch[tf]' (or pip install "
         "tensorboard)"]
+
+
+@pytest.mark.parametrize("width", [24, 80, 200])
+def test_the_text_plot_keeps_its_width_in_odd_cases(width: int) -> None:
+    """One epoch, a flat curve, a curve with gaps, more curves than markers."""
+    from orchestrator.curveplot import plot, table
+    from orchestrator.curves import Curve
+
+    from .conftest import job
+
+    curves = [Curve(job("one"), ({"epoch": 0, "loss": 0.5},), "x"),
+              Curve(job("flat"), tuple({"epoch": e, "loss": 0.5} for e in range(5)), "x"),
+              Curve(job("gaps"), ({"epoch": 0, "acc": 1.0}, {"epoch": 1, "loss": 2.0}), "x"),
+              *(Curve(job(f"n{i}"), tuple({"epoch": e, "loss": i + e} for e in range(3)), "x")
+                for i in range(8))]
+    lines = plot(curves, "loss", width).splitlines()
+    assert {len(line) for line in lines} == {width}
+    assert [line.split()[0] for line in lines if "┤" in line] == ["9", "4.5", "0"]
+    text = table(curves, ["loss", "acc"], width)
+    assert re.search(r"gaps \(gaps\)\s+2\s+2 @2\s+2\s", text), text
+    flat_row = next(line for line in text.splitlines() if line.startswith("flat"))
+    assert re.search(r"flat \(flat\)\s+5\s+0\.5 @1\s+0\.5(\s|$)", flat_row), text
