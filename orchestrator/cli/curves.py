@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import OrchError, UsageError
-from ..models import ACTIVE
+from ..models import ACTIVE, HAS_RESULT
 from . import app, err, open_store, project_here
 
 
@@ -52,9 +52,11 @@ def compare(
                 curves.append(curve)
     for job in missing:
         state = job.state.value.lower()
-        err(f"{job.name} ({job.id}): no curve yet ({state})" if job.state in ACTIVE else
-            f"{job.name} ({job.id}): no learning curve ({state}; its run kept no history: "
-            "use orch's callbacks or --auto-track)")
+        why = (f"no curve yet ({state})" if job.state in ACTIVE else
+               f"no learning curve ({state}; its run kept no history: use orch's callbacks "
+               "or --auto-track)" if job.state in HAS_RESULT else
+               f"no learning curve ({state}; no epoch was recorded)")
+        err(f"{job.name} ({job.id}): {why}")
     if not curves:
         raise OrchError("nothing to compare: no learning curve for "
                         + ", ".join(j.name for j in missing))
