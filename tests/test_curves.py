@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -359,6 +360,21 @@ def test_tensorboard_serves_every_pulled_run(trained: Trained, tmp_path: Path) -
         assert {*(f"{n}/{part}" for n in SWEEP for part in ("train", "validation")),
                 "auto/train"} <= served  # auto's exam script validates nothing
         assert not any(r.startswith("nolog") for r in served)
+        # the event files hold the epochs' values: the same as history.jsonl
+        query = urllib.parse.urlencode({"run": f"{SWEEP[0]}/validation", "tag": "epoch_loss"})
+
+        def scalars() -> list[list[float]] | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/"
+                                            f"scalars?{query}", timeout=5) as r:
+                    return json.load(r) or None
+            except OSError:
+                return None
+
+        points = wait_for(scalars, timeout=60, interval=0.5, message="the scalars")
+        want = [r["val_loss"] for r in history(trained.root, SWEEP[0])]
+        assert [int(step) for _, step, _ in points] == [0, 1, 2, 3]
+        assert [v for _, _, v in points] == pytest.approx(want, abs=1e-5)
     finally:
         proc.terminate()
         try:
