@@ -133,12 +133,16 @@ def make_reporter(run_dir: Path | None, ckpt_root: Path | None,
             if root is None or not root.is_dir() or not any(root.iterdir()):
                 return
 
+            def not_old_logs(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+                """The restored copy of an earlier attempt's logs gives way to the
+                run's own (which began as that copy)."""
+                old = logs is not None and (member.name == "./logs"
+                                            or member.name.startswith("./logs/"))
+                return None if old else member
+
             def pack(f: Any) -> None:
                 with tarfile.open(fileobj=f, mode="w") as tar:
-                    # the restored copy of an earlier attempt's logs gives way to the
-                    # run's own (which began as that copy)
-                    tar.add(root, arcname=".", filter=lambda m: None if logs is not None and (
-                        m.name == "./logs" or m.name.startswith("./logs/")) else m)
+                    tar.add(root, arcname=".", filter=not_old_logs)
                     if logs is not None and logs.is_dir():
                         tar.add(logs, arcname="logs")
 
