@@ -1,18 +1,23 @@
 """Keras callbacks that report progress to orch and make runs resumable.
 
-``callbacks()`` returns ``[BackupAndRestore(ORCH_CHECKPOINT_DIR/fit-K), Reporter]``:
+``callbacks()`` returns ``[BackupAndRestore(ORCH_CHECKPOINT_DIR/fit-K), CurveLog,
+Reporter]``:
 
 - BackupAndRestore saves the model and optimizer state at every epoch end and,
   when a job is re-run after a lost worker, restores it so training resumes at the
   epoch where it stopped.
+- CurveLog (:mod:`orchestrator.curvelogs`) writes TensorBoard event files and
+  ``history.jsonl`` into ``$ORCH_OUTPUT_DIR/logs/``.
 - Reporter writes ``$ORCH_RUN_DIR/progress.json`` (epoch i of N, batch progress
   inside long epochs, latest metrics, ETA), appends ``metrics.jsonl``, and after
-  each backup packs the checkpoint folder into ``ckpt.tar`` (a consistent copy
-  the worker uploads; written via a temporary file and a rename).
+  each backup packs the checkpoint folder, with those logs as ``logs/``, into
+  ``ckpt.tar`` (a consistent copy the worker uploads; written via a temporary file
+  and a rename).
 
 Outside orch (no ``ORCH_RUN_DIR``) the callbacks still work: progress goes
-nowhere and checkpoints go to a temporary folder, so a script runs unchanged on
-its own. This module imports Keras lazily: importing it costs nothing.
+nowhere, no learning-curve logs are written (they need ``ORCH_OUTPUT_DIR``) and
+checkpoints go to a temporary folder, so a script runs unchanged on its own.
+This module imports Keras lazily: importing it costs nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ _FIT_COUNTER = 0
 BATCH_REPORT_INTERVAL = 1.0  # seconds between in-epoch progress writes
 
 
-def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
+def finite_floats(logs: dict[str, Any] | None) -> dict[str, float]:
+    """The finite numbers of a Keras ``logs`` dict, rounded to 6 decimals."""
     out: dict[str, float] = {}
     for key, value in (logs or {}).items():
         try:
@@ -44,8 +50,10 @@ def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
     return out
 
 
-def make_reporter(run_dir: Path | None, ckpt_root: Path | None) -> Any:
-    """The progress callback (a ``keras.callbacks.Callback``)."""
+def make_reporter(run_dir: Path | None, ckpt_root: Path | None,
+                  logs: Path | None = None) -> Any:
+    """The progress callback (a ``keras.callbacks.Callback``); ``logs``: the run's
+    learning-curve logs, packed into each checkpoint archive as ``logs/``."""
     import keras
 
     class Reporter(keras.callbacks.Callback):  # type: ignore[misc]
@@ -99,7 +107,7 @@ def make_reporter(run_dir: Path | None, ckpt_root: Path | None) -> Any:
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             now = time.time()
-            metrics = _floats(logs)
+            metrics = finite_floats(logs)
             self._epochs_done_here += 1
             per_epoch = (now - self._train_start) / self._epochs_done_here
             epochs = self.state.get("epochs") or epoch + 1
@@ -125,9 +133,18 @@ def make_reporter(run_dir: Path | None, ckpt_root: Path | None) -> Any:
             if root is None or not root.is_dir() or not any(root.iterdir()):
                 return
 
+            def not_old_logs(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+                """The restored copy of an earlier attempt's logs gives way to the
+                run's own (which began as that copy)."""
+                old = logs is not None and (member.name == "./logs"
+                                            or member.name.startswith("./logs/"))
+                return None if old else member
+
             def pack(f: Any) -> None:
                 with tarfile.open(fileobj=f, mode="w") as tar:
-                    tar.add(root, arcname=".")
+                    tar.add(root, arcname=".", filter=not_old_logs)
+                    if logs is not None and logs.is_dir():
+                        tar.add(logs, arcname="logs")
 
             write_with(self.run_dir / "ckpt.tar", pack)  # type: ignore[operator]
             self._ckpt_seq += 1
@@ -170,7 +187,8 @@ def callbacks(checkpoint: bool = True) -> list[Any]:
 
     Call it once per ``fit``; each call gets its own checkpoint folder
     (``fit-0``, ``fit-1``…), so a script with several fits resumes each correctly
-    as long as it calls them in the same order.
+    as long as it calls them in the same order. Under orch it also writes the fit's
+    learning curves (TensorBoard and ``history.jsonl``) into ``$ORCH_OUTPUT_DIR/logs/``.
     """
     import keras
 
@@ -189,7 +207,16 @@ def callbacks(checkpoint: bool = True) -> list[Any]:
         result.append(
             keras.callbacks.BackupAndRestore(backup_dir=tempfile.mkdtemp(prefix="orch-ckpt-"))
         )
-    result.append(make_reporter(run_dir, ckpt_root if checkpoint else None))
+    out_env = os.environ.get("ORCH_OUTPUT_DIR")
+    logs = None
+    if out_env:
+        from .curvelogs import LOGS, make_curve_logger, restore
+
+        out = Path(out_env)
+        restore(out, ckpt_root if checkpoint else None)
+        result.append(make_curve_logger(out, index))
+        logs = out / LOGS
+    result.append(make_reporter(run_dir, ckpt_root if checkpoint else None, logs))
     return result
 
 

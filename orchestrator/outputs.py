@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .archive import regular_files
+from .curvelogs import LOGS
 from .models import OutputSpec
 
 #: Files a script saves in its working folder that come back without --output.
@@ -60,7 +61,9 @@ def collect(outputs: Sequence[OutputSpec], out: Path, src: Path,
 
     Without ``--output``: everything in ``$ORCH_OUTPUT_DIR`` (``out``), plus the model
     files the script saved in its working folder (``src``). With ``--output SRC``:
-    SRC from ``out``, else from ``src`` if this run made or changed it.
+    SRC from ``out``, else from ``src`` if this run made or changed it; the run's
+    learning-curve logs (``out/logs/``, see :mod:`.curvelogs`) come back too, as one
+    more output (folder ``len(outputs)``, pulled to models/NAME/ like a default one).
     FileNotFoundError says which output is missing."""
     changed = made(src, baseline)
     if not outputs:
@@ -93,4 +96,13 @@ def collect(outputs: Sequence[OutputSpec], out: Path, src: Path,
         for rel in ours:
             inner = rel[len(name):].lstrip("/")
             found.append((f"{i}/{base}/{inner}" if inner else f"{i}/{base}", src / rel))
+    logs = out / LOGS
+    if logs.is_dir() and not any(spec.src in (".", LOGS) for spec in outputs):
+        found += [(f"{len(outputs)}/{LOGS}/{n}", p) for n, p in regular_files(logs)]
     return found
+
+
+def only_logs(files: Sequence[tuple[str, Path]]) -> bool:
+    """Whether what :func:`collect` found is nothing but learning-curve logs (or
+    nothing): a run that saved no model."""
+    return all(name.split("/")[1] == LOGS for name, _ in files)

@@ -43,8 +43,10 @@ def default_dest(project: Project, job: Job) -> str:
 
 
 def destinations(project: Project, job: Job, to: Path | None) -> list[Path]:
-    """Where output i of ``job`` goes: its DEST (or models/<name>/), or ``to``."""
-    specs = job.outputs or (OutputSpec(".", ""),)
+    """Where output i of ``job`` goes: its DEST (or models/<name>/), or ``to``. Jobs
+    with ``--output`` have one more: their learning-curve logs (see outputs.collect)
+    go to models/<name>/ as well."""
+    specs = (*job.outputs, OutputSpec(".", ""))
     out: list[Path] = []
     for spec in specs:
         if to is not None:

@@ -30,7 +30,7 @@ from .archive import HashingWriter, safe_extract, sha256_file, write_tar
 from .atomic import temp_path
 from .errors import HubError, OrchError, SignatureError, SupersededError
 from .joblogs import tail
-from .outputs import collect, stats_of
+from .outputs import collect, only_logs, stats_of
 from .signing import verify
 
 if TYPE_CHECKING:
@@ -321,7 +321,7 @@ class AttemptRun:
         except FileNotFoundError as exc:
             self.fail(str(exc))
             return
-        if not files:
+        if only_logs(files):
             self.fail("the script wrote no output (nothing in $ORCH_OUTPUT_DIR, and no model "
                       "file saved in its working dir)")
             return

@@ -240,6 +240,14 @@ class Store(JobMoves, Records):
         rows = self.db.execute("SELECT DISTINCT target, gpu FROM jobs WHERE state='QUEUED'")
         return {(target, GpuNeed(gpu)) for target, gpu in rows}
 
+    def sweep_members(self) -> list[tuple[str, float, tuple[tuple[str, str], ...]]]:
+        """``(job id, submitted_at, axis values)`` of every job a ``--sweep`` made, in
+        submit order (one sweep's jobs share their ``submitted_at``)."""
+        rows = self.db.execute("SELECT id, submitted_at, sweep FROM jobs WHERE sweep != '[]' "
+                               "ORDER BY seq")
+        return [(i, at, tuple((str(k), str(v)) for k, v in json.loads(sw)))
+                for i, at, sw in rows]
+
     def overview(self, limit: int | None) -> list[Job]:
         """What `orch status` lists, in submit order: every job on a worker, lost, or
         waiting to be pulled; the first ``limit`` queued ones (in scheduling order);

@@ -239,7 +239,7 @@ def test_killed_kernel_then_rerun_resumes_from_the_checkpoint(project_dir: Path,
     assert "Epoch 1/10" in lost_log  # the lost attempt's partial log, from Drive
     assert "saved model.keras" not in lost_log
     assert sorted(x.name for x in (project_dir / "models" / "resume").iterdir()) == \
-        ["model.keras"]
+        ["logs", "model.keras"]
 
 
 STANDIN_CLI = '''#!{python}

@@ -50,7 +50,7 @@ def test_submit_run_and_auto_pull_a_keras_model(project_dir: Path) -> None:
     assert job.state is S.PULLED
     model = project_dir / "models" / "tiny" / "model.keras"
     assert model.is_file()
-    assert job.pulled_to == ("models/tiny/model.keras",)
+    assert job.pulled_to == ("models/tiny/logs", "models/tiny/model.keras")
     assert job.progress["epochs"] == 3 and job.progress["completed_epochs"] == 3
     assert "accuracy" in job.progress["metrics"]
     metrics = (hub(project_dir) / P.metrics(job_id, 1)).read_text().splitlines()
@@ -166,7 +166,14 @@ def test_kill_9_worker_mid_training_resumes_from_checkpoint(project_dir: Path) -
     assert any(e.dst == "QUEUED" and "attempt 2" in e.message for e in events)
     log2 = (hub(project_dir) / P.log(job_id, 2)).read_text()
     assert "Epoch 1/12" not in log2  # it did not start over
-    assert sorted(p.name for p in (project_dir / "models" / "resume").iterdir()) == ["model.keras"]
+    assert sorted(p.name for p in (project_dir / "models" / "resume").iterdir()) == [
+        "logs", "model.keras"]
+    # the learning curves kept the lost attempt's epochs: each epoch once, and
+    # TensorBoard's events of both attempts
+    logs = project_dir / "models" / "resume" / "logs"
+    history = [json.loads(line) for line in (logs / "history.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in history] == list(range(12))
+    assert len(list((logs / "train").glob("events.out.tfevents.*"))) == 2
 
 
 def test_kill_9_daemon_loses_nothing_and_reruns_nothing(project_dir: Path) -> None:

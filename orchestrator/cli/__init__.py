@@ -2,8 +2,9 @@
 
 Errors a user can cause are OrchError: printed as one line, exit code 2 for bad
 usage, 1 otherwise. Never imports TensorFlow or Google clients at start-up.
-Commands live in :mod:`.jobs` (submit, status, logs, top, cancel, retry, pull) and
-:mod:`.manage` (init, daemon, worker, auth, colab, config); this module holds the
+Commands live in :mod:`.jobs` (submit, status, logs, top, cancel, retry, pull),
+:mod:`.curves` (compare, tensorboard) and :mod:`.manage` (init, daemon, worker, auth,
+colab, config); this module holds the
 app and what they share. (No ``from __future__ import annotations``: typer reads
 the annotations at run time.)
 """
@@ -161,4 +162,4 @@ def refuse_if_held(target: str, what: str) -> None:
                          "cancel them (`orch cancel`), or remove it anyway with --force")
 
 
-from . import clusters, hosts, jobs, manage, sandbox  # noqa: E402,F401 - importing them registers their commands
+from . import clusters, curves, hosts, jobs, manage, sandbox  # noqa: E402,F401 - importing them registers their commands
