@@ -146,7 +146,12 @@ def _wait(project: Any, ids: list[str]) -> int:
         err(f"orch: {line}")
     for job in jobs:
         if job.state is S.PULLED:
-            err(f"{job.name}: model(s) in {', '.join(job.pulled_to)}")
+            from ..curvelogs import LOGS
+
+            logs = [p for p in job.pulled_to if Path(p).name == LOGS]
+            models = [p for p in job.pulled_to if p not in logs]
+            err(f"{job.name}: model(s) in {', '.join(models) or '(no other output)'}"
+                + (f"; learning curves in {logs[0]}" if logs else ""))
     return 1 if bad else 0
 
 
