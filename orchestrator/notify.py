@@ -39,8 +39,8 @@ def ended_line(job: Job) -> str:
         took = f" after {format_duration((job.finished_at or time.time()) - job.started_at)}"
     tries = f" (try {job.attempt})" if job.attempt > 1 else ""
     detail = ""
-    if job.state is S.PULLED and job.pulled_to:
-        detail = f" → {', '.join(job.pulled_to)}"
+    if job.state is S.PULLED and job.pulled_to:  # the model first, its curves' logs last
+        detail = f" → {', '.join(sorted(job.pulled_to, key=lambda p: p.split('/')[-1] == 'logs'))}"
     elif job.state is S.SUCCEEDED and job.pull_error:
         detail = f" (not pulled: {job.pull_error})"
     elif job.state is S.FAILED:

@@ -46,10 +46,10 @@ orch sandbox use --colab-workers 2 --colab-startup 15s
 
 echo
 echo "== queueing three training jobs with no --on: placement picks local or Colab"
-digits=$(orch submit jobs/image_classification.py --name digits --estimate 3m -- --epochs 6)
-sentiment=$(orch submit jobs/text_classification.py --name sentiment --estimate 3m \
+digits=$(orch submit jobs/image_classification.py --name digits --estimate 40s -- --epochs 6)
+sentiment=$(orch submit jobs/text_classification.py --name sentiment --estimate 40s \
   -- --epochs 6)
-forecast=$(orch submit jobs/time_series.py --name forecast --estimate 3m -- --epochs 8)
+forecast=$(orch submit jobs/time_series.py --name forecast --estimate 40s -- --epochs 8)
 
 echo
 echo "== a fourth job while they train: a tabular regression, saved as mymodel.h5 here"
@@ -58,7 +58,7 @@ for _ in $(seq 240); do  # until one of them trains (at most 2 minutes)
 sys.exit(not any(j["state"] == "RUNNING" for j in json.load(sys.stdin)["jobs"]))' && break
   sleep 0.5
 done
-houses=$(orch submit jobs/regression.py --name houses --estimate 1m \
+houses=$(orch submit jobs/regression.py --name houses --estimate 20s \
   --output mymodel.h5:. -- --epochs 15 --save-as mymodel.h5)
 
 echo
@@ -71,6 +71,11 @@ echo "== verifying the models (load with TensorFlow, predict once)"
 orch pull --verify "$digits" "$sentiment" "$forecast" "$houses"
 
 echo
+echo "== learning curves: the two classifiers side by side (orch compare)"
+orch compare "$digits" "$sentiment" --metric val_accuracy
+echo "  (every run's TensorBoard logs are in models/NAME/logs: orch tensorboard serves them)"
+
+echo
 echo "== where each model trained and landed"
 summary=$(cat <<'PY'
 import json, sys
@@ -79,7 +84,8 @@ for j in json.load(sys.stdin)["jobs"]:
     where = ("this machine (the local slot)" if worker.startswith("local") else
              f"a stand-in Colab session (worker {worker})")
     print(f"  {j['name']:<10} {j['state']:<7} trained on {where}")
-    print(f"  {'':<18} landed in {', '.join(j['pulled_to']) or '-'}")
+    landed = sorted(j["pulled_to"], key=lambda p: p.split("/")[-1] == "logs")  # curves last
+    print(f"  {'':<18} landed in {', '.join(landed) or '-'}")
 PY
 )
 orch status --json | python -c "$summary"
