@@ -28,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # plain help; a docstring's line breaks are re-flowed
 )
 daemon_app = typer.Typer(help="Start, stop or inspect the background daemon.",
                          no_args_is_help=True)
@@ -162,4 +163,9 @@ def refuse_if_held(target: str, what: str) -> None:
                          "cancel them (`orch cancel`), or remove it anyway with --force")
 
 
-from . import clusters, curves, hosts, jobs, manage, sandbox  # noqa: E402,F401 - importing them registers their commands
+# importing them registers their commands, in this order in `orch --help`
+# isort: off
+from . import jobs, results  # noqa: E402,F401
+from . import curves, manage  # noqa: E402,F401
+from . import clusters, hosts, sandbox  # noqa: E402,F401
+# isort: on
