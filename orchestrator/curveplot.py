@@ -142,8 +142,6 @@ def _legend(curves: Sequence[Curve], width: int) -> list[str]:
 def save_png(curves: Sequence[Curve], metric: str, path: Path) -> None:
     """Draw the curves of ``metric`` into a PNG at ``path`` (matplotlib's Agg backend;
     written to a temporary file, then renamed). OrchError if matplotlib is missing."""
-    import os
-
     try:
         import matplotlib
 
@@ -152,7 +150,7 @@ def save_png(curves: Sequence[Curve], metric: str, path: Path) -> None:
     except ImportError as exc:
         raise OrchError("--png needs matplotlib: pip install 'orch[tf]' (or pip install "
                         "matplotlib)") from exc
-    from .atomic import temp_path
+    from .atomic import write_with
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     try:
@@ -166,8 +164,6 @@ def save_png(curves: Sequence[Curve], metric: str, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         fig.tight_layout()
-        tmp = temp_path(path)
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        write_with(path, lambda f: fig.savefig(f, format="png"))
     finally:
         plt.close(fig)

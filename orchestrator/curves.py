@@ -14,6 +14,7 @@ Read-only: nothing here writes to the project or the hub.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,8 +104,8 @@ def default_metric(curves: Sequence[Curve]) -> str:
 
 
 def parse_lines(text: str) -> list[dict[str, float]]:
-    """The JSON object lines of ``text`` with their numbers (a line cut short by a
-    killed run, or not an object, is skipped)."""
+    """The JSON object lines of ``text`` with their finite numbers (a line cut short
+    by a killed run, or not an object, is skipped; NaN and infinities are left out)."""
     rows: list[dict[str, float]] = []
     for line in text.splitlines():
         try:
@@ -113,7 +114,8 @@ def parse_lines(text: str) -> list[dict[str, float]]:
             continue
         if isinstance(row, dict) and isinstance(row.get("epoch"), int):
             rows.append({k: float(v) for k, v in row.items()
-                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)
+                         and math.isfinite(v)})
     return rows
 
 

@@ -2,8 +2,9 @@
 
 :func:`keypresses` puts the terminal in cbreak mode (keys arrive one at a time,
 without Enter, not echoed; Ctrl-C still interrupts) and always restores it: on a
-normal exit, on an exception, and on SIGTERM (turned into ``SystemExit(143)`` so
-the ``finally`` clauses run). POSIX terminals only; callers check
+normal exit, on an exception, and on SIGTERM (:func:`sigterm_exits` turns it into
+``SystemExit(143)`` so the ``finally`` clauses run; `orch top` without keys uses it
+too, so the screen it took is given back). POSIX terminals only; callers check
 :func:`interactive` first.
 """
 
@@ -79,6 +80,20 @@ def split_keys(data: str) -> list[str]:
 
 
 @contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``SystemExit(143)`` (so ``finally``
+    clauses restore the terminal); the previous handler is put back after."""
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    old_handler = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+
+
+@contextmanager
 def keypresses(stdin: TextIO | None = None) -> Iterator[Keys]:
     """Cbreak mode on ``stdin`` (default: sys.stdin) while the block runs; the
     terminal's settings (and the SIGTERM handler) are restored however it ends."""
@@ -87,14 +102,9 @@ def keypresses(stdin: TextIO | None = None) -> Iterator[Keys]:
 
     fd = (stdin or sys.stdin).fileno()
     saved = termios.tcgetattr(fd)
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    old_handler = signal.signal(signal.SIGTERM, on_term)
-    try:
-        tty.setcbreak(fd)
-        yield Keys(fd)
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        signal.signal(signal.SIGTERM, old_handler)
+    with sigterm_exits():
+        try:
+            tty.setcbreak(fd)
+            yield Keys(fd)
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)

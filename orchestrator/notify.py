@@ -23,7 +23,6 @@ from .models import TERMINAL, Job, JobState, format_duration
 
 log = get_logger(__name__)
 S = JobState
-NOTIFIER_TIMEOUT = 5.0  # seconds a desktop notifier may take before orch gives up on it
 
 
 def has_ended(job: Job, auto_pull: bool) -> bool:
@@ -101,14 +100,15 @@ def desktop_command(title: str, message: str) -> list[str] | None:
 
 
 def desktop(title: str, message: str) -> bool:
-    """Show a desktop notification; whether a notifier was found and ran. Never
-    raises: a missing or broken notifier is only logged."""
+    """Show a desktop notification; whether a notifier was found and started. Not
+    waited for (a notifier that hangs, e.g. with no D-Bus, never freezes `orch top`);
+    never raises: a missing or broken notifier is only logged."""
     command = desktop_command(title, message)
     if command is None:
         return False
     try:
-        subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=NOTIFIER_TIMEOUT, check=False)
+        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
     except (OSError, subprocess.SubprocessError) as exc:
         log.info("desktop notifier %s failed: %s", command[0], exc)
         return False

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Project
 from .errors import OrchError
-from .keys import Keys, interactive, keypresses
+from .keys import Keys, interactive, keypresses, sigterm_exits
 from .lifecycle import running_pid
 from .models import ACTIVE, TERMINAL, UNFINISHED, Job
 from .notify import EndWatch, Notifier, ended_line
@@ -150,8 +150,6 @@ def follow_log(top: Top, job: Job, keys: Keys, out: Any) -> None:
 def run(top: Top, console: Console) -> None:
     """The live view until ``q``, Ctrl-C, or (``--until-done``) nothing is left to
     do; keys only when stdin and stdout are terminals."""
-    from contextlib import nullcontext
-
     from rich.console import Group
     from rich.live import Live
 
@@ -162,7 +160,7 @@ def run(top: Top, console: Console) -> None:
     if not use_keys:
         top.help = "Ctrl-C to leave"
     last = None
-    with (keypresses() if use_keys else nullcontext()) as keys:
+    with (keypresses() if use_keys else sigterm_exits()) as keys:
         live = Live(console=console, screen=True, auto_refresh=False, transient=True)
         live.start()
         try:

@@ -79,13 +79,20 @@ echo
 echo "== where each model trained and landed"
 summary=$(cat <<'PY'
 import json, sys
-for j in json.load(sys.stdin)["jobs"]:
+jobs = json.load(sys.stdin)["jobs"]
+for j in jobs:
     worker = j["worker"] or "-"
     where = ("this machine (the local slot)" if worker.startswith("local") else
              f"a stand-in Colab session (worker {worker})")
     print(f"  {j['name']:<10} {j['state']:<7} trained on {where}")
     landed = sorted(j["pulled_to"], key=lambda p: p.split("/")[-1] == "logs")  # curves last
     print(f"  {'':<18} landed in {', '.join(landed) or '-'}")
+# the story holds only if every model came back and both places trained some
+places = {(j["worker"] or "").split("-")[0] for j in jobs if j["state"] == "PULLED"}
+if len(jobs) != 4 or any(j["state"] != "PULLED" for j in jobs) or \
+        not {"local", "colab"} <= places:
+    sys.exit("demo: expected 4 models back, trained both here and on the stand-in "
+             f"Colab; trained on: {', '.join(sorted(places)) or 'nothing'}")
 PY
 )
 orch status --json | python -c "$summary"

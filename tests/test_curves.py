@@ -286,6 +286,8 @@ def test_compare_reads_no_tensorflow_or_matplotlib(trained: Trained) -> None:
     (("nolog",), 1, "orch: error: nothing to compare: no learning curve for nolog"),
     (("train", "--png", "/nonexistent/c.png"), 2,
      "orch: error: cannot write --png /nonexistent/c.png: folder /nonexistent does not exist"),
+    (("train", "--png", "/"), 2,
+     "orch: error: cannot write --png /: it is a folder; name a file, e.g. /curves.png"),
 ])
 def test_compare_errors_are_one_line(trained: Trained, args: tuple[str, ...], code: int,
                                      line: str) -> None:
@@ -426,3 +428,17 @@ def test_the_text_plot_keeps_its_width_in_odd_cases(width: int) -> None:
     assert re.search(r"gaps \(gaps\)\s+2\s+2 @2\s+2\s", text), text
     flat_row = next(line for line in text.splitlines() if line.startswith("flat"))
     assert re.search(r"flat \(flat\)\s+5\s+0\.5 @1\s+0\.5(\s|$)", flat_row), text
+
+
+def test_a_history_with_nan_or_infinity_still_plots() -> None:
+    """A diverged run (or a history written elsewhere) may hold NaN: left out."""
+    from orchestrator.curveplot import plot
+    from orchestrator.curves import Curve, parse_lines
+
+    from .conftest import job
+
+    rows = parse_lines('{"epoch": 0, "loss": 1.5}\n{"epoch": 1, "loss": NaN}\n'
+                       '{"epoch": 2, "loss": Infinity, "acc": 0.5}\n')
+    assert rows == [{"epoch": 0.0, "loss": 1.5}, {"epoch": 1.0}, {"epoch": 2.0, "acc": 0.5}]
+    lines = plot([Curve(job("nan"), tuple(rows), "x")], "loss", 60).splitlines()
+    assert {len(line) for line in lines} == {60}

@@ -56,6 +56,49 @@ def test_up_is_idempotent_and_down_stops_the_server(tmp_path: Path, sandbox_dir:
     assert "was not running" in again.stdout
 
 
+def test_up_takes_the_same_port_again(tmp_path: Path, sandbox_dir: Path) -> None:
+    """Projects pointed at the sandbox keep their `drive_url` across down and up."""
+    run_orch(tmp_path, "sandbox", "up", "--dir", str(sandbox_dir), check=True)
+    url = server_doc(sandbox_dir)["url"]
+    run_orch(tmp_path, "sandbox", "down", "--dir", str(sandbox_dir), check=True)
+    run_orch(tmp_path, "sandbox", "up", "--dir", str(sandbox_dir), check=True)
+    assert server_doc(sandbox_dir)["url"] == url
+    bad = run_orch(tmp_path, "sandbox", "up", "--dir", str(sandbox_dir), "--port", "99999")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_down_stops_only_what_the_sandbox_started(tmp_path: Path, sandbox_dir: Path) -> None:
+    """A stale session file (a reboot, a reused pid) names a process the sandbox did not
+    start: `down` leaves it alone. A server that stopped answering is still stopped."""
+    import signal
+    import subprocess
+
+    other = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        session = sandbox_dir / "sessions" / "old"
+        session.mkdir(parents=True)
+        (session / "session.json").write_text(json.dumps({
+            "name": "old", "gpu": None, "state": "running", "created_at": 0.0,
+            "pid": other.pid, "kernel_pid": other.pid, "pid_start": 1, "kernel_start": 1}))
+        run_orch(tmp_path, "sandbox", "up", "--dir", str(sandbox_dir), check=True)
+        pid = int(str(server_doc(sandbox_dir)["pid"]))
+        os.kill(pid, signal.SIGSTOP)  # alive, silent
+        try:
+            up = run_orch(tmp_path, "sandbox", "up", "--dir", str(sandbox_dir))
+            assert up.returncode != 0 and "does not answer" in up.stderr, up
+            down = run_orch(tmp_path, "sandbox", "down", "--dir", str(sandbox_dir),
+                            check=True)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert "session old" not in down.stdout
+        assert f"stopped the sandbox's Drive server (pid {pid})" in down.stdout
+        wait_for(lambda: not process_alive(pid), timeout=20, message="the silent server gone")
+        assert other.poll() is None  # the stranger lives on
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_the_default_folder_comes_from_the_environment(tmp_path: Path,
                                                        sandbox_dir: Path) -> None:
     env = {"ORCH_SANDBOX_DIR": str(sandbox_dir)}

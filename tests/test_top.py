@@ -166,6 +166,13 @@ def test_top_at_80x24_with_keys(busy: dict[str, Any], tmux: Any) -> None:
     tmux.keys("C-c")
     screen = tmux.wait(lambda s: s.rstrip().endswith(PROMPT.strip()), 10, "the prompt again")
     assert "Traceback" not in screen
+    tmux.type(f"clear; {ORCH_TOP} < /dev/null")  # killed without keys: the screen comes back
+    tmux.wait(lambda s: "Ctrl-C to leave" in s, 15, "top, no keys, again")
+    assert tmux.cmd("display-message", "-p", "#{alternate_on}").strip() == "1"
+    os.kill(tmux.foreground_pid(), signal.SIGTERM)
+    tmux.wait(lambda s: s.rstrip().endswith(PROMPT.strip()), 10, "the prompt after SIGTERM")
+    assert tmux.cmd("display-message", "-p", "#{alternate_on} #{cursor_flag}").split() == \
+        ["0", "1"]  # the normal screen, the cursor shown
 
 
 def test_top_at_160x40_shows_everything_and_notifies(busy: dict[str, Any], tmux: Any,

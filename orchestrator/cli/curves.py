@@ -37,6 +37,9 @@ def compare(
     from ..curveplot import plot, save_png, table
     from ..curves import curve_of, default_metric, select
 
+    if png is not None and png.is_dir():
+        raise UsageError(f"cannot write --png {png}: it is a folder; name a file, e.g. "
+                         f"{png / 'curves.png'}")
     if png is not None and not png.resolve().parent.is_dir():
         raise UsageError(f"cannot write --png {png}: folder {png.resolve().parent} does not "
                          "exist")

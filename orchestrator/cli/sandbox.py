@@ -25,16 +25,18 @@ STANDINS = ("stand-ins: the Drive server is orch's local Drive v3 server (files 
             "local Jupyter kernel with a stand-in google.colab.")
 
 
-def _box(folder: Optional[Path]) -> Any:
+def _box(folder: Optional[Path], create: bool = True) -> Any:
     from ..sandbox.box import Sandbox
 
-    return Sandbox.at(folder)
+    return Sandbox.at(folder, create)
 
 
 @sandbox_app.command("up")
 def sandbox_up(
     folder: DirOption = None,
-    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free one).")]
+    port: Annotated[int, typer.Option(
+        "--port", min=0, max=65535,
+        help="Port to listen on (0: the last one again when free, else any free one).")]
     = 0,
 ) -> None:
     """Start the local Drive server in the background (idempotent: a running one is
@@ -49,7 +51,8 @@ def sandbox_up(
     print(f"state folder: {box.folder}")
     print(STANDINS)
     where = "" if folder is None else f" --dir {box.folder}"
-    print("point a project at it (in the project's folder):\n"
+    print("point a project at it (in the project's folder; `orch init` first if it is "
+          "not one yet):\n"
           f"    orch sandbox use{where} --colab-workers 2 --colab-startup 20s\n"
           f"stop it with `orch sandbox down{where}`")
 
@@ -89,7 +92,7 @@ def sandbox_use(
 @sandbox_app.command("status")
 def sandbox_status(folder: DirOption = None) -> None:
     """What the sandbox runs: the Drive server and the stand-in Colab sessions."""
-    box = _box(folder)
+    box = _box(folder, create=False)
     server = box.server()
     if server is None:
         print(f"the sandbox is not running (state folder {box.folder})")
@@ -108,8 +111,9 @@ def sandbox_status(folder: DirOption = None) -> None:
 @sandbox_app.command("down")
 def sandbox_down(folder: DirOption = None) -> None:
     """Stop the stand-in Colab sessions and the Drive server (idempotent). The server
-    forgets every file; point projects at a new one with `orch sandbox use`."""
-    box = _box(folder)
+    forgets every file; the next `up` takes the same port, so projects pointed at it
+    keep working."""
+    box = _box(folder, create=False)
     server, sessions = box.down()
     for name in sessions:
         print(f"stopped Colab stand-in session {name}")

@@ -3,12 +3,18 @@
 One folder (``--dir``, else $ORCH_SANDBOX_DIR, else ``$XDG_STATE_HOME/orch/sandbox``,
 i.e. ``~/.local/state/orch/sandbox``) holds everything the sandbox starts:
 
-- ``server.json``: the running server's URL and pid (written by :meth:`Sandbox.up`
-  once the server answers, removed by :meth:`Sandbox.down`); ``server.log``;
+- ``server.json``: the running server's URL, pid and the pid's start time (written
+  by :meth:`Sandbox.up` once the server answers, removed by :meth:`Sandbox.down`);
+  ``server.log``; ``port``: the last port, taken again by the next ``up`` so that
+  projects pointed at the sandbox keep working after ``down``/``up``;
 - ``secrets.json`` (mode 0600): the stand-in Colab's secrets (``orch sandbox use``
   sets ORCH_HUB_KEY);
 - ``sessions/NAME/``: one stand-in Colab session each (:mod:`.colab_cli`): its
   ``session.json``, ADC file, pip target, work folder and executed notebook.
+
+A pid is signalled only while it is the process the sandbox started: its start time
+(``/proc/PID/stat``) is recorded beside it and compared first, so a stale file (after
+a reboot, or a pid taken by another process) never stops anything else.
 
 The server keeps its files in memory: a stopped sandbox forgets every hub on it.
 """
@@ -52,6 +58,7 @@ class Server:
     url: str
     pid: int
     started_at: float
+    pid_start: int | None = None  # the process's start time (its identity with pid)
 
 
 @dataclass(frozen=True)
@@ -65,28 +72,46 @@ class Session:
     created_at: float
     pid: int | None = None
     kernel_pid: int | None = None
+    pid_start: int | None = None
+    kernel_start: int | None = None
 
     @property
     def live(self) -> bool:
-        return any(alive(p) for p in (self.pid, self.kernel_pid) if p)
+        return (self.pid is not None and alive(self.pid, self.pid_start)) or \
+            (self.kernel_pid is not None and alive(self.kernel_pid, self.kernel_start))
 
 
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (a zombie of ours counts as gone)."""
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/PID/stat``
+    field 22), or None if it is gone or this system has no /proc."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive(pid: int, started: int | None = None) -> bool:
+    """Whether process ``pid`` exists (a zombie of ours counts as gone) and, given
+    ``started`` (:func:`start_time` when it was recorded), is still that process.
+    Without /proc the start time cannot be compared: then only existence counts."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rpartition(")")[2].split()[0] != "Z"
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return True
+    return fields[0] != "Z" and (started is None or int(fields[19]) == started)
 
 
-def stop_process(pid: int, group: bool = False, wait: float = 10.0) -> None:
-    """SIGTERM ``pid`` (its whole process group with ``group``), SIGKILL after ``wait``."""
+def stop_process(pid: int, started: int | None, group: bool = False,
+                 wait: float = 10.0) -> None:
+    """SIGTERM ``pid`` (its whole process group with ``group``), SIGKILL after ``wait``;
+    only while it is the process that started at ``started`` (:func:`alive`)."""
     def send(sig: int) -> None:
+        if not alive(pid, started):
+            return
         try:
             os.killpg(pid, sig) if group else os.kill(pid, sig)
             return
@@ -99,10 +124,9 @@ def stop_process(pid: int, group: bool = False, wait: float = 10.0) -> None:
 
     send(signal.SIGTERM)
     deadline = time.time() + wait
-    while alive(pid) and time.time() < deadline:
+    while alive(pid, started) and time.time() < deadline:
         time.sleep(0.1)
-    if alive(pid):
-        send(signal.SIGKILL)
+    send(signal.SIGKILL)
 
 
 class Sandbox:
@@ -115,12 +139,15 @@ class Sandbox:
         self.sessions_dir = self.folder / "sessions"
 
     @classmethod
-    def at(cls, given: Path | None) -> Sandbox:
+    def at(cls, given: Path | None, create: bool = True) -> Sandbox:
         """The sandbox at ``given`` (else :func:`default_dir`); UsageError when that
-        path is a file or cannot be made a folder."""
+        path is a file or cannot be made a folder. Without ``create`` a missing folder
+        is not made (a sandbox that never ran there)."""
         folder = given if given is not None else default_dir()
         if folder.exists() and not folder.is_dir():
             raise UsageError(f"sandbox folder {folder}: it is a file, not a folder")
+        if not create and not folder.exists():
+            return cls(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -132,15 +159,22 @@ class Sandbox:
 
     # ---- the Drive server ----------------------------------------------------------
 
-    def server(self) -> Server | None:
-        """The running server (its recorded process alive and answering), or None."""
+    def recorded(self) -> Server | None:
+        """The server ``server.json`` names while that very process lives (answering
+        or not), or None."""
         try:
             doc = json.loads(self.server_file.read_text())
             server = Server(url=doc["url"], pid=int(doc["pid"]),
-                            started_at=float(doc["started_at"]))
+                            started_at=float(doc["started_at"]),
+                            pid_start=doc.get("pid_start"))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not alive(server.pid):
+        return server if alive(server.pid, server.pid_start) else None
+
+    def server(self) -> Server | None:
+        """The running server (its recorded process alive and answering), or None."""
+        server = self.recorded()
+        if server is None:
             return None
         try:
             self.control(server.url, "config", method="GET", timeout=3)
@@ -150,48 +184,72 @@ class Sandbox:
 
     def up(self, port: int = 0, timeout: float = 30.0) -> tuple[Server, bool]:
         """Start the server detached unless it runs; ``(server, started now)``.
-        Idempotent: a running server is returned as it is."""
+        Idempotent: a running server is returned as it is. ``port`` 0 takes the last
+        port again when it is free (else any free one)."""
         import fcntl
 
         with open(self.folder / "lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            running = self.server()
+            running = self.recorded()
+            if running is not None and self.server() is None:
+                raise SandboxError(f"the sandbox's Drive server (pid {running.pid}) runs but "
+                                   "does not answer: stop it with `orch sandbox down`")
             if running is not None:
                 return running, False
-            logfile = self.folder / "server.log"
-            with open(logfile, "wb") as out:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "orchestrator.sandbox.drive", "--port", str(port),
-                     "--user-email", "you@sandbox.invalid"],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True, cwd=self.folder)
-            deadline = time.time() + timeout
-            url = ""
-            while not url:
-                first = logfile.read_text(errors="replace").partition("\n")
-                if first[1] and first[0].startswith("http"):
-                    url = first[0].strip()
-                elif proc.poll() is not None or time.time() > deadline:
-                    if proc.poll() is None:
-                        proc.kill()
-                    tail = logfile.read_text(errors="replace").strip().splitlines()[-1:]
-                    raise SandboxError("the sandbox's Drive server did not start"
-                                       f"{': ' + tail[0] if tail else ''} (log: {logfile})")
-                else:
-                    time.sleep(0.05)
-            server = Server(url=url, pid=proc.pid, started_at=time.time())
-            write_atomic(self.server_file, json.dumps(server.__dict__, indent=1) + "\n")
-            log.info("sandbox Drive server at %s (pid %d)", url, proc.pid)
-            return server, True
+            last = self._last_port() if port == 0 else None
+            if last is not None:
+                try:
+                    return self._start(last, timeout), True
+                except SandboxError:  # taken by something else since: any free port
+                    log.info("port %d is taken; the sandbox takes another", last)
+            return self._start(port, timeout), True
+
+    def _last_port(self) -> int | None:
+        try:
+            return int((self.folder / "port").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _start(self, port: int, timeout: float) -> Server:
+        """Start the server on ``port`` (0: any free one) and wait for its URL."""
+        logfile = self.folder / "server.log"
+        with open(logfile, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator.sandbox.drive", "--port", str(port),
+                 "--user-email", "you@sandbox.invalid"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=self.folder)
+        deadline = time.time() + timeout
+        url = ""
+        while not url:
+            first = logfile.read_text(errors="replace").partition("\n")
+            if first[1] and first[0].startswith("http"):
+                url = first[0].strip()
+            elif proc.poll() is not None or time.time() > deadline:
+                if proc.poll() is None:
+                    proc.kill()
+                tail = logfile.read_text(errors="replace").strip().splitlines()[-1:]
+                raise SandboxError("the sandbox's Drive server did not start"
+                                   f"{': ' + tail[0] if tail else ''} (log: {logfile})")
+            else:
+                time.sleep(0.05)
+        server = Server(url=url, pid=proc.pid, started_at=time.time(),
+                        pid_start=start_time(proc.pid))
+        write_atomic(self.server_file, json.dumps(server.__dict__, indent=1) + "\n")
+        from urllib.parse import urlsplit
+
+        write_atomic(self.folder / "port", str(urlsplit(url).port))
+        log.info("sandbox Drive server at %s (pid %d)", url, proc.pid)
+        return server
 
     def down(self) -> tuple[Server | None, list[str]]:
         """Stop the stand-in sessions and the server; what was stopped. Idempotent."""
         stopped = [s.name for s in self.sessions() if s.live]
         for name in stopped:
             self.stop_session(name)
-        server = self.server()
+        server = self.recorded()  # stopped even when it no longer answers
         if server is not None:
-            stop_process(server.pid)
+            stop_process(server.pid, server.pid_start)
         self.server_file.unlink(missing_ok=True)
         return server, stopped
 
@@ -270,10 +328,10 @@ class Sandbox:
         session = self.session(name)
         if session is None:
             return None
-        if session.kernel_pid and alive(session.kernel_pid):
-            stop_process(session.kernel_pid, group=True)
-        if session.pid and session.pid != os.getpid() and alive(session.pid):
-            stop_process(session.pid)
+        if session.kernel_pid:
+            stop_process(session.kernel_pid, session.kernel_start, group=True)
+        if session.pid and session.pid != os.getpid():
+            stop_process(session.pid, session.pid_start)
         stopped = dataclasses.replace(session, state="stopped")
         self.save_session(stopped)
         return stopped

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .box import Sandbox, Session
+from .box import Sandbox, Session, start_time
 
 STANDIN = Path(__file__).resolve().parent / "standin"  # holds google/colab/
 
@@ -57,15 +57,17 @@ def kernel_env(box: Sandbox, folder: Path, url: str) -> dict[str, str]:
 
 
 def write_adc(box: Sandbox, path: Path) -> None:
-    """An ``authorized_user`` ADC file for the local server with a ready token:
-    google-auth would refresh such a file at Google's endpoint, so the token is
-    handed over ready, as Colab's sign-in does."""
+    """An ``authorized_user`` ADC file for the local server with a ready token (as
+    Colab's sign-in hands one over); its ``token_uri`` is the local server's, so a
+    refresh never reaches Google."""
     from ..atomic import write_atomic
 
     write_atomic(path, json.dumps({
         "type": "authorized_user", "client_id": "sandbox-client.apps.googleusercontent.com",
         "client_secret": "sandbox-secret", "refresh_token": "1//sandbox-refresh",
-        "token": box.token(ttl=24 * 3600), "expiry": "2099-01-01T00:00:00Z"}), mode=0o600)
+        "token": box.token(ttl=24 * 3600), "expiry": "2099-01-01T00:00:00Z",
+        # a refresh goes to the local server, never to Google's token endpoint
+        "token_uri": box.require().url + "token"}), mode=0o600)
 
 
 def set_param(nb: Any, name: str, value: Any) -> None:
@@ -106,12 +108,14 @@ def cmd_exec(box: Sandbox, name: str, notebook: Path) -> int:
     folder = box.session_dir(name)
     nb = nbformat.read(str(notebook), as_version=4)
     set_param(nb, "WORK_DIR", str(folder / "content"))
-    session = dataclasses.replace(session, state="running", pid=os.getpid())
+    session = dataclasses.replace(session, state="running", pid=os.getpid(),
+                                  pid_start=start_time(os.getpid()))
     box.save_session(session)
 
     def record_kernel(**_: Any) -> None:
         pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
-        box.save_session(dataclasses.replace(session, kernel_pid=pid))
+        box.save_session(dataclasses.replace(
+            session, kernel_pid=pid, kernel_start=None if pid is None else start_time(pid)))
 
     def terminate(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(143)
