@@ -253,3 +253,46 @@ def test_a_drive_workers_log_has_no_client_warning_flood(drive: Any, project_dir
         assert noise == []
     finally:
         project.close()
+
+
+def test_drive_file_scope_setting_is_asked_for_and_explained(drive: Any,
+                                                             project_dir: Path) -> None:
+    (project_dir / "orch.toml").write_text('drive_scope = "drive.file"\n')
+    client_secrets(drive, project_dir / "client_secrets.json")
+    env = {"ORCH_DRIVE_ROOT_URL": drive.url}
+    proc = run_orch(project_dir, "auth", "--no-browser", env=env,
+                    input_text="http://localhost:8080/?code=c\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "scope=https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fdrive.file" in proc.stdout
+    assert "(user, scope https://www.googleapis.com/auth/drive.file)" in proc.stdout
+    assert "Colab notebooks sign in as another client and will not see the hub" in proc.stderr
+    (project_dir / "orch.toml").write_text('drive_scope = "everything"\n')
+    bad = run_orch(project_dir, "auth", "--no-browser", env=env, input_text="x\n")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("orch: error: setting drive_scope: bad value 'everything' "
+                                  "(expected drive or drive.file)")
+
+
+def test_local_drive_server_ends_grants_as_google_does() -> None:
+    from orchestrator.sandbox.drive.auth import OAuthError, TokenStore
+
+    tokens = TokenStore("me@example.com")
+    first = tokens.grant({"grant_type": "authorization_code", "code": "c"})
+    second = tokens.grant({"grant_type": "authorization_code", "code": "c"})
+    refreshed = tokens.grant({"grant_type": "refresh_token",
+                              "refresh_token": first["refresh_token"]})
+    assert tokens.email_for(refreshed["access_token"]) == "me@example.com"
+    assert tokens.revoke(first["refresh_token"]) == 1
+    assert tokens.email_for(refreshed["access_token"]) is None  # its access tokens die too
+    with pytest.raises(OAuthError) as refused:
+        tokens.grant({"grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+    assert refused.value.body() == {"error": "invalid_grant",
+                                    "error_description": "Token has been expired or revoked."}
+    tokens.grant({"grant_type": "refresh_token", "refresh_token": second["refresh_token"]})
+    tokens.refresh_ttl = 0.0  # a Testing-status app, seven days on
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        tokens.grant({"grant_type": "refresh_token", "refresh_token": second["refresh_token"]})
+    tokens.refresh_ttl = None
+    tokens.revoke()  # every grant, and refresh tokens this server never issued
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        tokens.grant({"grant_type": "refresh_token", "refresh_token": "1//elsewhere"})

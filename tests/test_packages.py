@@ -24,13 +24,15 @@ print("orchtiny says", orchtiny.hello(), "from", orchtiny.__file__)
 """
 
 
-def build_wheel(folder: Path, name: str = "orchtiny", version: str = "0.1") -> Path:
-    """A real (pure-Python) wheel of package ``name``, written by hand: no build
-    backend, no network."""
+def build_wheel(folder: Path, name: str = "orchtiny", version: str = "0.1",
+                requires: str = "") -> Path:
+    """A real (pure-Python) wheel of package ``name`` (needing ``requires``), written
+    by hand: no build backend, no network."""
     files = {
         f"{name}/__init__.py": f"def hello():\n    return '{name} {version}'\n",
         f"{name}-{version}.dist-info/METADATA":
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            + (f"Requires-Dist: {requires}\n" if requires else ""),
         f"{name}-{version}.dist-info/WHEEL":
             "Wheel-Version: 1.0\nGenerator: orch-tests\nRoot-Is-Purelib: true\n"
             "Tag: py3-none-any\n",
@@ -115,6 +117,28 @@ def test_requirements_file_and_a_failed_install(project_dir: Path, tmp_path: Pat
                                 "packages (nosuchpkg-orch==9.9; exit 1)")
     assert "No matching distribution found for nosuchpkg-orch==9.9" in bad.error
     assert "\n" not in bad.error
+
+
+def test_dependencies_this_python_has_are_not_shadowed(project_dir: Path,
+                                                        tmp_path: Path) -> None:
+    """pip --target installs a dependency again even when the worker's Python has it;
+    orch keeps the environment's own copy (as Colab's TensorFlow and NumPy)."""
+    wheelhouse = tmp_path / "wheelhouse"
+    build_wheel(wheelhouse, version="0.3", requires="orchdep")
+    dep = build_wheel(wheelhouse, name="orchdep", version="1.0")
+    base = tmp_path / "base-site"  # orchdep, already in the worker's environment
+    with zipfile.ZipFile(dep) as z:
+        z.extractall(base)
+    (project_dir / "use.py").write_text(SCRIPT + "import orchdep\nprint('orchdep from', "
+                                        "orchdep.__file__)\n")
+    env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse),
+           "PYTHONPATH": f"{Path(__file__).resolve().parents[1]}:{base}"}
+    job = ended(project_dir, submit(project_dir, env, "--pip", "orchtiny==0.3"))
+    assert job.state in (S.SUCCEEDED, S.PULLED), job.error
+    log = run_orch(project_dir, "logs", job.id, env=env, check=True).stdout
+    assert "kept this Python's own orchdep" in log
+    assert "orchtiny says orchtiny 0.3" in log
+    assert f"orchdep from {base / 'orchdep' / '__init__.py'}" in log
 
 
 def test_bad_package_declarations_are_refused_at_submit(project_dir: Path,
