@@ -226,6 +226,10 @@ def test_daemon_logs_one_line_for_a_revoked_grant(drive: Any, project_dir: Path)
         assert told[0].endswith("cannot read the workers of hub remote: the Drive sign-in "
                                 "has expired or was revoked (Google answered invalid_grant): "
                                 "run `orch auth` again (listing workers)")
+        # `orch auth` again writes a new grant: the running daemon takes it up
+        Storage(str(project.credentials)).put(drive.credentials(refresh_token=refresh + "-2"))
+        wait_for(lambda: "the workers of hub remote are readable again" in
+                 daemon_log.read_text(), timeout=60, message="the daemon using the new grant")
     finally:
         project.close()
 
