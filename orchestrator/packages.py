@@ -76,7 +76,10 @@ def items_of(env: tuple[tuple[str, str], ...]) -> list[str]:
     """The job's requirement items from its environment ([] when it declared none)."""
     for key, value in env:
         if key == ENV:
-            items = json.loads(value)
+            try:
+                items = json.loads(value)
+            except ValueError:
+                items = None
             if isinstance(items, list) and all(isinstance(i, str) for i in items):
                 return items
             raise PackagesError(f"${ENV} is not a JSON list of strings")
