@@ -40,6 +40,7 @@ class Settings:
     drive_client_secrets: str = "client_secrets.json"  # your OAuth client (for `orch auth`)
     drive_credentials: str = ""  # "" → .orch/drive-credentials.json (written by `orch auth`)
     drive_shared_drive: str = ""  # a Shared Drive id to keep the hub in
+    drive_scope: str = "drive"  # what `orch auth` asks for: "drive" or "drive.file"
     drive_poll_interval: float = 2.0  # how stale a Drive hub's view may get
     drive_url: str = ""  # the Drive API endpoint ("" = Google's; `orch sandbox use` sets it)
     heartbeat_interval: float = 1.0

@@ -54,6 +54,13 @@ class TransientHubError(HubError):
     """A hub call failed in a way worth another try (a dropped upload session)."""
 
 
+class SignInExpiredError(HubError):
+    """Google answered ``invalid_grant``: the saved Drive sign-in expired (an OAuth
+    app in Testing status: after 7 days) or was revoked. Not transient: only
+    `orch auth` mends it. A HubError, so every path that copes with an unreachable
+    hub copes with this one too."""
+
+
 class ProtocolError(HubError):
     """A hub document (or the hub itself) is of another protocol version, another
     project, or malformed. Its message says which, in one line."""

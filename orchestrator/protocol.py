@@ -232,6 +232,7 @@ class Seal(Document):
     size: int
     files: tuple[SealedFile, ...]
     sealed_at: float
+    tensorflow: str | None = None  # the version in the job's environment (None: none)
 
 
 @dataclasses.dataclass(frozen=True)

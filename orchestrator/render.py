@@ -7,6 +7,7 @@ command stays fast; ``rich`` is imported only by the live views (``orch top``,
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -160,6 +161,11 @@ def job_detail(job: Job, events: Sequence[Event], attempts: Sequence[Attempt],
         f"  progress  {progress_text(job)}   {metrics_text(job, 6)}",
         f"  elapsed   {elapsed(job)}",
     ]
+    if job.progress.get("tensorflow"):
+        lines.append(f"  trained with TensorFlow {job.progress['tensorflow']}")
+    packages = dict(job.env).get("ORCH_REQUIREMENTS")
+    if packages:
+        lines.append(f"  packages  {' '.join(json.loads(packages))}")
     if job.exit_code is not None:
         lines.append(f"  exit code {job.exit_code}")
     if job.error:

@@ -31,6 +31,7 @@ from .atomic import temp_path
 from .errors import HubError, OrchError, SignatureError, SupersededError
 from .joblogs import tail
 from .outputs import collect, only_logs, stats_of
+from .packages import install, items_of, job_log_writer, tensorflow_version
 from .signing import verify
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class AttemptRun:
                                   phase=P.Phase.STARTING, started_at=time.time())
         self._sent: dict[str, float] = {}
         self.baseline: dict[str, tuple[int, int]] = {}  # src files as the run got them
+        self.packages: Path | None = None  # the job's extra packages (--pip), installed
 
     # -- hub writes, fenced --
 
@@ -192,6 +194,10 @@ class AttemptRun:
             tmp.unlink()
             self.status = dataclasses.replace(self.status, restored_checkpoint_of_attempt=m)
             log.info("%s.%d restored the checkpoint of attempt %d", self.job_id, self.n, m)
+        items = items_of(manifest.env)
+        if items:
+            say = job_log_writer(self.log_path, f"{self.job_id}.{self.n}:")
+            self.packages = install(items, self.src, self.w.work_dir / "packages", say).path
 
     def environment(self, manifest: P.Manifest) -> dict[str, str]:
         env = dict(os.environ)
@@ -215,6 +221,9 @@ class AttemptRun:
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order nvidia-smi numbers GPUs in
         if manifest.autotrack:
             env["ORCH_AUTOTRACK"] = "1"
+        if self.packages is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(self.packages), env.get("PYTHONPATH", "")) if p)
         return env
 
     def command(self, manifest: P.Manifest) -> list[str]:
@@ -329,15 +338,18 @@ class AttemptRun:
         with open(tar_path, "wb") as raw:
             writer = HashingWriter(raw)
             write_tar(writer, files, compress=False, keep_mtime=True)  # type: ignore[arg-type]
+        tf = tensorflow_version(self.environment(manifest), self.src)
         sealed = P.Seal(job_id=self.job_id, attempt=self.n, sha256=writer.hash.hexdigest(),
                         size=writer.size, sealed_at=time.time(),
-                        files=tuple(P.SealedFile(n, p.stat().st_size) for n, p in files))
+                        files=tuple(P.SealedFile(n, p.stat().st_size) for n, p in files),
+                        tensorflow=tf)
         if not self.still_mine():
             raise SupersededError()
         self.hub.put_file(P.result_tar(self.job_id, self.n), tar_path)
         self.hub.put_doc(P.result_json(self.job_id, self.n), sealed)
+        progress = {**self.status.progress, **({"tensorflow": tf} if tf else {})}
         self.put_status(phase=P.Phase.SUCCEEDED, exit_code=0, ended_at=time.time(),
-                        result_sha256=sealed.sha256)
+                        result_sha256=sealed.sha256, progress=progress)
         log.info("%s.%d sealed (%d files, %d bytes)", self.job_id, self.n, len(files),
                  writer.size)
         shutil.rmtree(self.dir, ignore_errors=True)

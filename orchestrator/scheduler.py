@@ -65,6 +65,7 @@ class Scheduler:
         self.settings = project.settings
         self._missing: set[str] = set()  # hubs warned about
         self._refused: set[str] = set()  # heartbeats of another protocol, warned about
+        self._unread: dict[str, str] = {}  # hub -> why its workers were unreadable (said once)
         self._beats: dict[tuple[str, str], str] = {}  # the heartbeat text last read
         self.assigner = Assigner(project, store, self.hubs, self.places, self.planner,
                                  self.identity.key)
@@ -126,8 +127,12 @@ class Scheduler:
             except HubError as exc:
                 if name == "local":
                     raise  # the project's own folder: the daemon says so and retries
-                log.warning("cannot read the workers of hub %s this tick: %s", name, exc)
+                if self._unread.get(name) != str(exc):  # once, not every tick
+                    self._unread[name] = str(exc)
+                    log.warning("cannot read the workers of hub %s: %s", name, exc)
                 continue
+            if self._unread.pop(name, None) is not None:
+                log.info("the workers of hub %s are readable again", name)
             for (beat, text), (new, _) in zip(beats, self.store.upsert_workers(beats, now, name)):
                 self._beats[(name, beat.worker_id)] = text  # recorded: skipped until it changes
                 if new:

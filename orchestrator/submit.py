@@ -52,6 +52,8 @@ class SubmitRequest:
     sweep: tuple[str, ...] = ()
     autotrack: bool = False
     gpu_mem: str | None = None  # MB of GPU memory the job needs, to share a GPU
+    pip: tuple[str, ...] = ()  # --pip: requirements, or wheel/sdist paths in the project
+    requirements: str | None = None  # --requirements: a requirements file in the project
 
 
 def parse_target(on: str, remote_hub: str = "", named: frozenset[str] = frozenset()) -> str:
@@ -108,6 +110,47 @@ def parse_sweep(items: tuple[str, ...]) -> list[tuple[str, list[str]]]:
             raise UsageError(f"--sweep {key} given twice")
         axes.append((key, choices))
     return axes
+
+
+def _project_file(project_root: Path, given: str, what: str) -> str:
+    path = Path(given).expanduser()
+    path = (path if path.is_absolute() else Path.cwd() / path).resolve()
+    if not path.is_file():
+        raise UsageError(f"{what} {given}: no such file")
+    if not path.is_relative_to(project_root):
+        raise UsageError(f"{what} {given} is outside the project {project_root} (it must "
+                         "ship in the job's snapshot)")
+    return path.relative_to(project_root).as_posix()
+
+
+def parse_packages(project_root: Path, pip: tuple[str, ...],
+                   requirements: str | None) -> tuple[str, ...]:
+    """The job's package items (see :mod:`.packages`): each ``--pip`` requirement as
+    given (checked with ``packaging``), each wheel/sdist path and the requirements
+    file as project paths (``-r PATH`` for the file)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from .packages import is_path
+
+    items: list[str] = []
+    for spec in pip:
+        spec = spec.strip()
+        if spec.startswith("-") or not spec:
+            raise UsageError(f"bad --pip {spec!r}: a requirement (e.g. einops==0.8.0) or a "
+                             "wheel/sdist in the project; pip options go in a --requirements "
+                             "file")
+        if is_path(spec):
+            items.append(_project_file(project_root, spec, "--pip"))
+            continue
+        try:
+            Requirement(spec)
+        except InvalidRequirement as exc:
+            reason = str(exc).splitlines()[0]  # packaging adds the spec and a caret below
+            raise UsageError(f"bad --pip {spec!r}: {reason}") from None
+        items.append(spec)
+    if requirements is not None:
+        items.append("-r " + _project_file(project_root, requirements, "--requirements"))
+    return tuple(items)
 
 
 def _relative_clean(text: str, what: str) -> str:
@@ -173,6 +216,7 @@ class _Checked:
     axes: list[tuple[str, list[str]]]
     outputs: tuple[OutputSpec, ...]
     base: str
+    packages: tuple[str, ...] = ()
 
 
 def _named_places(project: Project, on: str) -> frozenset[str]:
@@ -210,6 +254,16 @@ def _check(project: Project, req: SubmitRequest) -> _Checked:
         raise UsageError(f"bad --priority {req.priority}: between -{MAX_PRIORITY:,} and "
                          f"{MAX_PRIORITY:,}")
     env = parse_env(req.env)
+    from .packages import ENV
+
+    if any(k == ENV for k, _ in env):
+        raise UsageError(f"--env {ENV}=… is orch's: declare packages with --pip or "
+                         "--requirements")
+    packages = parse_packages(project.root, req.pip, req.requirements)
+    if packages:
+        import json
+
+        env += ((ENV, json.dumps(packages)),)
     axes = parse_sweep(req.sweep)
     combos = 1
     for _, values in axes:
@@ -232,7 +286,7 @@ def _check(project: Project, req: SubmitRequest) -> _Checked:
     for given in req.data:
         if not Path(given).expanduser().exists():
             raise BundleError(f"data path {given} does not exist")
-    return _Checked(target, script, estimate, gpu_mem, env, axes, outputs, base)
+    return _Checked(target, script, estimate, gpu_mem, env, axes, outputs, base, packages)
 
 
 def credential_paths(project: Project) -> frozenset[str]:
@@ -304,6 +358,14 @@ def submit(project: Project, req: SubmitRequest, store: Store | None = None) -> 
         if c.script not in {name for name, _ in final.files}:
             why = next((e.why for e in final.excluded if e.rel == c.script), "excluded")
             raise UsageError(f"script {c.script} is excluded from the snapshot: {why}")
+        from .packages import is_path
+
+        shipped = {name for name, _ in final.files}
+        for item in c.packages:
+            rel = item.removeprefix("-r ")
+            if (item.startswith("-r ") or is_path(item)) and rel not in shipped:
+                why = next((e.why for e in final.excluded if e.rel == rel), "excluded")
+                raise UsageError(f"package file {rel} is not in the snapshot: {why}")
         checkpoints = req.autotrack or _uses_orch_callbacks(project.root / c.script)
         combos = (list(itertools.product(*[[(k, v) for v in values] for k, values in c.axes]))
                   or [()])

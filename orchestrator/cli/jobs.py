@@ -47,6 +47,14 @@ def submit(
     sweep: Annotated[Optional[list[str]], typer.Option(
         help="NAME=V1,V2,… grid axis (repeatable); one job per combination, given --NAME V.")]
     = None,
+    pip: Annotated[Optional[list[str]], typer.Option(
+        "--pip", help="An extra package the job needs (repeatable): a requirement such as "
+                      "einops==0.8.0, or a wheel/sdist in the project (it ships with the "
+                      "job). The worker installs the set once and reuses it for later jobs.")]
+    = None,
+    requirements: Annotated[Optional[str], typer.Option(
+        help="A requirements file in the project, installed like --pip (requirements.txt "
+             "is not used unless named here).")] = None,
     auto_track: Annotated[bool, typer.Option(
         "--auto-track", help="Add orch's Keras callbacks to every Model.fit of the script.")]
     = False,
@@ -69,7 +77,7 @@ def submit(
         gpu=GpuNeed.ANY if gpu is None else (GpuNeed.REQUIRED if gpu else GpuNeed.NONE),
         estimate=estimate, priority=priority, data=tuple(data or ()),
         outputs=tuple(output or ()), env=tuple(env or ()), sweep=tuple(sweep or ()),
-        autotrack=autotrack, gpu_mem=gpu_mem,
+        autotrack=autotrack, gpu_mem=gpu_mem, pip=tuple(pip or ()), requirements=requirements,
     )
     if dry_run:
         from ..render import snapshot_preview

@@ -109,13 +109,24 @@ def auth(
     client_secrets: Annotated[Optional[Path], typer.Option(
         help="Your OAuth client JSON (default: the drive_client_secrets setting).")] = None,
 ) -> None:
-    """Sign in to Google Drive and store the credentials in .orch/ (mode 0600)."""
+    """Sign in to Google Drive and store the credentials in .orch/ (mode 0600), with
+    the scope of the drive_scope setting (drive, or drive.file: only files orch
+    creates with this OAuth client; Colab workers then cannot see the hub). Run it
+    again when the sign-in lapses (`orch auth status` says when)."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..hubs.drive.auth import sign_in, use_service_account, whoami
+    from ..hubs.drive.auth import (
+        lapse_text,
+        scope_url,
+        sign_in,
+        signed_in_at,
+        use_service_account,
+        whoami,
+    )
 
     project = project_here(create=True)
     saved = project.drive_credentials
+    scope = scope_url(project.settings.drive_scope)
     if service_account is not None:
         use_service_account(service_account, saved)
         from ..hubs.drive.auth import load_credentials
@@ -123,22 +134,34 @@ def auth(
         creds = load_credentials(saved)
     else:
         creds = sign_in(client_secrets or project.drive_client_secrets, saved,
-                        browser=not no_browser)
-    who = whoami(creds)
+                        browser=not no_browser, scope=scope)
+    who = whoami(creds, project.drive_url)
     print(f"signed in as {who['email'] or who['name']} ({who['kind']}, scope {who['scope']}); "
           f"credentials in {saved}")
+    if service_account is None:
+        print(lapse_text(signed_in_at(saved)))
+    if project.settings.drive_scope.strip() == "drive.file":
+        err("scope drive.file: orch sees only the files it creates with this OAuth client; "
+            "Colab notebooks sign in as another client and will not see the hub (use "
+            'drive_scope = "drive" for Colab workers)')
 
 
 @auth_app.command("status")
 def auth_status() -> None:
-    """Who is signed in to Drive, and with which scope."""
-    from ..hubs.drive.auth import load_credentials, whoami
+    """Who is signed in to Drive, with which scope, and when the sign-in lapses if
+    your OAuth app is in Testing status (Google ends those after 7 days). Exit 1 with
+    one line when the sign-in has expired or was revoked: run `orch auth` again."""
+    from ..hubs.drive.auth import lapse_text, load_credentials, signed_in_at, whoami
 
     project = project_here()
     who = whoami(load_credentials(project.drive_credentials), project.drive_url)
     print(f"signed in as {who['email'] or who['name']} ({who['kind']})")
     print(f"scope: {who['scope']}")
     print(f"credentials: {project.drive_credentials}")
+    if who["kind"] == "service account":
+        print("a service account's sign-in does not lapse")
+    else:
+        print(lapse_text(signed_in_at(project.drive_credentials)))
     if project.settings.hub:
         print(f"project hub: {project.settings.hub}")
 

@@ -35,7 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...errors import HubError, TransientHubError
+from ...errors import HubError, SignInExpiredError, TransientHubError
+from .auth import SIGN_IN_AGAIN, lapsed
 from .index import FILE_FIELDS, FOLDER, DriveFile
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,20 @@ def discovery_document(url: str | None = None) -> dict[str, Any]:
     return doc
 
 
+def quiet_client_logs() -> None:
+    """Silence the Google client's log noise: ``googleapiclient._helpers`` (and
+    oauth2client's) "X() takes at most N positional arguments" warnings, logged
+    for every MediaFileUpload that names its mimetype positionally, and
+    ``googleapiclient.discovery_cache``'s "file_cache is only supported with
+    oauth2client<4.0.0", and oauth2client's notes on each token refresh (a refused
+    one reaches orch's log as one line: :data:`.auth.SIGN_IN_AGAIN`). Idempotent."""
+    for name in ("googleapiclient._helpers", "oauth2client._helpers",
+                 "googleapiclient.discovery_cache"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("oauth2client.transport", "oauth2client.client"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def build_service(credentials: Any = None, url: str | None = None, http: Any = None,
                   timeout: float = 60.0) -> Any:
     """A Drive v3 ``Resource``. ``credentials`` are oauth2client credentials (what
@@ -93,6 +108,7 @@ def build_service(credentials: Any = None, url: str | None = None, http: Any = N
                 import google_auth_httplib2
 
                 http = google_auth_httplib2.AuthorizedHttp(credentials, http=http)
+    quiet_client_logs()
     return build_from_document(discovery_document(url), http=http)
 
 
@@ -175,6 +191,8 @@ class DriveClient:
                         self._reconnect()
                     self.sleep(attempt)
                     continue
+                if lapsed(exc):
+                    raise SignInExpiredError(SIGN_IN_AGAIN) from exc
                 raise HubError(f"Drive {what} failed for {key or self.name}: {brief(exc)}") \
                     from exc
         raise AssertionError("unreachable")

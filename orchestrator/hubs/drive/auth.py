@@ -1,9 +1,20 @@
 """Signing in to Google Drive, with pydrive2.
 
-Scope: full ``drive``. Under ``drive.file`` a file is visible only to the OAuth
-client that created it, and the worker signed in inside Colab is another client:
-the laptop and the notebook would not see each other's files. (``drive`` is the
-narrowest scope that works; orch only touches its hub folder.)
+Scope: the ``drive_scope`` setting, ``drive`` (default) or ``drive.file``. Under
+``drive.file`` a file is visible only to the OAuth client that created it (or
+that the user opened with it), and the worker signed in inside Colab is another
+client: the laptop and the notebook would not see each other's files. So
+``drive.file`` suits a hub used only with this OAuth client's credentials (the
+daemon, and `orch worker --hub drive:…` given the same credentials file); Colab
+workers need ``drive``. orch only ever touches its hub folder.
+
+Lapsing: Google gives a desktop OAuth client in "Testing" publishing status
+refresh tokens that expire 7 days after sign-in. orch cannot ask Google for the
+status, so `orch auth` records when it signed in (``<credentials>.signin.json``,
+written only by :func:`sign_in`, 0600) and `orch auth status` says when the
+sign-in lapses if the app is in Testing. An expired or revoked grant surfaces as
+:class:`SignInExpiredError` with :data:`SIGN_IN_AGAIN` (one line), wherever orch
+meets it (:func:`lapsed` tells it from other refresh failures).
 
 Flows:
 
@@ -26,18 +37,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ...errors import AuthError, UsageError
+from ...errors import AuthError, SignInExpiredError, UsageError
 from ...logs import get_logger
 
 log = get_logger(__name__)
 
 SCOPE = "https://www.googleapis.com/auth/drive"
+SCOPES = {"drive": SCOPE, "drive.file": "https://www.googleapis.com/auth/drive.file"}
+TESTING_LAPSE = 7 * 86400.0  # refresh tokens of an OAuth app in Testing status
+SIGN_IN_AGAIN = ("the Drive sign-in has expired or was revoked (Google answered "
+                 "invalid_grant): run `orch auth` again")
 REDIRECT = "http://localhost:8080/"
 CREDENTIALS_ENV = "ORCH_DRIVE_CREDENTIALS"
 
@@ -51,7 +67,53 @@ def _private_files() -> Iterator[None]:
         os.umask(old)
 
 
-def _settings(client_secrets: Path, saved: Path) -> dict[str, Any]:
+def scope_url(setting: str) -> str:
+    """The OAuth scope of the ``drive_scope`` setting (``drive`` or ``drive.file``)."""
+    try:
+        return SCOPES[setting.strip()]
+    except KeyError:
+        raise UsageError(f"setting drive_scope: bad value {setting!r} (expected drive or "
+                         "drive.file)") from None
+
+
+def lapsed(exc: BaseException) -> bool:
+    """Whether ``exc`` is a token refresh that Google refused with ``invalid_grant``
+    (oauth2client's HttpAccessTokenRefreshError, google-auth's RefreshError)."""
+    return "RefreshError" in type(exc).__name__ and "invalid_grant" in str(exc)
+
+
+def record_path(saved: Path) -> Path:
+    """Where :func:`sign_in` records when it signed in, beside the credentials."""
+    return saved.with_name(saved.stem + ".signin.json")
+
+
+def signed_in_at(saved: Path) -> float | None:
+    """When `orch auth` last signed in with ``saved`` (None: not recorded)."""
+    try:
+        at = json.loads(record_path(saved).read_text()).get("signed_in_at")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(at) if isinstance(at, (int, float)) else None
+
+
+def lapse_text(at: float | None, now: float | None = None) -> str:
+    """What `orch auth status` says about when a user sign-in lapses."""
+    def day(t: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
+
+    if at is None:
+        return ("when orch signed in is not recorded (`orch auth` records it); if your OAuth "
+                "app is in Testing status, a sign-in lapses 7 days after it was made; "
+                "publish the app to keep it")
+    end = at + TESTING_LAPSE
+    if end <= (now if now is not None else time.time()):
+        return (f"signed in {day(at)}; if your OAuth app is in Testing status, this sign-in "
+                f"lapsed on {day(end)} (7 days): publish the app, then run `orch auth` again")
+    return (f"signed in {day(at)}; if your OAuth app is in Testing status, this sign-in "
+            f"lapses on {day(end)} (7 days); publish it to keep it")
+
+
+def _settings(client_secrets: Path, saved: Path, scope: str) -> dict[str, Any]:
     return {
         "client_config_backend": "file",
         "client_config_file": str(client_secrets),
@@ -59,7 +121,7 @@ def _settings(client_secrets: Path, saved: Path) -> dict[str, Any]:
         "save_credentials_backend": "file",
         "save_credentials_file": str(saved),
         "get_refresh_token": True,
-        "oauth_scope": [SCOPE],
+        "oauth_scope": [scope],
     }
 
 
@@ -81,9 +143,10 @@ def code_from(answer: str) -> str:
 
 def sign_in(client_secrets: Path, saved: Path, browser: bool = True,
             ask: Callable[[str], str] = input, ports: tuple[int, ...] = (8080, 8090),
-            launch_browser: bool = True) -> Any:
+            launch_browser: bool = True, scope: str = SCOPE) -> Any:
     """Run the OAuth flow for the user's own OAuth client and save the credentials
-    (refresh token included) to ``saved`` with mode 0600. Returns them."""
+    (refresh token included) to ``saved`` with mode 0600, and when it signed in
+    (:func:`record_path`). Returns them."""
     try:
         from pydrive2.auth import AuthenticationError, GoogleAuth, RefreshError
     except ImportError as exc:
@@ -96,7 +159,7 @@ def sign_in(client_secrets: Path, saved: Path, browser: bool = True,
             "Google Cloud Console and save its JSON there (see README, 'Drive')"
         )
     saved.parent.mkdir(parents=True, exist_ok=True)
-    gauth = GoogleAuth(settings=_settings(client_secrets, saved))
+    gauth = GoogleAuth(settings=_settings(client_secrets, saved, scope))
     try:
         with _private_files(), warnings.catch_warnings():
             # oauth2client warns that the credentials file does not exist yet: expected
@@ -117,6 +180,9 @@ def sign_in(client_secrets: Path, saved: Path, browser: bool = True,
     except (AuthenticationError, RefreshError) as exc:
         raise AuthError(f"Drive sign-in failed: {exc}") from exc
     os.chmod(saved, 0o600)
+    with _private_files():
+        record_path(saved).write_text(json.dumps({"signed_in_at": time.time(),
+                                                  "scope": scope}))
     if getattr(gauth.credentials, "refresh_token", None) is None:
         log.warning("no refresh token was granted: you will have to sign in again")
     return gauth.credentials
@@ -154,6 +220,7 @@ def use_service_account(key: Path, saved: Path) -> None:
     with _private_files():
         saved.write_text(json.dumps(data))
     os.chmod(saved, 0o600)
+    record_path(saved).unlink(missing_ok=True)  # a service account's sign-in never lapses
 
 
 def whoami(credentials: Any, api_url: str | None = None) -> dict[str, str]:
@@ -164,6 +231,8 @@ def whoami(credentials: Any, api_url: str | None = None) -> dict[str, str]:
         about = build_service(credentials, api_url).about().get(
             fields="user(displayName,emailAddress)").execute()
     except Exception as exc:
+        if lapsed(exc):
+            raise SignInExpiredError(SIGN_IN_AGAIN) from None
         raise AuthError(f"Drive did not accept the credentials: {exc}") from exc
     scopes = getattr(credentials, "scopes", None) or [SCOPE]
     user = about.get("user", {})

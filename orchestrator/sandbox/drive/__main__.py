@@ -4,6 +4,7 @@ Prints the root URL (give it to ``build_service(url=...)`` or
 ``ORCH_DRIVE_ROOT_URL``) on the first line of stdout and serves until Ctrl-C or
 SIGTERM. Control it over HTTP: ``POST /_fake/faults``, ``GET /_fake/stats``,
 ``POST /_fake/tokens`` (issue a token), ``POST /_fake/tokens/expire``,
+``POST /_fake/tokens/revoke`` (``{"refresh_token"?}``: refreshing then gives invalid_grant),
 ``GET /_fake/files``, ``POST /_fake/reset``, ``GET|POST /_fake/config``.
 """
 

@@ -6,6 +6,13 @@
 accounts; the signed-in email is the assertion's ``sub`` or ``iss`` when it can
 be read). Access tokens live ``ttl`` seconds; :meth:`TokenStore.expire_all`
 ends them all at once so tests can exercise refresh-on-401.
+
+A grant can end as Google ends them: :meth:`TokenStore.revoke` revokes one refresh
+token (or every one so far, including any presented later that this server never
+issued) together with the access tokens it gave; ``refresh_ttl`` makes refresh
+tokens lapse that long after they were issued (an OAuth app in "Testing" status:
+7 days). Refreshing with such a token answers 400
+``{"error": "invalid_grant", "error_description": "Token has been expired or revoked."}``.
 """
 
 from __future__ import annotations
@@ -41,7 +48,11 @@ class TokenStore:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (email, expires at)
-        self._refresh: dict[str, str] = {}  # refresh token -> email
+        self._refresh: dict[str, tuple[str, float]] = {}  # refresh token -> (email, issued)
+        self._origin: dict[str, str] = {}  # access token -> the refresh token it came from
+        self._revoked: set[str] = set()
+        self._refuse_unknown = False  # after revoke(None): unknown refresh tokens too
+        self.refresh_ttl: float | None = None  # refresh tokens lapse this long after issue
         self.grants = 0
 
     def issue(self, email: str | None = None, ttl: float | None = None) -> str:
@@ -60,6 +71,29 @@ class TokenStore:
             return None
         return entry[0]
 
+    def revoke(self, refresh_token: str | None = None) -> int:
+        """Revoke ``refresh_token`` (None: every one so far, and any unknown one
+        presented from now on) and the access tokens it gave. Returns how many
+        refresh tokens were revoked. New sign-ins (``authorization_code``) work."""
+        with self._lock:
+            gone = {refresh_token} if refresh_token else set(self._refresh)
+            if refresh_token is None:
+                self._refuse_unknown = True
+            self._revoked |= gone
+            for token in [t for t, rt in self._origin.items() if rt in gone]:
+                self._tokens.pop(token, None)
+                del self._origin[token]
+            return len(gone)
+
+    def _usable(self, rt: str) -> str:
+        """The email of refresh token ``rt``; OAuthError invalid_grant if it ended."""
+        entry = self._refresh.get(rt)
+        lapsed = (entry is not None and self.refresh_ttl is not None
+                  and time.time() - entry[1] > self.refresh_ttl)
+        if rt in self._revoked or lapsed or (entry is None and self._refuse_unknown):
+            raise OAuthError("invalid_grant", "Token has been expired or revoked.")
+        return entry[0] if entry else self.user_email
+
     def expire_all(self) -> None:
         """Make every access token issued so far invalid (refresh tokens stay good)."""
         with self._lock:
@@ -70,18 +104,21 @@ class TokenStore:
         grant_type = form.get("grant_type", "")
         email = self.user_email
         refresh: str | None = None
+        refresh_origin: str | None = None
         if grant_type == "refresh_token":
             rt = form.get("refresh_token", "")
             if not rt:
                 raise OAuthError("invalid_request", "Missing required parameter: refresh_token")
             with self._lock:
-                email = self._refresh.get(rt, self.user_email)
+                email = self._usable(rt)
+            refresh_origin = rt
         elif grant_type == "authorization_code":
             if not form.get("code"):
                 raise OAuthError("invalid_request", "Missing required parameter: code")
             refresh = "1//fake-" + secrets.token_urlsafe(32)
+            refresh_origin = refresh
             with self._lock:
-                self._refresh[refresh] = email
+                self._refresh[refresh] = (email, time.time())
         elif grant_type == JWT_BEARER:
             assertion = form.get("assertion", "")
             if not assertion:
@@ -89,9 +126,12 @@ class TokenStore:
             email = _jwt_subject(assertion) or email
         else:
             raise OAuthError("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+        access = self.issue(email)
         with self._lock:
             self.grants += 1
-        body: dict[str, Any] = {"access_token": self.issue(email), "expires_in": int(self.ttl),
+            if refresh_origin:
+                self._origin[access] = refresh_origin
+        body: dict[str, Any] = {"access_token": access, "expires_in": int(self.ttl),
                                 "token_type": "Bearer",
                                 "scope": form.get("scope") or
                                 "https://www.googleapis.com/auth/drive"}

@@ -6,9 +6,10 @@ Control endpoints (JSON in and out; never faulted, never counted in stats)::
     GET  /_fake/stats           request counts, bytes    POST /_fake/stats/reset
     POST /_fake/tokens          {"email"?, "ttl"?} -> {"access_token"}
     POST /_fake/tokens/expire   invalidate all access tokens
+    POST /_fake/tokens/revoke   {"refresh_token"?}: revoke it (default: all) -> invalid_grant
     GET  /_fake/files           every file's full resource
     POST /_fake/reset           forget all files, changes, sessions, faults, stats
-    GET|POST /_fake/config      {"require_auth"?, "token_ttl"?}
+    GET|POST /_fake/config      {"require_auth"?, "token_ttl"?, "refresh_ttl"?}
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def control(fake: FakeDrive, method: str, what: str, body: bytes) -> Reply:
         if what == "tokens/expire" and method == "POST":
             fake.expire_tokens()
             return Reply.json(200, {"expired": True})
+        if what == "tokens/revoke" and method == "POST":
+            return Reply.json(200, {"revoked": fake.revoke_tokens(doc.get("refresh_token"))})
         if what == "files" and method == "GET":
             return Reply.json(200, {"files": fake.files()})
         if what == "reset" and method == "POST":
@@ -85,8 +88,12 @@ def control(fake: FakeDrive, method: str, what: str, body: bytes) -> Reply:
                 fake.require_auth = bool(doc["require_auth"])
             if "token_ttl" in doc:
                 fake.token_ttl = float(doc["token_ttl"])
+            if "refresh_ttl" in doc:
+                ttl = doc["refresh_ttl"]
+                fake.tokens.refresh_ttl = None if ttl is None else float(ttl)
             return Reply.json(200, {"require_auth": fake.require_auth,
                                     "token_ttl": fake.token_ttl,
+                                    "refresh_ttl": fake.tokens.refresh_ttl,
                                     "user_email": fake.user_email, "url": fake.url})
     except (ValueError, TypeError) as e:
         return Reply.json(400, {"error": str(e)})

@@ -153,6 +153,12 @@ class FakeDrive:
         """Invalidate every access token issued so far (clients must refresh)."""
         self.tokens.expire_all()
 
+    def revoke_tokens(self, refresh_token: str | None = None) -> int:
+        """Revoke a refresh token (default: all) and its access tokens: refreshing
+        with it answers ``invalid_grant``, as Google does for an expired or revoked
+        grant. Returns how many were revoked."""
+        return self.tokens.revoke(refresh_token)
+
     def credentials(self, access_token: str | None = None,
                     refresh_token: str = "1//fake-refresh-token") -> Any:
         """oauth2client ``OAuth2Credentials`` for this server: a valid access token
