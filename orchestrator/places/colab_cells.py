@@ -137,6 +137,7 @@ def run_worker(creds: Any, hub_folder: str, hub_key: str, gpu_name: str | None,
         idle_timeout=idle_minutes * 60, heartbeat_interval=heartbeat_seconds,
         poll_interval=2.0, check_interval=5.0, log_interval=10.0,
         gpu="0" if gpu_name else None, gpu_name=gpu_name, session_hours=session_hours,
+        session_start="runtime",  # the session's clock starts with the runtime, not this cell
         only_job=job, key=key)
     worker = Worker(config, hub=hub)
     print(f"worker {worker.id} on {hub.url}: waiting for jobs (Ctrl-M I to stop)")
