@@ -84,6 +84,7 @@ class Worker:
         self.work_dir = cfg.work_dir / wid
         self.started = time.time()
         self.session_started = session_start(cfg.session_start, cfg.session_hours, self.started)
+        self.account = cfg.account or self.hub.account()  # whose session (Drive: one request)
         self.deadline = (
             self.session_started + cfg.session_hours * 3600 if cfg.session_hours else None
         )
@@ -112,7 +113,7 @@ class Worker:
             # relative, so the daemon's clock is the only one that matters
             session_left=None if self.deadline is None else self.deadline - time.time(),
             session_started=self.session_started,
-            account=self.cfg.account,
+            account=self.account,
             python=platform.python_version(),
             orch=__version__,
             slots=self.cfg.slots,

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ from orchestrator.sessions import CAP, IDLE_NOTE, learned
 from orchestrator.store import Store
 from orchestrator.submit import SubmitRequest, submit
 
-from .conftest import FAST_SETTINGS, orch_env, read_job, run_orch, wait_for
+from .conftest import FAST_SETTINGS, drive_project, orch_env, read_job, run_orch, wait_for
 
 S = JobState
 
@@ -202,18 +203,29 @@ def start_worker(root: Path, name: str) -> subprocess.Popen[bytes]:
         env=orch_env(), stdout=log, stderr=subprocess.STDOUT, cwd=root.parent)
 
 
+def runtime_ends(hub_dir: Path, job_id: str, attempt: int,
+                 worker: subprocess.Popen[bytes]) -> None:
+    """The runtime goes at once: the worker and its training process, with no
+    "stopped" heartbeat."""
+    status = hub_dir / "runs" / job_id / str(attempt) / "status.json"
+    trainer = wait_for(lambda: status.exists() and json.loads(status.read_text()).get("pid"),
+                       timeout=30, message="the training process's pid")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    os.killpg(trainer, signal.SIGKILL)
+
+
 def test_a_job_lost_to_session_ends_fails_at_the_limit(project_dir: Path) -> None:
     (project_dir / "orch.toml").write_text(
         FAST_SETTINGS + 'local_slots = 0\ngpus = "none"\nsession_loss_limit = 2\n')
-    (project_dir / "slow.py").write_text("import time\ntime.sleep(120)\n")
+    (project_dir / "slow.py").write_text("import time\ntime.sleep(60)\n")
     job_id = run_orch(project_dir, "submit", "slow.py", check=True).stdout.split()[0]
     try:
         for attempt in (1, 2):
             worker = start_worker(project_dir, f"colab-{attempt}")
             wait_for(lambda n=attempt: (j := read_job(project_dir, job_id)).state is S.RUNNING
                      and j.attempt == n, timeout=90, message=f"attempt {attempt} running")
-            os.kill(worker.pid, signal.SIGKILL)  # the runtime goes: no "stopped" beat
-            worker.wait()
+            runtime_ends(project_dir / ".orch" / "hub", job_id, attempt, worker)
             if attempt == 1:
                 wait_for(lambda: (j := read_job(project_dir, job_id)).state is S.QUEUED
                          and j.attempt == 2, timeout=60, message="re-queued as attempt 2")
@@ -228,3 +240,34 @@ def test_a_job_lost_to_session_ends_fails_at_the_limit(project_dir: Path) -> Non
             assert [a.outcome for a in store.attempts(job_id)] == ["LOST", "LOST"]
     finally:
         run_orch(project_dir, "daemon", "stop", timeout=60)
+
+
+def test_a_drive_workers_session_end_is_learned_for_its_account(project_dir: Path,
+                                                                drive: Any) -> None:
+    """A Colab-like worker on the local Drive server names the signed-in account; when
+    it is killed mid-job its session's length is kept under that account and the job
+    is re-queued as lost to a session end."""
+    p = drive_project(project_dir, drive, lease=5.0)
+    try:
+        worker = p.worker("colab-a", "--kind", "colab", "--session-hours", "1",
+                          heartbeat=0.5, poll=0.3, idle_timeout=120)
+        job_id = p.submit("save.py", "60")
+        wait_for(lambda: read_job(project_dir, job_id).state is S.RUNNING, timeout=90,
+                 message="running on colab-a")
+        status = f"{p.folder}/runs/{job_id}/1/status.json"
+        wait_for(lambda: status in drive.paths(), timeout=30, message="status on Drive")
+        trainer = json.loads(drive.content(drive.paths()[status]))["pid"]
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        os.killpg(trainer, signal.SIGKILL)
+        wait_for(lambda: read_job(project_dir, job_id).attempt == 2, timeout=60,
+                 message="lost and re-queued")
+        with Store(p.db) as store:
+            ends = store.session_ends()
+            assert [a for a, _ in ends] == [drive.user_email]
+            assert 0 < ends[0][1] < 120  # as old as the worker's runtime at its last beat
+            events = [e.message for e in store.events(job_id)]
+        assert any("its session ended" in m for m in events), events
+        assert read_job(project_dir, job_id).state is S.QUEUED  # 1 of 3: it goes again
+    finally:
+        p.close()
