@@ -23,7 +23,7 @@ import pytest
 from orchestrator import protocol as P
 from orchestrator.config import Project
 from orchestrator.hubs.folder import FolderHub
-from orchestrator.models import JobState
+from orchestrator.models import Job, JobState
 from orchestrator.scheduler import Scheduler
 from orchestrator.sessions import CAP, IDLE_NOTE, learned
 from orchestrator.store import Store
@@ -271,3 +271,25 @@ def test_a_drive_workers_session_end_is_learned_for_its_account(project_dir: Pat
         assert read_job(project_dir, job_id).state is S.QUEUED  # 1 of 3: it goes again
     finally:
         p.close()
+
+
+def test_only_session_ends_count_and_a_retry_starts_the_count_again(
+        project: Project, store: Store) -> None:
+    from .conftest import queue
+
+    job = queue(project, store, "plain")
+
+    def on_worker_then_lost(session_end: bool, limit: int = 2) -> Job:
+        current = store.get(job.id)
+        store.assign(job.id, current.attempt, "colab-x", "local")
+        return store.lose(job.id, current.attempt, "no heartbeat", session_end, limit)
+
+    assert on_worker_then_lost(False).state is S.QUEUED  # a stopped worker, a moved probe
+    assert on_worker_then_lost(False).state is S.QUEUED
+    assert on_worker_then_lost(True).state is S.QUEUED  # 1 of 2
+    assert on_worker_then_lost(True, limit=0).state is S.QUEUED  # 0: no limit (2 so far)
+    failed = on_worker_then_lost(True)  # the third session end: over the limit of 2
+    assert failed.state is S.FAILED and failed.error is not None
+    assert failed.error.startswith("lost to 3 Colab session ends; it does not checkpoint")
+    store.retry(job.id)
+    assert on_worker_then_lost(True).state is S.QUEUED  # counted from 0 again
