@@ -84,7 +84,9 @@ class Worker:
         self.work_dir = cfg.work_dir / wid
         self.started = time.time()
         self.session_started = session_start(cfg.session_start, cfg.session_hours, self.started)
-        self.account = cfg.account or self.hub.account()  # whose session (Drive: one request)
+        # whose session it is (Drive: one request), for a worker that lives in one
+        self.account = cfg.account or (self.hub.account() if cfg.session_hours
+                                       or cfg.kind == "colab" else None)
         self.deadline = (
             self.session_started + cfg.session_hours * 3600 if cfg.session_hours else None
         )
