@@ -48,6 +48,7 @@ def install_orch(creds: Any, hub_folder: str, wheel_name: str, wheel_sha: str,
     """Install the orch that submitted the jobs: a wheel stored on the hub as a blob,
     refused unless its sha256 is the one in the settings cell."""
     import hashlib
+    import importlib
     import io
     import os
     import subprocess
@@ -101,6 +102,7 @@ def install_orch(creds: Any, hub_folder: str, wheel_name: str, wheel_sha: str,
     subprocess.run(cmd, check=True)
     if target:
         sys.path.insert(0, target)
+    importlib.invalidate_caches()  # a folder pip made after start-up is looked at again
     import orchestrator
 
     print("orch", orchestrator.__version__, "installed")
