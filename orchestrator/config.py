@@ -54,6 +54,8 @@ class Settings:
     colab_workers: int | None = None  # Colab sessions orch may launch itself (None: none)
     colab_gpu: str = "T4"  # the GPU those sessions ask for
     colab_startup: float = 180.0  # how long a launched Colab session takes to join
+    # a job lost to this many Colab session ends fails with that reason (0: never)
+    session_loss_limit: int | None = 3
     colab_cli: str = "colab"  # the command (or path) of Google's colab CLI that launches them
     host_min_free_mb: float = 1024.0  # an SSH host with less free disk takes no work
     host_retry: float = 30.0  # seconds between tries to reach an SSH host or Ray head

@@ -224,10 +224,22 @@ class WorkerInfo:
     slots: int = 1  # attempts it runs at once
     gpu_mem_mb: float | None = None  # GPU memory it shares among its attempts
     only_job: str | None = None  # a per-job worker: the one job it takes
+    session_age: float | None = None  # how old its session was at last_seen (Colab)
+    account: str | None = None  # whose session it is, if it said
 
     def time_left(self, now: float) -> float | None:
         """Seconds of session left now (None: no session limit)."""
         return None if self.session_left is None else self.session_left - (now - self.last_seen)
+
+    @property
+    def has_session(self) -> bool:
+        """Whether it lives in a session that ends (a Colab runtime, or a worker
+        given ``--session-hours``)."""
+        return self.kind == "colab" or self.session_left is not None
+
+    def session_age_at(self, now: float) -> float | None:
+        """How old its session is now (None: it did not say when it began)."""
+        return None if self.session_age is None else self.session_age + (now - self.last_seen)
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}

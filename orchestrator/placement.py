@@ -56,6 +56,7 @@ class Server:
     remote: bool = False  # the job's code and data must be sent to its hub
     ends_in: float | None = None  # it goes away then (a Colab session's end)
     live: bool = True  # a worker that exists (not one a place would start)
+    session: str = ""  # how ``ends_in`` was figured (learned session lengths, the cap)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Option:
     run: float | None  # None: not known yet
     fits: bool
     live: bool = True
+    ends_in: float | None = None  # its server's session likely ends then
+    session: str = ""  # how that was figured
 
     @property
     def finish_in(self) -> float | None:
@@ -83,7 +86,11 @@ class Option:
                      else "run ?")
         end = (f"finish in {format_duration(self.finish_in)}" if self.finish_in is not None
                else "finish ?")
-        cut = "" if self.fits else " (its session ends first)"
+        cut = ""
+        if self.ends_in is not None:
+            ends = f"session ends in {format_duration(max(0.0, self.ends_in))}" + (
+                f", {self.session}" if self.session else "")
+            cut = f" ({ends})" if self.fits else f" (its session ends first: {ends})"
         return f"{self.server} ({self.device}): {end} = {' + '.join(parts)}{cut}"
 
 
@@ -133,7 +140,8 @@ def options_for(job: Job, estimate: Estimate, servers: Sequence[Server], ready: 
         run = estimate.seconds_at(speed(speeds, run_device(job.gpu, s.device)))
         end = start + send + (run if run is not None else 0.0)
         fits = s.ends_in is None or job.checkpoints or run is None or end <= s.ends_in
-        out.append(Option(s.key, s.place, s.device, start, send, run, fits, s.live))
+        out.append(Option(s.key, s.place, s.device, start, send, run, fits, s.live,
+                          s.ends_in, s.session))
     return out
 
 

@@ -28,6 +28,7 @@ from .estimates import (
 from .models import GpuNeed, Job, WorkerInfo
 from .placement import Decision, Server, plan
 from .places import target_allows
+from .sessions import SessionLengths, learned
 
 if TYPE_CHECKING:
     from .config import Project
@@ -54,6 +55,7 @@ class Planner:
         self._runs: list[Run] | None = None
         self._speeds: dict[str, float] = {}
         self._looked_at: set[tuple[str, int]] = set()  # running attempts moves() judged
+        self._sessions: SessionLengths | None = None
 
     # ---- what was learned -----------------------------------------------------------
 
@@ -89,6 +91,28 @@ class Planner:
                   gpu_mem_mb=positive(progress.get("gpu_mem_peak_mb")))
         self.store.record_run(job.id, job.attempt, run)
         self._runs = None  # learn again on the next plan
+
+    def sessions(self) -> SessionLengths:
+        """How long sessions last, learned from the sessions that ended."""
+        if self._sessions is None:
+            self._sessions = learned(self.store.session_ends())
+        return self._sessions
+
+    def forget_sessions(self) -> None:
+        """A session ended: learn again on the next plan."""
+        self._sessions = None
+
+    def session_end(self, worker: WorkerInfo, now: float) -> tuple[float | None, str]:
+        """When ``worker``'s session likely ends (seconds from ``now``; None: it has
+        none), and how that was figured: the sooner of its own cap and what the
+        sessions of its account (else the project's) lasted, at its age."""
+        own = worker.time_left(now)
+        if not worker.has_session:
+            return own, ""
+        figure = self.sessions().left(worker.account, worker.session_age_at(now) or 0.0)
+        if own is not None and own <= figure.seconds:
+            return own, "its own cap"
+        return figure.seconds, figure.how
 
     def memory(self, job: Job) -> float | None:
         """GPU memory ``job`` needs (MB): its ``--gpu-mem``, else the most an earlier
@@ -132,14 +156,26 @@ class Planner:
                 continue
             held = sorted(self.remaining(j, w, now) for j in on_worker if j.worker_id == w.id)
             device = device_of(w.kind, w.gpu, w.gpu_name)
+            ends_in, how = self.session_end(w, now)
             for slot in range(max(1, w.slots)):
                 out.append(Server(
                     key=w.id if w.slots <= 1 else f"{w.id}#{slot}", place=self.place_of(w),
                     device=device, worker=w, ready_in=held[slot] if slot < len(held) else 0.0,
-                    remote=w.hub != "local", ends_in=w.time_left(now)))
+                    remote=w.hub != "local", ends_in=ends_in, session=how))
         for place in self.places:
-            out += place.prospects(workers, now)
+            out += [self.prospect(s) for s in place.prospects(workers, now)]
         return out
+
+    def prospect(self, server: Server) -> Server:
+        """A worker a place would start, its session's end as learned (a new session
+        of the project's: the account is not known before it joins)."""
+        if not server.worker.has_session:
+            return server
+        figure = self.sessions().left(None, 0.0)
+        ends = server.ready_in + figure.seconds
+        if server.ends_in is not None and server.ends_in < ends:
+            return server
+        return dataclasses.replace(server, ends_in=ends, session=figure.how)
 
     def transfer(self, job: Job, server: Server) -> float:
         """Seconds to send the job's code and data to a remote server's hub."""

@@ -144,6 +144,10 @@ class Capabilities:
     cpus: int | None = None
     heartbeat_interval: float | None = None
     session_left: float | None = None  # seconds left in its session when it beat
+    # when its session began (its clock; a Colab runtime's start, not the worker's):
+    # with the heartbeat's ``time``, how old the session was when it beat
+    session_started: float | None = None
+    account: str | None = None  # whose session it is (Colab: the signed-in account)
     python: str = ""
     orch: str = ""
     slots: int = 1  # attempts it runs at once (a GPU worker that packs jobs: more)

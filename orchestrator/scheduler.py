@@ -67,6 +67,7 @@ class Scheduler:
         self._refused: set[str] = set()  # heartbeats of another protocol, warned about
         self._unread: dict[str, str] = {}  # hub -> why its workers were unreadable (said once)
         self._beats: dict[tuple[str, str], str] = {}  # the heartbeat text last read
+        self._read_at: dict[str, float] = {}  # when each hub's heartbeats were last read
         self.assigner = Assigner(project, store, self.hubs, self.places, self.planner,
                                  self.identity.key)
 
@@ -133,6 +134,7 @@ class Scheduler:
                 continue
             if self._unread.pop(name, None) is not None:
                 log.info("the workers of hub %s are readable again", name)
+            self._read_at[name] = now
             for (beat, text), (new, _) in zip(beats, self.store.upsert_workers(beats, now, name)):
                 self._beats[(name, beat.worker_id)] = text  # recorded: skipped until it changes
                 if new:
@@ -231,20 +233,27 @@ class Scheduler:
             # never shorter than three of the worker's own heartbeats
             ttl = max(ttl, 3 * (worker.heartbeat_interval or 0))
             reason = None
+            session_end = False
             if worker.state == P.WorkerState.STOPPED.value:
                 reason = "worker stopped"
             elif (why := self.ended(worker)) is not None:
                 reason = why
             elif now - worker.last_seen > ttl:
                 reason = f"no heartbeat for {now - worker.last_seen:.0f} s (lease {ttl:.0f} s)"
+                session_end = self.session_ended(worker, now)
+                if session_end:
+                    reason += "; its session ended"
             if reason is None:
                 continue
             held = [j for j in on_worker if j.worker_id == worker.id]
             self.on_gone(worker, held)  # e.g. a stopped local process is killed first
             self.store.mark_worker_gone(worker.id)
             log.info("worker %s gone: %s", worker.id, reason)
+            if session_end:
+                self.store.record_session_end(worker)
+                self.planner.forget_sessions()
             for job in held:
-                self.lose(job, reason)
+                self.lose(job, reason, session_end)
             hub = self.hubs.get(worker.hub)
             if worker.state == P.WorkerState.STOPPED.value and hub is not None:
                 try:
@@ -252,13 +261,25 @@ class Scheduler:
                 except HubError as exc:
                     log.warning("could not remove stopped worker %s: %s", worker.id, exc)
 
-    def lose(self, job: Job, reason: str) -> None:
+    def session_ended(self, worker: WorkerInfo, now: float) -> bool:
+        """Whether a silent ``worker`` is gone because its session ended: it lives in
+        a session (Colab) and its hub's heartbeats were read this tick (a hub out of
+        reach says nothing about the sessions on it)."""
+        return worker.has_session and worker.hub in self.hubs and \
+            self._read_at.get(worker.hub) == now
+
+    def lose(self, job: Job, reason: str, session_end: bool = False) -> None:
         """Lease expired: LOST and re-queued (one transaction), then the assignment is
-        withdrawn (fences a zombie)."""
+        withdrawn (fences a zombie). A job lost to as many session ends as the
+        ``session_loss_limit`` setting says fails instead."""
+        limit = self.settings.session_loss_limit
         try:
-            self.store.lose(job.id, job.attempt, reason)
+            done = self.store.lose(job.id, job.attempt, reason, session_end,
+                                   3 if limit is None else limit)
         except IllegalTransitionError:
             return
+        if done.state is S.FAILED:
+            log.warning("%s failed: %s", job.id, done.error)
         self._withdraw(job)
 
     def rebalance(self, now: float) -> None:

@@ -149,6 +149,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE workers ADD COLUMN only_job TEXT;
     """,
+    # v9: sessions as they really are: how old a worker's session was at its last
+    # heartbeat and whose it is; the sessions that ended (heartbeats stopped without a
+    # clean stop: placement learns how long they last); a job's losses to session ends.
+    """
+    ALTER TABLE workers ADD COLUMN session_age REAL;
+    ALTER TABLE workers ADD COLUMN account TEXT;
+    CREATE TABLE sessions (
+        worker_id TEXT PRIMARY KEY,
+        account TEXT NOT NULL DEFAULT '',
+        seconds REAL NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX sessions_at ON sessions(at);
+    ALTER TABLE jobs ADD COLUMN session_losses INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -70,16 +70,30 @@ class JobMoves:
                        (now, dst.value, job_id, attempt))
         return self.get(job_id)
 
-    def lose(self, job_id: str, attempt: int, reason: str) -> Job:
+    def lose(self, job_id: str, attempt: int, reason: str, session_end: bool = False,
+             limit: int = 0) -> Job:
         """The lease of ``attempt`` expired: LOST, then QUEUED as attempt+1 (it resumes
-        from its checkpoint), or CANCELLED if a cancel was asked meanwhile."""
+        from its checkpoint), or CANCELLED if a cancel was asked meanwhile. A loss to a
+        session's end (``session_end``) is counted: at the ``limit``-th (0: no limit)
+        the job FAILS with that reason instead of looping."""
         now = time.time()
         with self.tx() as db:
-            row = db.execute("SELECT worker_id, cancel_requested FROM jobs WHERE id=?",
-                             (job_id,)).fetchone()
+            row = db.execute("SELECT worker_id, cancel_requested, checkpoints, session_losses "
+                             "FROM jobs WHERE id=?", (job_id,)).fetchone()
             worker = row["worker_id"] if row else None
+            losses = row["session_losses"] + 1 if row and session_end else 0
+            if session_end and limit and losses >= limit and not row["cancel_requested"]:
+                why = (f"lost to {losses} Colab session ends; "
+                       + ("it needs longer sessions" if row["checkpoints"] else
+                          "it does not checkpoint or needs longer sessions")
+                       + f": the last on {worker}: {reason}")
+                self._move(db, job_id, JobState.FAILED, why, ON_WORKER, attempt,
+                           {"finished_at": now, "error": why, "session_losses": losses}, now)
+                db.execute("UPDATE attempts SET ended_at=?, outcome='LOST' WHERE job_id=? "
+                           "AND n=?", (now, job_id, attempt))
+                return self.get(job_id)
             self._move(db, job_id, JobState.LOST, f"lost on {worker}: {reason}", ON_WORKER,
-                       attempt, {}, now)
+                       attempt, {"session_losses": losses} if session_end else {}, now)
             db.execute("UPDATE attempts SET ended_at=?, outcome='LOST' WHERE job_id=? AND n=?",
                        (now, job_id, attempt))
             self._requeue(db, job_id, attempt, now)
@@ -142,6 +156,7 @@ class JobMoves:
                        [job.state], job.attempt,
                        {"attempt": n, "cancel_requested": 0, "worker_id": None,
                         "exit_code": None, "error": None, "finished_at": None, "progress": {},
-                        "pull_error": None, **({"fresh_from": n} if fresh else {})},
+                        "pull_error": None, "session_losses": 0,
+                        **({"fresh_from": n} if fresh else {})},
                        time.time())
         return self.get(job.id)

@@ -81,6 +81,8 @@ class Records:
             "gpu_mem_mb": caps.gpu_mem_mb,
             "only_job": caps.only_job,
             "heartbeat_interval": caps.heartbeat_interval,
+            "session_age": _session_age(beat),
+            "account": caps.account,
             "last_seen": seen_at,
         }
         if row is None:
@@ -90,6 +92,8 @@ class Records:
         # A worker declared gone that beats again may rejoin: its old assignments
         # were withdrawn when it was declared gone, so it cannot run them twice.
         values["gone"] = 0 if beat.state.value != "stopped" else row["gone"]
+        if row["gone"] and not values["gone"]:  # its session had not ended after all
+            db.execute("DELETE FROM sessions WHERE worker_id=?", (wid,))
         db.execute(f"UPDATE workers SET {', '.join(f'{k}=?' for k in values)} WHERE id=?",
                    [*values.values(), wid])
         return False, True
@@ -97,7 +101,8 @@ class Records:
     def workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         sql = (
             "SELECT id, name, kind, host, pid, gpu, gpu_name, state, job_id, attempt, last_seen, "
-            "gone, hub, session_left, heartbeat_interval, slots, gpu_mem_mb, only_job "
+            "gone, hub, session_left, heartbeat_interval, slots, gpu_mem_mb, only_job, "
+            "session_age, account "
             "FROM workers"
         )
         if not include_gone:
@@ -115,6 +120,24 @@ class Records:
         so time it was down does not count against the workers)."""
         with self.tx() as db:
             db.execute("UPDATE workers SET last_seen=? WHERE gone=0", (now,))
+
+    # ---- sessions (how long they last: placement learns from them) ----------------
+
+    def record_session_end(self, worker: WorkerInfo) -> None:
+        """``worker``'s session ended (its heartbeats stopped without a clean stop):
+        keep how old it was at its last heartbeat, a lower bound of its length.
+        Idempotent (one row per worker; a worker that beats again removes it)."""
+        if worker.session_age is None:
+            return
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO sessions (worker_id, account, seconds, at) "
+                       "VALUES (?,?,?,?)", (worker.id, worker.account or "",
+                                            max(0.0, worker.session_age), time.time()))
+
+    def session_ends(self, limit: int = 1000) -> list[tuple[str, float]]:
+        """``(account, seconds)`` of the newest ``limit`` sessions that ended."""
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT account, seconds FROM sessions ORDER BY at DESC LIMIT ?", (limit,))]
 
     # ---- runs (what placement learns from) ---------------------------------------
 
@@ -144,3 +167,13 @@ class Records:
             db.executemany("INSERT INTO events (job_id, at, src, dst, message) "
                            "VALUES (?, ?, NULL, NULL, ?)",
                            [(job_id, now, note) for job_id, _, note in decisions if note])
+
+
+def _session_age(beat: Heartbeat) -> float | None:
+    """How old the worker's session was when it beat (both times by its clock): from
+    its session's start, else (an older worker with a session) its own start."""
+    caps = beat.capabilities
+    began = caps.session_started or (beat.started if caps.session_left is not None else None)
+    if not began or not beat.time:
+        return None
+    return max(0.0, beat.time - began)

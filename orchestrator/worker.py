@@ -36,6 +36,7 @@ from . import protocol as P
 from .errors import HubError, OrchError, SupersededError, UsageError
 from .hubs import Hub, open_hub, read_hub_info
 from .run import AttemptRun
+from .sessions import session_start
 from .signing import NO_KEY, load_key, verify
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class WorkerConfig:
     gpu: str | None = None
     gpu_name: str | None = None
     session_hours: float | None = None
+    session_start: str = "process"  # process | runtime | epoch seconds (sessions.py)
+    account: str | None = None  # whose session this is (placement learns per account)
     only_job: str | None = None
     worker_id: str = field(default="")
     credentials: str | None = None
@@ -80,8 +83,12 @@ class Worker:
         self.key = key
         self.work_dir = cfg.work_dir / wid
         self.started = time.time()
+        self.session_started = session_start(cfg.session_start, cfg.session_hours, self.started)
+        # whose session it is (Drive: one request), for a worker that lives in one
+        self.account = cfg.account or (self.hub.account() if cfg.session_hours
+                                       or cfg.kind == "colab" else None)
         self.deadline = (
-            self.started + cfg.session_hours * 3600 if cfg.session_hours else None
+            self.session_started + cfg.session_hours * 3600 if cfg.session_hours else None
         )
         self._seq = 0
         self._state = P.WorkerState.IDLE
@@ -107,6 +114,8 @@ class Worker:
             heartbeat_interval=self.cfg.heartbeat_interval,
             # relative, so the daemon's clock is the only one that matters
             session_left=None if self.deadline is None else self.deadline - time.time(),
+            session_started=self.session_started,
+            account=self.account,
             python=platform.python_version(),
             orch=__version__,
             slots=self.cfg.slots,
@@ -335,7 +344,13 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
                    help="heartbeat interval in seconds (default 1 on a folder, 5 on Drive)")
     p.add_argument("--gpu", default=None, help="CUDA device index this worker owns")
     p.add_argument("--gpu-name", default=None)
-    p.add_argument("--session-hours", type=float, default=None)
+    p.add_argument("--session-hours", type=float, default=None,
+                   help="the session's cap: it reports the time left of it")
+    p.add_argument("--session-start", default="process",
+                   help="when its session began: process (default), runtime (the machine's "
+                        "or container's first process: a Colab runtime) or epoch seconds")
+    p.add_argument("--account", default=None,
+                   help="whose session it is (placement learns session lengths per account)")
     p.add_argument("--job", default=None, help="run this one job, then exit")
     p.add_argument("--id", default="", help="fixed worker id (default: NAME-<random>)")
     p.add_argument("--slots", type=int, default=1,
@@ -356,7 +371,8 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
         check_interval=5.0 if remote else 1.0, log_interval=10.0 if remote else 1.0,
         heartbeat_interval=a.heartbeat or (5.0 if remote else 1.0),
         idle_timeout=a.idle_timeout, gpu=a.gpu,
-        gpu_name=a.gpu_name, session_hours=a.session_hours, only_job=a.job, worker_id=a.id,
+        gpu_name=a.gpu_name, session_hours=a.session_hours, only_job=a.job,
+        session_start=a.session_start, account=a.account, worker_id=a.id,
         key=load_key(a.key_file) if a.key_file else None,
         slots=max(1, a.slots), gpu_mem_mb=a.gpu_mem,
     )

@@ -164,3 +164,8 @@ class Hub(ABC):
     def local_path(self, key: str) -> Path | None:
         """A local file holding ``key``, for hubs that have one (folder); else None."""
         return None
+
+    def account(self) -> str | None:
+        """Whose account this hub is reached as (Drive: the signed-in user), for the
+        sessions a worker reports; None where there is none, or it cannot be told."""
+        return None

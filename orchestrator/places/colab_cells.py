@@ -48,6 +48,7 @@ def install_orch(creds: Any, hub_folder: str, wheel_name: str, wheel_sha: str,
     """Install the orch that submitted the jobs: a wheel stored on the hub as a blob,
     refused unless its sha256 is the one in the settings cell."""
     import hashlib
+    import importlib
     import io
     import os
     import subprocess
@@ -101,6 +102,7 @@ def install_orch(creds: Any, hub_folder: str, wheel_name: str, wheel_sha: str,
     subprocess.run(cmd, check=True)
     if target:
         sys.path.insert(0, target)
+    importlib.invalidate_caches()  # a folder pip made after start-up is looked at again
     import orchestrator
 
     print("orch", orchestrator.__version__, "installed")
@@ -137,6 +139,7 @@ def run_worker(creds: Any, hub_folder: str, hub_key: str, gpu_name: str | None,
         idle_timeout=idle_minutes * 60, heartbeat_interval=heartbeat_seconds,
         poll_interval=2.0, check_interval=5.0, log_interval=10.0,
         gpu="0" if gpu_name else None, gpu_name=gpu_name, session_hours=session_hours,
+        session_start="runtime",  # the session's clock starts with the runtime, not this cell
         only_job=job, key=key)
     worker = Worker(config, hub=hub)
     print(f"worker {worker.id} on {hub.url}: waiting for jobs (Ctrl-M I to stop)")

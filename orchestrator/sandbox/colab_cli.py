@@ -122,6 +122,7 @@ def cmd_exec(box: Sandbox, name: str, notebook: Path) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     env = kernel_env(box, folder, server.url)
+    env["ORCH_RUNTIME_STARTED"] = str(session.created_at)  # the runtime began at `new`
     os.environ.clear()
     os.environ.update(env)
     client = nbclient.NotebookClient(nb, timeout=None, kernel_name="python3",

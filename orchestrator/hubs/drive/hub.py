@@ -377,6 +377,16 @@ class DriveHub(Hub):
                 with self.index.lock:
                     self.index.forget(f.id)
 
+    def account(self) -> str | None:
+        """The signed-in user's email (one ``about.get``); None if Drive does not say."""
+        try:
+            about = self.client.call("about.get", "", lambda s: s.about().get(
+                fields="user(emailAddress)"))
+        except HubError as exc:
+            log.info("cannot tell whose Drive this is: %s", exc)
+            return None
+        return (about.get("user") or {}).get("emailAddress") or None
+
     def file_id(self, key: str) -> str:
         """The Drive id of the newest file of ``key`` (for links such as Colab's)."""
         files = self._files(key)
