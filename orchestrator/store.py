@@ -174,11 +174,18 @@ class Store(JobMoves, Records):
         return job_of(row)
 
     def resolve(self, ref: str) -> Job:
-        """A job by exact id, unique id prefix, or name (the newest of that name)."""
+        """A job by exact id, name (the newest of that name), or unique id prefix: a
+        name wins over an id prefix (as git's names win over abbreviated hashes), so a
+        job named ``ae`` is never taken for another whose id starts with ``ae``."""
         ref = ref.strip()
         if not ref:
             raise JobNotFoundError("empty job reference")
         row = self.db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (ref,)).fetchone()
+        if row:
+            return job_of(row)
+        row = self.db.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE name=? ORDER BY seq DESC LIMIT 1", (ref,)
+        ).fetchone()
         if row:
             return job_of(row)
         rows = self.db.execute(
@@ -189,11 +196,6 @@ class Store(JobMoves, Records):
             return job_of(rows[0])
         if len(rows) > 1:
             raise JobNotFoundError(f"job id prefix {ref!r} is ambiguous; give more characters")
-        row = self.db.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE name=? ORDER BY seq DESC LIMIT 1", (ref,)
-        ).fetchone()
-        if row:
-            return job_of(row)
         raise JobNotFoundError(f"no job matches {ref!r} (by id, id prefix or name)")
 
     def jobs(

@@ -607,3 +607,12 @@ def test_gone_workers_and_lease_refresh(store: Store) -> None:
     store.refresh_worker_leases(99.0)
     seen = {w.id: w.last_seen for w in store.workers(include_gone=True)}
     assert seen == {"w1": 10.0, "w2": 99.0}  # gone workers get no new lease
+
+
+def test_a_name_wins_over_an_id_prefix(store: Store) -> None:
+    """A job named like the start of another's id (``ae``, ``b``) is found by its name."""
+    first = store.insert_jobs([spec("x")])[0]
+    named = store.insert_jobs([spec(first.id[:2])])[0]
+    assert store.resolve(first.id[:2]).id == named.id
+    longer = first.id[:max(3, len(_unique_prefix(first.id, [first.id, named.id])))]
+    assert store.resolve(longer).id == first.id  # a longer prefix is still an id
