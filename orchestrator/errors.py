@@ -54,6 +54,12 @@ class TransientHubError(HubError):
     """A hub call failed in a way worth another try (a dropped upload session)."""
 
 
+class SignInLapsedError(HubError):
+    """Drive refused the saved sign-in (``invalid_grant``: the refresh token expired
+    or was revoked). Not transient: only ``orch auth`` again mends it; a worker keeps
+    its run (or stays idle) and keeps trying, in case its credentials are renewed."""
+
+
 class ProtocolError(HubError):
     """A hub document (or the hub itself) is of another protocol version, another
     project, or malformed. Its message says which, in one line."""
@@ -69,6 +75,12 @@ class SignatureError(ProtocolError):
 class SupersededError(OrchError):
     """A worker's assignment was withdrawn (its lease expired and the job runs as a
     newer attempt): it stops the run and writes nothing more for it."""
+
+
+class LeaseLapsedError(SupersededError):
+    """The hub stayed out of reach for longer than the worker's lease: the daemon has
+    re-queued (or will re-queue) the job, so the worker kills its run and writes nothing
+    more for it."""
 
 
 class BundleError(UsageError):

@@ -11,6 +11,12 @@ withdrawn (lease expired: the job now runs as a newer attempt) kills its run and
 writes nothing more for it. Signals: SIGTERM finishes the current job then exits;
 SIGINT stops the run at once (the daemon re-queues it).
 
+Outages (:mod:`.outage`): a worker rides out a hub that does not answer (Drive down,
+a token refresh failing, sign-in lapsed): idle, it keeps polling with capped backoff
+and survives any error in its loop; running, its script trains on and what it would
+send waits (see :mod:`.run`), for as long as its lease could still be valid. One log
+line says when the hub went away, one when it came back.
+
 Usage: ``python -m orchestrator.worker --hub PATH [--name N] [--burst]``.
 """
 
@@ -27,18 +33,26 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import __version__
 from . import protocol as P
-from .errors import HubError, OrchError, SupersededError, UsageError
+from .errors import HubError, LeaseLapsedError, OrchError, SupersededError, UsageError
 from .hubs import Hub, open_hub, read_hub_info
+from .outage import OUTAGE_ERRORS, Outage
 from .run import AttemptRun
 from .signing import NO_KEY, load_key, verify
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: tries of one Drive request before the worker's own backoff takes over (a short
+#: budget keeps the run's watch loop and the heartbeat responsive during an outage)
+HUB_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,8 @@ class WorkerConfig:
     key: str | None = field(default=None, repr=False)  # the project's signing key (hex)
     slots: int = 1  # attempts run at once (a GPU shared by several small jobs: more)
     gpu_mem_mb: float | None = None  # the GPU's memory, which the daemon packs jobs into
+    retry_max: float = 30.0  # most seconds between tries while the hub is away
+    lease_ttl: float | None = None  # the lease, when the assignment does not say it
 
 
 class Worker:
@@ -73,7 +89,9 @@ class Worker:
         self.id = wid
         self.hub = hub or open_hub(cfg.hub, credentials=Path(cfg.credentials)
                                    if cfg.credentials else None,
-                                   staleness=min(cfg.poll_interval, 2.0))
+                                   staleness=min(cfg.poll_interval, 2.0),
+                                   retries=HUB_RETRIES)
+        self.outage = Outage(self.hub.url, cap=cfg.retry_max)
         key = cfg.key or load_key(None, _hub_folder(cfg.hub))
         if key is None:
             raise UsageError(NO_KEY)
@@ -135,14 +153,46 @@ class Worker:
             )
         try:
             self.hub.put_doc(P.heartbeat(self.id), doc)
-        except HubError as exc:
-            log.warning("heartbeat failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - the heartbeat thread must live on
+            self.outage.failed(exc)
+        else:
+            self.outage.ok(beat=True)
 
     def _heartbeat_loop(self) -> None:
-        while not self._abort.wait(self.cfg.heartbeat_interval):
+        while not self._abort.wait(max(self.cfg.heartbeat_interval, self.outage.delay())):
             if self._state is P.WorkerState.STOPPED:
                 return
             self.beat()
+
+    def lease_of(self, assignment: P.Assignment | None) -> float:
+        """Seconds the hub may be away before the daemon has surely re-queued this
+        worker's job: the lease the assignment states (else the worker's setting,
+        else orch's default), never under three heartbeats (as the daemon counts),
+        plus one heartbeat for the daemon to notice."""
+        remote = not isinstance(_hub_folder(self.cfg.hub), Path)
+        ttl = (assignment.lease_ttl if assignment and assignment.lease_ttl else None) \
+            or self.cfg.lease_ttl or (120.0 if remote else 20.0)
+        beat = self.cfg.heartbeat_interval
+        return max(ttl, 3 * beat) + beat
+
+    def retry(self, fn: Callable[[], T], lease: float) -> T:
+        """``fn()``; while it fails because the hub is away (:data:`OUTAGE_ERRORS`),
+        wait with capped backoff and try again. Raises LeaseLapsedError once the hub
+        has been away for longer than ``lease`` seconds, SupersededError if the worker
+        is told to stop now; other errors pass through."""
+        while True:
+            try:
+                out = fn()
+            except OUTAGE_ERRORS as exc:
+                delay = self.outage.failed(exc)
+            else:
+                self.outage.ok()
+                return out
+            if self.outage.lease_lapsed(lease):
+                raise LeaseLapsedError(f"the hub was out of reach for longer than the lease "
+                                       f"({lease:.0f} s)")
+            if self._abort.wait(delay):
+                raise SupersededError("the worker was told to stop")
 
     def report_progress(self, progress: dict[str, Any]) -> None:
         """The running attempt's latest progress, for the next heartbeat."""
@@ -176,7 +226,17 @@ class Worker:
         one of another protocol version is refused in one line."""
         deadline = time.monotonic() + (0 if self.cfg.burst else self.cfg.idle_timeout)
         said = False
-        while read_hub_info(self.hub) is None:
+        while not (self._stop.is_set() or self._abort.is_set()):
+            try:
+                if read_hub_info(self.hub) is not None:
+                    self.outage.ok()
+                    return
+            except OUTAGE_ERRORS as exc:  # away: wait for it (the deadline too)
+                wait = self.outage.failed(exc)
+                deadline = max(deadline, time.monotonic() + wait)
+                self._stop.wait(wait)
+                continue
+            self.outage.ok()
             if time.monotonic() >= deadline:
                 raise UsageError(f"the hub {self.hub.url} is not set up (no hub.json): start "
                                  "the project's daemon first (orch daemon start)")
@@ -202,8 +262,14 @@ class Worker:
                     idle_since = time.monotonic()
                     if self.cfg.only_job and self.cfg.only_job in self._finished:
                         break
-                assignment = self.next_assignment() if len(self._running) < self.cfg.slots \
-                    else None
+                try:
+                    assignment = self.next_assignment() \
+                        if len(self._running) < self.cfg.slots else None
+                except Exception as exc:  # noqa: BLE001 - an idle worker survives anything
+                    self._loop_failed(exc)
+                    idle_since = time.monotonic()  # time the hub is away is not idle time
+                    continue
+                self.outage.ok()
                 if assignment is not None:
                     self._done.add(assignment)
                     self._launch(*assignment)
@@ -225,6 +291,13 @@ class Worker:
             hb.join(timeout=5)
             shutil.rmtree(self.work_dir, ignore_errors=True)
         return self.jobs_run
+
+    def _loop_failed(self, exc: Exception) -> None:
+        """The poll loop hit ``exc``: say so once per episode (with the traceback if it
+        is no hub error), then wait the backoff."""
+        if not isinstance(exc, HubError) and not self.outage.down:
+            log.error("unexpected error in the worker's loop; it carries on", exc_info=exc)
+        self._stop.wait(self.outage.failed(exc))
 
     def _launch(self, job_id: str, n: int) -> None:
         """Run attempt ``n`` of ``job_id`` in a thread of its own (the worker runs up to
@@ -259,10 +332,13 @@ class Worker:
         worker: signed with the project's key, naming this worker and that attempt.
         Anything else is refused with one line in the log, and nothing is written."""
         try:
-            doc = self.hub.get_doc(P.inbox(self.id, job_id, n), P.Assignment)
+            doc = self.retry(lambda: self.hub.get_doc(P.inbox(self.id, job_id, n),
+                                                      P.Assignment), self.lease_of(None))
             if doc is None:
                 return None  # withdrawn meanwhile
             verify(doc, self.key)
+        except SupersededError:
+            raise
         except OrchError as exc:
             log.warning("refused assignment %s.%d: %s", job_id, n, exc)
             return None
@@ -277,6 +353,13 @@ class Worker:
         ended; either way the job counts as done here (``--job`` workers exit)."""
         try:
             self._run_attempt(job_id, n)
+        except LeaseLapsedError as exc:
+            log.warning("%s.%d: %s; stopped the run (the daemon re-queues the job)",
+                        job_id, n, exc)
+            with self._lock:  # still in the inbox when the hub is back: still ours
+                self._done.discard((job_id, n))
+        except SupersededError:
+            log.warning("%s attempt %d was stopped", job_id, n)
         finally:
             with self._lock:
                 self._finished.add(job_id)
@@ -285,17 +368,23 @@ class Worker:
         assignment = self.assigned(job_id, n)
         if assignment is None:
             return
+        lease = self.lease_of(assignment)
         try:
-            done = self.hub.get_doc(P.status(job_id, n), P.RunStatus)
+            done = self.retry(lambda: self.hub.get_doc(P.status(job_id, n), P.RunStatus),
+                              lease)
+        except SupersededError:
+            raise
         except OrchError:
             done = None  # unreadable: the attempt's own writer (us) rewrites it
         if done and done.phase in P.TERMINAL_PHASES:
             log.info("%s.%d already ended (%s); skipping", job_id, n, done.phase.value)
             return
-        run = AttemptRun(self, job_id, n, resume_from=assignment.resume_from)
+        run = AttemptRun(self, job_id, n, resume_from=assignment.resume_from, lease=lease)
         self.beat()
         try:
             run.execute()
+        except LeaseLapsedError:
+            raise
         except SupersededError:
             log.warning("%s attempt %d was superseded; stopped it", job_id, n)
         except Exception as exc:
@@ -342,6 +431,12 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
                    help="attempts to run at once (jobs sharing one GPU; default 1)")
     p.add_argument("--gpu-mem", type=float, default=None,
                    help="the GPU's memory in MB, which the daemon packs jobs into")
+    p.add_argument("--retry-max", type=float, default=30.0,
+                   help="most seconds between tries while the hub does not answer (default "
+                        "30); the worker keeps trying for as long as its lease could hold")
+    p.add_argument("--lease", type=float, default=None,
+                   help="the daemon's lease in seconds, if the assignments do not say it "
+                        "(the run stops when the hub was away for longer)")
     p.add_argument("--key-file", default=None,
                    help="the project's key, to check that jobs come from it: its "
                         ".orch/project.json (default: $ORCH_HUB_KEY, or the project around "
@@ -359,6 +454,7 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
         gpu_name=a.gpu_name, session_hours=a.session_hours, only_job=a.job, worker_id=a.id,
         key=load_key(a.key_file) if a.key_file else None,
         slots=max(1, a.slots), gpu_mem_mb=a.gpu_mem,
+        retry_max=max(0.1, a.retry_max), lease_ttl=a.lease,
     )
 
 

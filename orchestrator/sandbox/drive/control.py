@@ -51,6 +51,16 @@ def token(fake: FakeDrive, method: str, body: bytes) -> Reply:
         return Reply.json(e.status, e.body())
 
 
+def token_fault(kind: str, _body: bytes) -> Reply:
+    """What Google's token endpoint answers when down (``503``/``500``), or when the
+    refresh token expired or was revoked (``invalid_grant``)."""
+    if kind == "invalid_grant":
+        return Reply.json(400, {"error": "invalid_grant",
+                                "error_description": "Token has been expired or revoked."})
+    return Reply.json(int(kind), {"error": "internal_failure",
+                                  "error_description": "Backend Error"})
+
+
 def control(fake: FakeDrive, method: str, what: str, body: bytes) -> Reply:
     """``/_fake/<what>``: the control API of a (possibly separately started) fake."""
     try:
