@@ -1,11 +1,13 @@
 """A worker's view of whether its hub answers: outages, their log lines, backoff.
 
-Every hub call a worker makes (heartbeats, inbox polls, a run's progress, logs,
-checkpoints and result) reports here: :meth:`Outage.ok` after a call that worked,
-:meth:`Outage.failed` after one that did not. An *episode* is the time from the first
-failure to the next success; each episode is logged in one line when it starts
-("hub … unreachable since 10:02:03 (…); retrying every 30 s at most") and one when it
-ends ("hub … back after 2m03s"), never a line (or a traceback) per try.
+Every hub call of a worker that fails (heartbeats, inbox polls, a run's progress,
+logs, checkpoints and result) reports here (:meth:`Outage.failed`); a heartbeat that
+reaches the hub reports :meth:`Outage.ok` (it is a write every time, where reads may
+be answered from the hub's cache, so it alone says that the hub is back). An
+*episode* runs from the first failure to the next success. Each is logged in one
+line when it starts ("hub … unreachable since 10:02:03 (…); retrying every 30 s at
+most") and one when it ends ("hub … back after 2m03s"), never a line (or a
+traceback) per try.
 
 Backoff is capped exponential: 1, 2, 4 … up to ``cap`` seconds between tries.
 :meth:`Outage.lease_lapsed` says whether the hub has been away for longer than a

@@ -328,7 +328,6 @@ class AttemptRun:
                                             now >= next_push - cfg.log_interval + 2.0):
                         self.push_files()
                         next_push = now + cfg.log_interval
-                    self.w.outage.ok()
                 except HubError as exc:  # the script trains on; what is unsent waits
                     hold = time.monotonic() + self.w.outage.failed(exc)
             time.sleep(cfg.poll_interval)

@@ -186,7 +186,6 @@ class Worker:
             except OUTAGE_ERRORS as exc:
                 delay = self.outage.failed(exc)
             else:
-                self.outage.ok()
                 return out
             if self.outage.lease_lapsed(lease):
                 raise LeaseLapsedError(f"the hub was out of reach for longer than the lease "
@@ -229,14 +228,12 @@ class Worker:
         while not (self._stop.is_set() or self._abort.is_set()):
             try:
                 if read_hub_info(self.hub) is not None:
-                    self.outage.ok()
                     return
             except OUTAGE_ERRORS as exc:  # away: wait for it (the deadline too)
                 wait = self.outage.failed(exc)
                 deadline = max(deadline, time.monotonic() + wait)
                 self._stop.wait(wait)
                 continue
-            self.outage.ok()
             if time.monotonic() >= deadline:
                 raise UsageError(f"the hub {self.hub.url} is not set up (no hub.json): start "
                                  "the project's daemon first (orch daemon start)")
@@ -269,7 +266,6 @@ class Worker:
                     self._loop_failed(exc)
                     idle_since = time.monotonic()  # time the hub is away is not idle time
                     continue
-                self.outage.ok()
                 if assignment is not None:
                     self._done.add(assignment)
                     self._launch(*assignment)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,14 @@ from orchestrator.store import Store
 from tests.drive_project import DriveProject
 from tests.netcut import NetCut
 
-from .conftest import drive_hub, drive_project, kill_processes_of, process_alive, read_job, \
-    wait_for
+from .conftest import (
+    drive_hub,
+    drive_project,
+    kill_processes_of,
+    process_alive,
+    read_job,
+    wait_for,
+)
 
 S = JobState
 
@@ -74,7 +81,7 @@ def epochs_done(root: Path, job_id: str) -> int:
 
 def trainer_pid(p: DriveProject, job_id: str, attempt: int = 1) -> int:
     key = f"{p.folder}/runs/{job_id}/{attempt}/status.json"
-    got = wait_for(lambda: p.fake.paths().get(key), timeout=60, message="status on Drive")
+    wait_for(lambda: p.fake.paths().get(key), timeout=60, message="status on Drive")
     return int(wait_for(lambda: json.loads(p.fake.content(p.fake.paths()[key])).get("pid"),
                         timeout=60, message="the trainer's pid"))
 
@@ -100,6 +107,34 @@ def checkpoint_epoch(p: DriveProject, job_id: str, attempt: int) -> int:
         return int(member.read())
 
 
+# ---- the worker's view of its hub ------------------------------------------------------
+
+
+def test_an_outage_is_one_line_when_it_starts_and_one_when_it_ends(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from orchestrator.outage import Outage
+
+    now = [1000.0]
+    outage = Outage("drive:x", cap=30.0, clock=lambda: now[0])
+    assert not outage.down and outage.delay() == 0 and not outage.lease_lapsed(10)
+    with caplog.at_level("INFO", logger="orchestrator.outage"):
+        delays = []
+        for _ in range(8):
+            delays.append(outage.failed(TransientHubError("Drive files.list failed: 503")))
+            now[0] += delays[-1]
+        assert delays == [1, 2, 4, 8, 16, 30, 30, 30]  # capped
+        assert outage.down and outage.lease_lapsed(120) and not outage.lease_lapsed(130)
+        outage.failed(SignInLapsedError("Drive sign-in lapsed: run `orch auth` again"))
+        outage.failed(SignInLapsedError("Drive sign-in lapsed: run `orch auth` again"))
+        outage.ok(beat=True)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert "unreachable since" in lines[0] and "retrying every 30 s at most" in lines[0]
+    assert "sign-in lapsed: run `orch auth` again" in lines[1]
+    assert lines[2] == "hub drive:x back after 2m01s"
+    assert not outage.down and outage.delay() == 0 and not outage.lease_lapsed(0)
+
+
 # ---- the Drive client: token refresh failures -----------------------------------------
 
 
@@ -115,9 +150,15 @@ def test_token_refresh_failures_are_transient_unless_the_grant_lapsed(drive: Any
         hub.exists("nothing/else")
     drive.faults.token_outage(0)
     assert hub.exists("nothing/more") is False  # refreshed: works again
-    drive.faults.outage(60, "503")  # the API down
+    # the API down, through the control endpoint a separately started server offers
+    post = urllib.request.Request(drive.url + "_fake/faults", method="POST",
+                                  data=json.dumps({"outage": {"seconds": 60, "kind": "503"}})
+                                  .encode())
+    with urllib.request.urlopen(post) as answer:
+        assert 55 < json.loads(answer.read())["outage_left"] <= 60
     with pytest.raises(TransientHubError):
         hub.exists("still/nothing")
+    assert drive.faults.injected_counts()["503"] >= 2  # every try failed
     drive.faults.outage(0)
     assert hub.exists("still/nothing") is False
 
@@ -185,6 +226,7 @@ def test_an_idle_worker_survives_the_hub_going_away_and_takes_work_after(
         project_dir: Path, drive: Any, cleanup: list[DriveProject]) -> None:
     p = project(project_dir, drive, lease=60)
     cleanup.append(p)
+    p.orch("daemon", "start", check=True)  # it sets up the hub
     worker = p.worker("remote-1", "--retry-max", "1", heartbeat=1.0, poll=0.3,
                       idle_timeout=600)
     wait_for(lambda: any(k.startswith(f"{p.folder}/workers/") for k in drive.paths()),

@@ -3,6 +3,7 @@
 Control endpoints (JSON in and out; never faulted, never counted in stats)::
 
     GET  /_fake/faults          the fault settings       POST /_fake/faults  change them
+                                (also outages: {"outage"|"token_outage": {"seconds", "kind"}})
     GET  /_fake/stats           request counts, bytes    POST /_fake/stats/reset
     POST /_fake/tokens          {"email"?, "ttl"?} -> {"access_token"}
     POST /_fake/tokens/expire   invalidate all access tokens
