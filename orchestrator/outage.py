@@ -23,10 +23,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
-from .errors import SignInLapsedError, TransientHubError
+from .errors import LeaseLapsedError, SignInLapsedError, SupersededError, TransientHubError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: the hub errors a worker rides out (keeps its run going, or stays idle, and tries again)
 OUTAGE_ERRORS = (TransientHubError, SignInLapsedError)
@@ -121,6 +124,31 @@ class Outage:
         """Whether the hub has been away for longer than a lease of ``ttl`` seconds
         (counted from the last heartbeat that reached it)."""
         return self.away() > ttl
+
+    def retry(self, fn: Callable[[], T], lease: float, stop: threading.Event) -> T:
+        """``fn()``; while it fails because the hub is away (:data:`OUTAGE_ERRORS`),
+        wait with capped backoff and try again. Raises LeaseLapsedError once the hub
+        has been away for longer than ``lease`` seconds, SupersededError when ``stop``
+        is set (the worker is told to stop now); other errors pass through."""
+        while True:
+            try:
+                return fn()
+            except OUTAGE_ERRORS as exc:
+                delay = self.failed(exc)
+            if self.lease_lapsed(lease):
+                raise LeaseLapsedError(f"the hub was out of reach for longer than the lease "
+                                       f"({lease:.0f} s)")
+            if stop.wait(delay):
+                raise SupersededError("the worker was told to stop")
+
+
+def lease_seconds(stated: float, remote: bool, heartbeat: float) -> float:
+    """How long a worker's hub may be away before the daemon has surely re-queued its
+    job: the lease ``stated`` (by the assignment or the worker's ``--lease``; else
+    orch's defaults, 120 s remote, 20 s local), never under three heartbeats (as the
+    daemon counts), plus one heartbeat for the daemon to notice."""
+    ttl = stated or (120.0 if remote else 20.0)
+    return max(ttl, 3 * heartbeat) + heartbeat
 
 
 def _one_line(exc: BaseException) -> str:

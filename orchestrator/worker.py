@@ -42,7 +42,7 @@ from . import __version__
 from . import protocol as P
 from .errors import HubError, LeaseLapsedError, OrchError, SupersededError, UsageError
 from .hubs import Hub, open_hub, read_hub_info
-from .outage import OUTAGE_ERRORS, Outage
+from .outage import OUTAGE_ERRORS, Outage, lease_seconds
 from .run import AttemptRun
 from .signing import NO_KEY, load_key, verify
 
@@ -166,32 +166,15 @@ class Worker:
 
     def lease_of(self, assignment: P.Assignment | None) -> float:
         """Seconds the hub may be away before the daemon has surely re-queued this
-        worker's job: the lease the assignment states (else the worker's setting,
-        else orch's default), never under three heartbeats (as the daemon counts),
-        plus one heartbeat for the daemon to notice."""
-        remote = not isinstance(_hub_folder(self.cfg.hub), Path)
-        ttl = (assignment.lease_ttl if assignment and assignment.lease_ttl else None) \
-            or self.cfg.lease_ttl or (120.0 if remote else 20.0)
-        beat = self.cfg.heartbeat_interval
-        return max(ttl, 3 * beat) + beat
+        worker's job (see :func:`.outage.lease_seconds`)."""
+        stated = assignment.lease_ttl if assignment else 0.0
+        return lease_seconds(stated or self.cfg.lease_ttl or 0.0,
+                             remote=not isinstance(_hub_folder(self.cfg.hub), Path),
+                             heartbeat=self.cfg.heartbeat_interval)
 
     def retry(self, fn: Callable[[], T], lease: float) -> T:
-        """``fn()``; while it fails because the hub is away (:data:`OUTAGE_ERRORS`),
-        wait with capped backoff and try again. Raises LeaseLapsedError once the hub
-        has been away for longer than ``lease`` seconds, SupersededError if the worker
-        is told to stop now; other errors pass through."""
-        while True:
-            try:
-                out = fn()
-            except OUTAGE_ERRORS as exc:
-                delay = self.outage.failed(exc)
-            else:
-                return out
-            if self.outage.lease_lapsed(lease):
-                raise LeaseLapsedError(f"the hub was out of reach for longer than the lease "
-                                       f"({lease:.0f} s)")
-            if self._abort.wait(delay):
-                raise SupersededError("the worker was told to stop")
+        """``fn()`` tried again through an outage (:meth:`.outage.Outage.retry`)."""
+        return self.outage.retry(fn, lease, self._abort)
 
     def report_progress(self, progress: dict[str, Any]) -> None:
         """The running attempt's latest progress, for the next heartbeat."""

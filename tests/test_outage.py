@@ -100,7 +100,7 @@ def ran_once(p: DriveProject, job_id: str) -> list[str]:
 
 
 def checkpoint_epoch(p: DriveProject, job_id: str, attempt: int) -> int:
-    data = p.fake.content(p.fake.paths()[f"{p.folder}/ckpt/{job_id}/{attempt}.tar"])
+    data = p.fake.content(p.fake.paths()[f"{p.folder}/runs/{job_id}/ckpt/{attempt}.tar"])
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         member = tar.extractfile("epoch")
         assert member is not None
