@@ -25,6 +25,7 @@ from tests.netcut import NetCut
 from .conftest import (
     drive_hub,
     drive_project,
+    group_alive,
     kill_processes_of,
     process_alive,
     read_job,
@@ -34,9 +35,12 @@ from .conftest import (
 S = JobState
 
 EPOCHS_SCRIPT = """\
-import io, json, os, pathlib, sys, tarfile, time
+import io, json, os, pathlib, subprocess, sys, tarfile, time
 epochs, pause = int(sys.argv[1]), float(sys.argv[2])
 run = pathlib.Path(os.environ["ORCH_RUN_DIR"])
+# a helper process in the script's group, as data loaders start: it outlives the script
+# unless the worker kills the whole group
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)"])
 
 def atomic(path, data):
     tmp = path.with_name(path.name + ".tmp")
@@ -189,7 +193,7 @@ def test_a_two_minute_drive_outage_mid_training_does_not_fail_the_job(
     with Store(p.db) as store:
         assert len(store.attempts(job_id)) == 1
     assert checkpoint_epoch(p, job_id, 1) == 35  # the newest checkpoint went out
-    wait_for(lambda: not process_alive(pid), timeout=10, message="the trainer gone")
+    wait_for(lambda: not group_alive(pid), timeout=10, message="the trainer's group gone")
     log = log_of(p, "remote-1")
     assert log.count("unreachable since") == 1, log[-3000:]
     assert "back after" in log and "Traceback" not in log
@@ -216,7 +220,7 @@ def test_token_refresh_failures_and_a_lapsed_sign_in_do_not_fail_the_job(
     ran_once(p, job_id)
     with Store(p.db) as store:
         assert len(store.attempts(job_id)) == 1
-    wait_for(lambda: not process_alive(pid), timeout=10, message="the trainer gone")
+    wait_for(lambda: not group_alive(pid), timeout=10, message="the trainer's group gone")
     log = log_of(p, "remote-1")
     assert log.count("sign-in lapsed: run `orch auth` again") == 1, log[-3000:]
     assert "back after" in log and "Traceback" not in log
@@ -264,8 +268,8 @@ def test_an_outage_longer_than_the_lease_requeues_and_the_run_is_killed(
         net.cut(40)
         wait_for(lambda: read_job(p.root, job_id).attempt == 2, timeout=30, interval=0.3,
                  message="the lease expired, the job re-queued")
-        wait_for(lambda: not process_alive(pid), timeout=25, interval=0.3,
-                 message="the worker killed its run")
+        wait_for(lambda: not group_alive(pid), timeout=25, interval=0.3,
+                 message="the worker killed its run (its whole process group)")
         assert net.is_cut()  # on its own, before it could hear from the hub
         wait_for(lambda: read_job(p.root, job_id).state is S.PULLED, timeout=150,
                  interval=0.5, message="the job pulled")
