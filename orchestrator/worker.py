@@ -112,6 +112,8 @@ class Worker:
         self._done: set[tuple[str, int]] = set()  # assignments taken
         self._finished: set[str] = set()  # jobs whose attempt here ended
         self.jobs_run = 0
+        self._loop_error: str | None = None  # the unexpected error the loop last met
+        self._loop_tries = 0
 
     # ---- heartbeat --------------------------------------------------------
 
@@ -249,6 +251,9 @@ class Worker:
                     self._loop_failed(exc)
                     idle_since = time.monotonic()  # time the hub is away is not idle time
                     continue
+                if self._loop_error is not None:
+                    log.warning("the worker's loop works again")
+                    self._loop_error, self._loop_tries = None, 0
                 if assignment is not None:
                     self._done.add(assignment)
                     self._launch(*assignment)
@@ -272,11 +277,19 @@ class Worker:
         return self.jobs_run
 
     def _loop_failed(self, exc: Exception) -> None:
-        """The poll loop hit ``exc``: say so once per episode (with the traceback if it
-        is no hub error), then wait the backoff."""
-        if not isinstance(exc, HubError) and not self.outage.down:
-            log.error("unexpected error in the worker's loop; it carries on", exc_info=exc)
-        self._stop.wait(self.outage.failed(exc))
+        """The poll loop hit ``exc``: a hub error is an outage (:mod:`.outage`); any
+        other is logged with its traceback once (until the loop works again or the
+        error changes), then the worker waits the capped backoff and carries on."""
+        if isinstance(exc, HubError):
+            self._stop.wait(self.outage.failed(exc))
+            return
+        what = f"{type(exc).__name__}: {exc}"
+        if what != self._loop_error:
+            self._loop_error = what
+            log.error("unexpected error in the worker's loop; it carries on, retrying every "
+                      "%.0f s at most", self.cfg.retry_max, exc_info=exc)
+        self._loop_tries += 1
+        self._stop.wait(min(self.cfg.retry_max, 2.0 ** min(self._loop_tries - 1, 10)))
 
     def _launch(self, job_id: str, n: int) -> None:
         """Run attempt ``n`` of ``job_id`` in a thread of its own (the worker runs up to
