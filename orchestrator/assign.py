@@ -163,6 +163,9 @@ class Assigner:
 
     def write_assignment(self, job: Job, worker_id: str, hub: Hub) -> None:
         """Write the (signed) assignment of the job's current attempt to ``worker_id``."""
+        settings = self.project.settings
+        ttl = settings.lease_ttl if job.hub == "local" else settings.remote_lease_ttl
         doc = P.Assignment(job_id=job.id, attempt=job.attempt, worker_id=worker_id,
-                           assigned_at=time.time(), resume_from=job.fresh_from)
+                           assigned_at=time.time(), resume_from=job.fresh_from,
+                           lease_ttl=ttl)
         hub.put_doc(P.inbox(worker_id, job.id, job.attempt), sign(doc, self.key))

@@ -58,7 +58,8 @@ class SignInExpiredError(HubError):
     """Google answered ``invalid_grant``: the saved Drive sign-in expired (an OAuth
     app in Testing status: after 7 days) or was revoked. Not transient: only
     `orch auth` mends it. A HubError, so every path that copes with an unreachable
-    hub copes with this one too."""
+    hub copes with this one too; a worker keeps its run (or stays idle) and keeps
+    trying, in case its credentials are renewed."""
 
 
 class ProtocolError(HubError):
@@ -76,6 +77,12 @@ class SignatureError(ProtocolError):
 class SupersededError(OrchError):
     """A worker's assignment was withdrawn (its lease expired and the job runs as a
     newer attempt): it stops the run and writes nothing more for it."""
+
+
+class LeaseLapsedError(SupersededError):
+    """The hub stayed out of reach for longer than the worker's lease: the daemon has
+    re-queued (or will re-queue) the job, so the worker kills its run and writes nothing
+    more for it."""
 
 
 class BundleError(UsageError):

@@ -194,6 +194,9 @@ class Assignment(Document):
     worker_id: str
     assigned_at: float
     resume_from: int = 1  # restore checkpoints of attempts >= this (retry --fresh)
+    # seconds without a heartbeat after which the daemon re-queues the job (0: not said);
+    # a worker cut off from the hub for that long stops the run
+    lease_ttl: float = 0.0
     signature: str = ""
 
 

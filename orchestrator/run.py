@@ -7,11 +7,21 @@ is still in the worker's inbox; if the daemon withdrew it (the lease expired and
 the job runs as a newer attempt), it kills the script and raises
 :class:`SupersededError` without writing anything more.
 
+Outages: while the hub is away the script trains on. What the run would send waits
+on local disk, bounded: the newest ``progress.json`` (latest wins), the whole log
+(appended to), the newest ``ckpt.tar`` (each checkpoint replaces the last); each is
+marked sent only once the hub took it, so all of it goes out when the hub is back.
+Hub calls are tried again with the worker's capped backoff (:mod:`.outage`) for as
+long as the lease could still be valid; past that, the script is killed and
+:class:`LeaseLapsedError` raised (the daemon re-queues the job). Whatever ends an
+attempt, the script's whole process group is killed before the worker moves on.
+
 Standard library plus orch's protocol, archive and hub code only (it runs in Colab).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -22,13 +32,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import protocol as P
 from .archive import HashingWriter, safe_extract, sha256_file, write_tar
 from .atomic import temp_path
-from .errors import HubError, OrchError, SignatureError, SupersededError
+from .errors import HubError, LeaseLapsedError, OrchError, SignatureError, SupersededError
 from .joblogs import tail
 from .outputs import collect, only_logs, stats_of
 from .packages import install, items_of, job_log_writer, tensorflow_version
@@ -38,6 +49,8 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -55,10 +68,14 @@ except (OSError, AttributeError):  # pragma: no cover
 class AttemptRun:
     """One attempt of one job on this worker: set up, run, monitor, seal."""
 
-    def __init__(self, worker: Worker, job_id: str, n: int, resume_from: int = 1) -> None:
+    def __init__(self, worker: Worker, job_id: str, n: int, resume_from: int = 1,
+                 lease: float = 120.0) -> None:
         """``resume_from``: restore only checkpoints of attempts from this one on
-        (`orch retry --fresh` sets it to the new attempt: nothing to restore)."""
+        (`orch retry --fresh` sets it to the new attempt: nothing to restore);
+        ``lease``: seconds without a heartbeat reaching the hub after which the
+        daemon has re-queued the job (the run then stops)."""
         self.w = worker
+        self.lease = lease
         self.resume_from = resume_from
         self.hub = worker.hub
         self.job_id = job_id
@@ -71,6 +88,9 @@ class AttemptRun:
         self.status = P.RunStatus(job_id=job_id, attempt=n, worker_id=worker.id,
                                   phase=P.Phase.STARTING, started_at=time.time())
         self._sent: dict[str, float] = {}
+        self._progress_mtime = 0  # of the progress.json and ckpt.tar the hub has
+        self._ckpt_mtime = 0
+        self._status_dirty = False  # a status change the hub has not taken yet
         self.baseline: dict[str, tuple[int, int]] = {}  # src files as the run got them
         self.packages: Path | None = None  # the job's extra packages (--pip), installed
 
@@ -79,14 +99,23 @@ class AttemptRun:
     def still_mine(self) -> bool:
         return self.hub.exists(P.inbox(self.w.id, self.job_id, self.n))
 
+    def retry(self, fn: Callable[[], T]) -> T:
+        """``fn()``, tried again through an outage (see :meth:`Worker.retry`)."""
+        return self.w.retry(fn, self.lease)
+
     def put_status(self, **fields: Any) -> None:
+        """Change the status and send it (if the send fails, the change is kept and
+        the next send carries it)."""
         self.status = dataclasses.replace(self.status, **fields, updated=time.time())
+        self._status_dirty = True
         self.hub.put_doc(P.status(self.job_id, self.n), self.status)
+        self._status_dirty = False
 
     def fail(self, error: str, exit_code: int | None = None) -> None:
-        self.push_files(force=True)
-        self.put_status(phase=P.Phase.FAILED, error=error, exit_code=exit_code,
-                        log_tail=tail(self.log_path), ended_at=time.time())
+        self.retry(lambda: self.push_files(force=True))
+        self.retry(lambda: self.put_status(phase=P.Phase.FAILED, error=error,
+                                           exit_code=exit_code, log_tail=tail(self.log_path),
+                                           ended_at=time.time()))
         log.info("%s.%d failed: %s", self.job_id, self.n, error)
 
     def push_files(self, force: bool = False) -> None:
@@ -119,31 +148,37 @@ class AttemptRun:
 
     def execute(self) -> None:
         try:
-            manifest = self.manifest()
+            manifest = self.retry(self.manifest)
+        except SupersededError:
+            raise
         except OrchError as exc:
             log.warning("%s.%d: %s", self.job_id, self.n, exc)
             self.dir.mkdir(parents=True, exist_ok=True)
             self.fail(str(exc))
             return
-        if self.hub.exists(P.cancel(self.job_id)):
-            self.put_status(phase=P.Phase.CANCELLED, ended_at=time.time())
+        if self.retry(lambda: self.hub.exists(P.cancel(self.job_id))):
+            self.retry(lambda: self.put_status(phase=P.Phase.CANCELLED, ended_at=time.time()))
             return
         shutil.rmtree(self.dir, ignore_errors=True)
-        for d in (self.src, self.out, self.ckpt):
-            d.mkdir(parents=True)
-        self.put_status(phase=P.Phase.STARTING)
+        self.dir.mkdir(parents=True)
+        self.retry(lambda: self.put_status(phase=P.Phase.STARTING))
         try:
-            self.prepare(manifest)
+            self.retry(lambda: self.prepare_afresh(manifest))
+        except SupersededError:
+            raise
         except (OrchError, OSError) as exc:
             self.fail(f"could not set up the run: {exc}")
             return
-        if not self.still_mine():
+        if not self.retry(self.still_mine):
             raise SupersededError()
         self.baseline = stats_of(self.src)
         code = self.run_script(manifest)
         if code is None:
             return  # cancelled or superseded; already handled
-        self.push_files(force=True)
+        # what the run left to send (its newest progress, checkpoint and log) goes now
+        self.retry(lambda: self.forward_progress(force=True))
+        self.retry(self.upload_checkpoint)
+        self.retry(lambda: self.push_files(force=True))
         if code != 0:
             how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             self.fail(f"script {how}", exit_code=code)
@@ -165,6 +200,13 @@ class AttemptRun:
                 raise HubError(f"blob {sha[:12]} arrived corrupt (sha256 {got[:12]})")
             os.replace(tmp, cached)
         shutil.copyfile(cached, dest)
+
+    def prepare_afresh(self, manifest: P.Manifest) -> None:
+        """:meth:`prepare` into empty folders (so it can be tried again)."""
+        for d in (self.src, self.out, self.ckpt):
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+        self.prepare(manifest)
 
     def prepare(self, manifest: P.Manifest) -> None:
         """Unpack the code snapshot and data, restore the newest checkpoint."""
@@ -244,82 +286,97 @@ class AttemptRun:
             )
         try:
             return self._watch(proc)
-        finally:
-            if proc.poll() is None:
-                kill_tree(proc)
+        finally:  # the leader, and anything it started in its group
+            kill_tree(proc)
 
     def _watch(self, proc: subprocess.Popen[bytes]) -> int | None:
-        self.put_status(phase=P.Phase.RUNNING, pid=proc.pid)
+        """Watch the script until it exits (its code), is cancelled (None) or is
+        superseded (SupersededError; LeaseLapsedError when the hub stayed away past
+        the lease). Hub failures hold back the forwarding, never the script."""
         log.info("%s.%d running (pid %d)", self.job_id, self.n, proc.pid)
         cfg = self.w.cfg
-        next_check = next_push = time.monotonic()
-        progress_mtime = ckpt_mtime = 0
+        next_check = next_push = hold = time.monotonic()
+        self.status = dataclasses.replace(self.status, phase=P.Phase.RUNNING, pid=proc.pid)
+        self._status_dirty = True
         while True:
             code = proc.poll()
             if code is not None:
-                self.forward_progress(force=True)
-                self.upload_checkpoint(ckpt_mtime)
                 return code
-            now = time.monotonic()
-            if now >= next_check:
-                next_check = now + cfg.check_interval
-                if not self.still_mine():
-                    kill_tree(proc)
-                    raise SupersededError()
-                if self.hub.exists(P.cancel(self.job_id)):
-                    kill_tree(proc)
-                    self.push_files(force=True)
-                    self.put_status(phase=P.Phase.CANCELLED, ended_at=time.time(),
-                                    log_tail=tail(self.log_path))
-                    return None
             if self.w.aborting():
                 kill_tree(proc)
-                self.push_files(force=True)
+                with contextlib.suppress(HubError):
+                    self.push_files(force=True)
                 return None  # the daemon will see this worker stop and re-queue
-            before = progress_mtime
-            progress_mtime = self.forward_progress(mtime=progress_mtime)
-            ckpt_mtime = self.upload_checkpoint(ckpt_mtime)
-            # the log goes out on its interval, and with progress (at most every 2 s), so
-            # a run that dies leaves its partial log on the hub, not nothing
-            if now >= next_push or (progress_mtime != before and
-                                    now >= next_push - cfg.log_interval + 2.0):
-                next_push = now + cfg.log_interval
-                self.push_files()
+            if self.w.outage.lease_lapsed(self.lease):
+                kill_tree(proc)
+                raise LeaseLapsedError(f"the hub was out of reach for longer than the lease "
+                                       f"({self.lease:.0f} s)")
+            now = time.monotonic()
+            if now >= hold:
+                try:
+                    if now >= next_check:
+                        if not self.still_mine():
+                            kill_tree(proc)
+                            raise SupersededError()
+                        if self.hub.exists(P.cancel(self.job_id)):
+                            kill_tree(proc)
+                            self.retry(lambda: self.push_files(force=True))
+                            self.retry(lambda: self.put_status(
+                                phase=P.Phase.CANCELLED, ended_at=time.time(),
+                                log_tail=tail(self.log_path)))
+                            return None
+                        next_check = now + cfg.check_interval
+                    before = self._progress_mtime
+                    self.forward_progress()
+                    self.upload_checkpoint()
+                    if self._status_dirty:
+                        self.put_status()
+                    # the log goes out on its interval, and with progress (at most every
+                    # 2 s), so a run that dies leaves its partial log on the hub
+                    if now >= next_push or (self._progress_mtime != before and
+                                            now >= next_push - cfg.log_interval + 2.0):
+                        self.push_files()
+                        next_push = now + cfg.log_interval
+                except HubError as exc:  # the script trains on; what is unsent waits
+                    hold = time.monotonic() + self.w.outage.failed(exc)
             time.sleep(cfg.poll_interval)
 
-    def forward_progress(self, mtime: int = 0, force: bool = False) -> int:
-        """Copy the script's progress.json (from orchestrator.keras) into status."""
+    def forward_progress(self, force: bool = False) -> None:
+        """Copy the script's progress.json (from orchestrator.keras) into status, if
+        it changed since the hub last took it (the newest one wins)."""
         path = self.dir / "progress.json"
         try:
             current = path.stat().st_mtime_ns
         except FileNotFoundError:
-            return mtime
-        if current == mtime and not force:
-            return mtime
+            return
+        if current == self._progress_mtime and not force:
+            return
         try:
             progress = json.loads(path.read_text())
         except (OSError, ValueError):
-            return mtime  # mid-rename on some filesystems: next time
+            return  # mid-rename on some filesystems: next time
         if not isinstance(progress, dict):
-            return current
+            self._progress_mtime = current
+            return
         first = progress.get("first_epoch")
         fields: dict[str, Any] = {"progress": progress}
         if isinstance(first, int) and first and self.status.resumed_from_epoch is None:
             fields["resumed_from_epoch"] = first
-        self.put_status(**fields)
         self.w.report_progress(progress)
-        return current
+        self.put_status(**fields)
+        self._progress_mtime = current
 
-    def upload_checkpoint(self, mtime: int) -> int:
-        """Send ``ckpt.tar`` (a consistent snapshot the callback made) if it is new."""
+    def upload_checkpoint(self) -> None:
+        """Send ``ckpt.tar`` (a consistent snapshot the callback made; each replaces
+        the last) if the hub does not have this one yet."""
         path = self.dir / "ckpt.tar"
         try:
             current = path.stat().st_mtime_ns
         except FileNotFoundError:
-            return mtime
-        if current != mtime:
+            return
+        if current != self._ckpt_mtime:
             self.hub.put_file(P.ckpt(self.job_id, self.n), path)
-        return current
+            self._ckpt_mtime = current
 
     def collect_outputs(self, manifest: P.Manifest) -> list[tuple[str, Path]]:
         return collect(manifest.outputs, self.out, self.src, self.baseline)
@@ -343,13 +400,14 @@ class AttemptRun:
                         size=writer.size, sealed_at=time.time(),
                         files=tuple(P.SealedFile(n, p.stat().st_size) for n, p in files),
                         tensorflow=tf)
-        if not self.still_mine():
+        if not self.retry(self.still_mine):
             raise SupersededError()
-        self.hub.put_file(P.result_tar(self.job_id, self.n), tar_path)
-        self.hub.put_doc(P.result_json(self.job_id, self.n), sealed)
+        self.retry(lambda: self.hub.put_file(P.result_tar(self.job_id, self.n), tar_path))
+        self.retry(lambda: self.hub.put_doc(P.result_json(self.job_id, self.n), sealed))
         progress = {**self.status.progress, **({"tensorflow": tf} if tf else {})}
-        self.put_status(phase=P.Phase.SUCCEEDED, exit_code=0, ended_at=time.time(),
-                        result_sha256=sealed.sha256, progress=progress)
+        self.retry(lambda: self.put_status(phase=P.Phase.SUCCEEDED, exit_code=0,
+                                           ended_at=time.time(), result_sha256=sealed.sha256,
+                                           progress=progress))
         log.info("%s.%d sealed (%d files, %d bytes)", self.job_id, self.n, len(files),
                  writer.size)
         shutil.rmtree(self.dir, ignore_errors=True)

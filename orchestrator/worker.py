@@ -11,6 +11,12 @@ withdrawn (lease expired: the job now runs as a newer attempt) kills its run and
 writes nothing more for it. Signals: SIGTERM finishes the current job then exits;
 SIGINT stops the run at once (the daemon re-queues it).
 
+Outages (:mod:`.outage`): a worker rides out a hub that does not answer (Drive down,
+a token refresh failing, sign-in lapsed): idle, it keeps polling with capped backoff
+and survives any error in its loop; running, its script trains on and what it would
+send waits (see :mod:`.run`), for as long as its lease could still be valid. One log
+line says when the hub went away, one when it came back.
+
 Usage: ``python -m orchestrator.worker --hub PATH [--name N] [--burst]``.
 """
 
@@ -27,19 +33,27 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import __version__
 from . import protocol as P
-from .errors import HubError, OrchError, SupersededError, UsageError
+from .errors import HubError, LeaseLapsedError, OrchError, SupersededError, UsageError
 from .hubs import Hub, open_hub, read_hub_info
+from .outage import OUTAGE_ERRORS, Outage, lease_seconds
 from .run import AttemptRun
 from .sessions import session_start
 from .signing import NO_KEY, load_key, verify
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: tries of one Drive request before the worker's own backoff takes over (a short
+#: budget keeps the run's watch loop and the heartbeat responsive during an outage)
+HUB_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,8 @@ class WorkerConfig:
     key: str | None = field(default=None, repr=False)  # the project's signing key (hex)
     slots: int = 1  # attempts run at once (a GPU shared by several small jobs: more)
     gpu_mem_mb: float | None = None  # the GPU's memory, which the daemon packs jobs into
+    retry_max: float = 30.0  # most seconds between tries while the hub is away
+    lease_ttl: float | None = None  # the lease, when the assignment does not say it
 
 
 class Worker:
@@ -76,7 +92,9 @@ class Worker:
         self.id = wid
         self.hub = hub or open_hub(cfg.hub, credentials=Path(cfg.credentials)
                                    if cfg.credentials else None,
-                                   staleness=min(cfg.poll_interval, 2.0))
+                                   staleness=min(cfg.poll_interval, 2.0),
+                                   retries=HUB_RETRIES)
+        self.outage = Outage(self.hub.url, cap=cfg.retry_max)
         key = cfg.key or load_key(None, _hub_folder(cfg.hub))
         if key is None:
             raise UsageError(NO_KEY)
@@ -101,6 +119,8 @@ class Worker:
         self._done: set[tuple[str, int]] = set()  # assignments taken
         self._finished: set[str] = set()  # jobs whose attempt here ended
         self.jobs_run = 0
+        self._loop_error: str | None = None  # the unexpected error the loop last met
+        self._loop_tries = 0
 
     # ---- heartbeat --------------------------------------------------------
 
@@ -144,14 +164,28 @@ class Worker:
             )
         try:
             self.hub.put_doc(P.heartbeat(self.id), doc)
-        except HubError as exc:
-            log.warning("heartbeat failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - the heartbeat thread must live on
+            self.outage.failed(exc)
+        else:
+            self.outage.ok(beat=True)
 
     def _heartbeat_loop(self) -> None:
-        while not self._abort.wait(self.cfg.heartbeat_interval):
+        while not self._abort.wait(max(self.cfg.heartbeat_interval, self.outage.delay())):
             if self._state is P.WorkerState.STOPPED:
                 return
             self.beat()
+
+    def lease_of(self, assignment: P.Assignment | None) -> float:
+        """Seconds the hub may be away before the daemon has surely re-queued this
+        worker's job (see :func:`.outage.lease_seconds`)."""
+        stated = assignment.lease_ttl if assignment else 0.0
+        return lease_seconds(stated or self.cfg.lease_ttl or 0.0,
+                             remote=not isinstance(_hub_folder(self.cfg.hub), Path),
+                             heartbeat=self.cfg.heartbeat_interval)
+
+    def retry(self, fn: Callable[[], T], lease: float) -> T:
+        """``fn()`` tried again through an outage (:meth:`.outage.Outage.retry`)."""
+        return self.outage.retry(fn, lease, self._abort)
 
     def report_progress(self, progress: dict[str, Any]) -> None:
         """The running attempt's latest progress, for the next heartbeat."""
@@ -185,7 +219,15 @@ class Worker:
         one of another protocol version is refused in one line."""
         deadline = time.monotonic() + (0 if self.cfg.burst else self.cfg.idle_timeout)
         said = False
-        while read_hub_info(self.hub) is None:
+        while not (self._stop.is_set() or self._abort.is_set()):
+            try:
+                if read_hub_info(self.hub) is not None:
+                    return
+            except OUTAGE_ERRORS as exc:  # away: wait for it (the deadline too)
+                wait = self.outage.failed(exc)
+                deadline = max(deadline, time.monotonic() + wait)
+                self._stop.wait(wait)
+                continue
             if time.monotonic() >= deadline:
                 raise UsageError(f"the hub {self.hub.url} is not set up (no hub.json): start "
                                  "the project's daemon first (orch daemon start)")
@@ -211,8 +253,16 @@ class Worker:
                     idle_since = time.monotonic()
                     if self.cfg.only_job and self.cfg.only_job in self._finished:
                         break
-                assignment = self.next_assignment() if len(self._running) < self.cfg.slots \
-                    else None
+                try:
+                    assignment = self.next_assignment() \
+                        if len(self._running) < self.cfg.slots else None
+                except Exception as exc:  # noqa: BLE001 - an idle worker survives anything
+                    self._loop_failed(exc)
+                    idle_since = time.monotonic()  # time the hub is away is not idle time
+                    continue
+                if self._loop_error is not None:
+                    log.warning("the worker's loop works again")
+                    self._loop_error, self._loop_tries = None, 0
                 if assignment is not None:
                     self._done.add(assignment)
                     self._launch(*assignment)
@@ -234,6 +284,21 @@ class Worker:
             hb.join(timeout=5)
             shutil.rmtree(self.work_dir, ignore_errors=True)
         return self.jobs_run
+
+    def _loop_failed(self, exc: Exception) -> None:
+        """The poll loop hit ``exc``: a hub error is an outage (:mod:`.outage`); any
+        other is logged with its traceback once (until the loop works again or the
+        error changes), then the worker waits the capped backoff and carries on."""
+        if isinstance(exc, HubError):
+            self._stop.wait(self.outage.failed(exc))
+            return
+        what = f"{type(exc).__name__}: {exc}"
+        if what != self._loop_error:
+            self._loop_error = what
+            log.error("unexpected error in the worker's loop; it carries on, retrying every "
+                      "%.0f s at most", self.cfg.retry_max, exc_info=exc)
+        self._loop_tries += 1
+        self._stop.wait(min(self.cfg.retry_max, 2.0 ** min(self._loop_tries - 1, 10)))
 
     def _launch(self, job_id: str, n: int) -> None:
         """Run attempt ``n`` of ``job_id`` in a thread of its own (the worker runs up to
@@ -268,10 +333,13 @@ class Worker:
         worker: signed with the project's key, naming this worker and that attempt.
         Anything else is refused with one line in the log, and nothing is written."""
         try:
-            doc = self.hub.get_doc(P.inbox(self.id, job_id, n), P.Assignment)
+            doc = self.retry(lambda: self.hub.get_doc(P.inbox(self.id, job_id, n),
+                                                      P.Assignment), self.lease_of(None))
             if doc is None:
                 return None  # withdrawn meanwhile
             verify(doc, self.key)
+        except SupersededError:
+            raise
         except OrchError as exc:
             log.warning("refused assignment %s.%d: %s", job_id, n, exc)
             return None
@@ -286,6 +354,13 @@ class Worker:
         ended; either way the job counts as done here (``--job`` workers exit)."""
         try:
             self._run_attempt(job_id, n)
+        except LeaseLapsedError as exc:
+            log.warning("%s.%d: %s; stopped the run (the daemon re-queues the job)",
+                        job_id, n, exc)
+            with self._lock:  # still in the inbox when the hub is back: still ours
+                self._done.discard((job_id, n))
+        except SupersededError:
+            log.warning("%s attempt %d was stopped", job_id, n)
         finally:
             with self._lock:
                 self._finished.add(job_id)
@@ -294,17 +369,23 @@ class Worker:
         assignment = self.assigned(job_id, n)
         if assignment is None:
             return
+        lease = self.lease_of(assignment)
         try:
-            done = self.hub.get_doc(P.status(job_id, n), P.RunStatus)
+            done = self.retry(lambda: self.hub.get_doc(P.status(job_id, n), P.RunStatus),
+                              lease)
+        except SupersededError:
+            raise
         except OrchError:
             done = None  # unreadable: the attempt's own writer (us) rewrites it
         if done and done.phase in P.TERMINAL_PHASES:
             log.info("%s.%d already ended (%s); skipping", job_id, n, done.phase.value)
             return
-        run = AttemptRun(self, job_id, n, resume_from=assignment.resume_from)
+        run = AttemptRun(self, job_id, n, resume_from=assignment.resume_from, lease=lease)
         self.beat()
         try:
             run.execute()
+        except LeaseLapsedError:
+            raise
         except SupersededError:
             log.warning("%s attempt %d was superseded; stopped it", job_id, n)
         except Exception as exc:
@@ -357,6 +438,12 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
                    help="attempts to run at once (jobs sharing one GPU; default 1)")
     p.add_argument("--gpu-mem", type=float, default=None,
                    help="the GPU's memory in MB, which the daemon packs jobs into")
+    p.add_argument("--retry-max", type=float, default=30.0,
+                   help="most seconds between tries while the hub does not answer (default "
+                        "30); the worker keeps trying for as long as its lease could hold")
+    p.add_argument("--lease", type=float, default=None,
+                   help="the daemon's lease in seconds, if the assignments do not say it "
+                        "(the run stops when the hub was away for longer)")
     p.add_argument("--key-file", default=None,
                    help="the project's key, to check that jobs come from it: its "
                         ".orch/project.json (default: $ORCH_HUB_KEY, or the project around "
@@ -375,6 +462,7 @@ def parse_args(argv: list[str] | None = None) -> WorkerConfig:
         session_start=a.session_start, account=a.account, worker_id=a.id,
         key=load_key(a.key_file) if a.key_file else None,
         slots=max(1, a.slots), gpu_mem_mb=a.gpu_mem,
+        retry_max=max(0.1, a.retry_max), lease_ttl=a.lease,
     )
 
 

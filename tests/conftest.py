@@ -92,6 +92,21 @@ def process_alive(pid: int) -> bool:
         return False
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any live process is in process group ``pgid`` (zombies count as gone)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
 def kill_processes_of(path: Path) -> None:
     """SIGKILL every process whose command line or environment names ``path``."""
     for pid in _processes_mentioning(str(path)):

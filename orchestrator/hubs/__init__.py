@@ -21,10 +21,12 @@ if TYPE_CHECKING:
 
 
 def open_hub(url: str, credentials: Path | None = None, shared_drive: str | None = None,
-             staleness: float = 2.0, api_url: str | None = None) -> Hub:
+             staleness: float = 2.0, api_url: str | None = None,
+             retries: int | None = None) -> Hub:
     """``/path`` or ``folder:/path`` → FolderHub; ``drive:FOLDER`` → DriveHub (signed
     in with ``credentials``, else $ORCH_DRIVE_CREDENTIALS; the endpoint ``api_url``,
-    else $ORCH_DRIVE_ROOT_URL if set). SSH hosts' hubs come from :func:`project_hub`."""
+    else $ORCH_DRIVE_ROOT_URL if set; ``retries``: how often one Drive request is
+    retried before it fails, default 8). SSH hosts' hubs come from :func:`project_hub`."""
     from .folder import FolderHub
 
     if not url:
@@ -45,7 +47,7 @@ def open_hub(url: str, credentials: Path | None = None, shared_drive: str | None
                              f"--credentials / set {CREDENTIALS_ENV}")
         return DriveHub(rest, credentials=load_credentials(path),
                         shared_drive=shared_drive or None, staleness=staleness,
-                        api_url=api_url)
+                        api_url=api_url, retries=8 if retries is None else retries)
     if sep and scheme in ("sftp", "ssh"):
         raise NotConfiguredError(f"{url}: a worker on an SSH host uses the hub folder there "
                                  "(--hub PATH); the daemon reaches it over SFTP once the "

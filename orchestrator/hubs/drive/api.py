@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import HubError, SignInExpiredError, TransientHubError
-from .auth import SIGN_IN_AGAIN, lapsed
+from .auth import SIGN_IN_AGAIN
 from .index import FILE_FIELDS, FOLDER, DriveFile
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,9 @@ class DriveClient:
     def transient(exc: BaseException) -> bool:
         from googleapiclient.errors import HttpError
 
+        refresh = token_refresh_transient(exc)
+        if refresh is not None:
+            return refresh
         if isinstance(exc, HttpError):
             status = int(exc.resp.status)
             if status in (429, 500, 502, 503, 504):
@@ -191,11 +194,19 @@ class DriveClient:
                         self._reconnect()
                     self.sleep(attempt)
                     continue
-                if lapsed(exc):
-                    raise SignInExpiredError(SIGN_IN_AGAIN) from exc
-                raise HubError(f"Drive {what} failed for {key or self.name}: {brief(exc)}") \
+                raise self.failure(f"Drive {what} failed for {key or self.name}", exc) \
                     from exc
         raise AssertionError("unreachable")
+
+    def failure(self, what: str, exc: BaseException) -> HubError:
+        """The error to raise for ``exc`` once retries are spent (or not worth it):
+        SignInExpiredError for a lapsed grant, TransientHubError for a failure worth
+        trying again later (the worker rides out outages with those), else HubError."""
+        if sign_in_lapsed(exc):
+            return SignInExpiredError(SIGN_IN_AGAIN)
+        if self.transient(exc):
+            return TransientHubError(f"{what}: {brief(exc)}")
+        return HubError(f"{what}: {brief(exc)}")
 
     # ---- requests ---------------------------------------------------------------
 
@@ -247,8 +258,7 @@ class DriveClient:
                     _, done = down.next_chunk(num_retries=0)
                 except Exception as exc:
                     if not self.transient(exc) or failures >= self.retries:
-                        raise HubError(f"Drive download failed for {key}: {brief(exc)}") \
-                            from exc
+                        raise self.failure(f"Drive download failed for {key}", exc) from exc
                     self.sleep(failures)
                     failures += 1
         h = hashlib.md5()
@@ -265,9 +275,9 @@ class DriveClient:
         for attempt in range(self.retries + 1):
             try:
                 return self._resumable(key, make(self.svc(), media(True)))
-            except TransientHubError as exc:
+            except _Restart as exc:
                 if attempt >= self.retries:
-                    raise HubError(f"Drive upload failed for {key}: {exc}") from exc
+                    raise TransientHubError(f"Drive upload failed for {key}: {exc}") from exc
                 self.sleep(attempt)
         raise AssertionError("unreachable")
 
@@ -281,14 +291,13 @@ class DriveClient:
                 _, response = request.next_chunk(num_retries=0)
             except Exception as exc:
                 if not self.transient(exc):
-                    raise HubError(f"Drive upload failed for {key}: {brief(exc)}") from exc
+                    raise self.failure(f"Drive upload failed for {key}", exc) from exc
                 if failures >= self.retries:
-                    raise HubError(f"Drive upload of {key} kept failing: {brief(exc)}") \
-                        from exc
+                    raise self.failure(f"Drive upload of {key} kept failing", exc) from exc
                 failures += 1
                 self.sleep(failures - 1)
                 if request.resumable_uri is None:  # the session never started
-                    raise TransientHubError(brief(exc)) from exc
+                    raise _Restart(brief(exc)) from exc
                 response = self._resume(key, request)
             if response is not None:
                 return response  # type: ignore[no-any-return]
@@ -315,10 +324,53 @@ class DriveClient:
             request._in_error_state = False  # we asked: do not let the client ask again
             return None
         if status == 404:
-            raise TransientHubError("upload session expired")
+            raise _Restart("upload session expired")
         if status in (429, 500, 502, 503, 504):
             return None
         raise HubError(f"Drive upload of {key}: session answered HTTP {status}")
+
+
+class _Restart(TransientHubError):
+    """An upload session that never started, or expired: start a new one."""
+
+
+def _refresh_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed OAuth token refresh (oauth2client or google-auth)."""
+    try:
+        from oauth2client.client import AccessTokenRefreshError
+        if isinstance(exc, AccessTokenRefreshError):
+            return True
+    except ImportError:  # pragma: no cover - oauth2client comes with pydrive2
+        pass
+    try:
+        from google.auth.exceptions import RefreshError
+        return isinstance(exc, RefreshError)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def sign_in_lapsed(exc: BaseException) -> bool:
+    """A token refresh refused with ``invalid_grant``: the refresh token expired (7
+    days for a "Testing" OAuth client) or was revoked. Only signing in again helps."""
+    return _refresh_error(exc) and "invalid_grant" in str(exc)
+
+
+def token_refresh_transient(exc: BaseException) -> bool | None:
+    """None if ``exc`` is no token-refresh failure; else whether it is worth another
+    try: the token endpoint answered 429 or 5xx, or could not be reached. (Network
+    failures while refreshing surface as the transport's own errors, which
+    :meth:`DriveClient.transient` already treats as transient.)"""
+    if not _refresh_error(exc):
+        return None
+    if sign_in_lapsed(exc):
+        return False
+    status = getattr(exc, "status", None)  # oauth2client's HttpAccessTokenRefreshError
+    if isinstance(status, int):
+        return status == 429 or status >= 500
+    retryable = getattr(exc, "retryable", None)  # google-auth
+    if isinstance(retryable, bool):
+        return retryable
+    return any(f"{code}" in str(exc) for code in (429, 500, 502, 503, 504))
 
 
 def brief(exc: BaseException) -> str:

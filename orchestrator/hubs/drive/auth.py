@@ -14,7 +14,7 @@ status, so `orch auth` records when it signed in (``<credentials>.signin.json``,
 written only by :func:`sign_in`, 0600) and `orch auth status` says when the
 sign-in lapses if the app is in Testing. An expired or revoked grant surfaces as
 :class:`SignInExpiredError` with :data:`SIGN_IN_AGAIN` (one line), wherever orch
-meets it (:func:`lapsed` tells it from other refresh failures).
+meets it (:func:`.api.sign_in_lapsed` tells it from other refresh failures).
 
 Flows:
 
@@ -74,12 +74,6 @@ def scope_url(setting: str) -> str:
     except KeyError:
         raise UsageError(f"setting drive_scope: bad value {setting!r} (expected drive or "
                          "drive.file)") from None
-
-
-def lapsed(exc: BaseException) -> bool:
-    """Whether ``exc`` is a token refresh that Google refused with ``invalid_grant``
-    (oauth2client's HttpAccessTokenRefreshError, google-auth's RefreshError)."""
-    return "RefreshError" in type(exc).__name__ and "invalid_grant" in str(exc)
 
 
 def record_path(saved: Path) -> Path:
@@ -231,7 +225,9 @@ def whoami(credentials: Any, api_url: str | None = None) -> dict[str, str]:
         about = build_service(credentials, api_url).about().get(
             fields="user(displayName,emailAddress)").execute()
     except Exception as exc:
-        if lapsed(exc):
+        from .api import sign_in_lapsed
+
+        if sign_in_lapsed(exc):
             raise SignInExpiredError(SIGN_IN_AGAIN) from None
         raise AuthError(f"Drive did not accept the credentials: {exc}") from exc
     scopes = getattr(credentials, "scopes", None) or [SCOPE]

@@ -3,6 +3,7 @@
 Control endpoints (JSON in and out; never faulted, never counted in stats)::
 
     GET  /_fake/faults          the fault settings       POST /_fake/faults  change them
+                                (also outages: {"outage"|"token_outage": {"seconds", "kind"}})
     GET  /_fake/stats           request counts, bytes    POST /_fake/stats/reset
     POST /_fake/tokens          {"email"?, "ttl"?} -> {"access_token"}
     POST /_fake/tokens/expire   invalidate all access tokens
@@ -50,6 +51,16 @@ def token(fake: FakeDrive, method: str, body: bytes) -> Reply:
                           {"Cache-Control": "no-store", "Pragma": "no-cache"})
     except OAuthError as e:
         return Reply.json(e.status, e.body())
+
+
+def token_fault(kind: str, _body: bytes) -> Reply:
+    """What Google's token endpoint answers when down (``503``/``500``), or when the
+    refresh token expired or was revoked (``invalid_grant``)."""
+    if kind == "invalid_grant":
+        return Reply.json(400, {"error": "invalid_grant",
+                                "error_description": "Token has been expired or revoked."})
+    return Reply.json(int(kind), {"error": "internal_failure",
+                                  "error_description": "Backend Error"})
 
 
 def control(fake: FakeDrive, method: str, what: str, body: bytes) -> Reply:

@@ -1,7 +1,14 @@
 """Injectable faults: error responses, dropped connections, listing lag.
 
 Faults apply to API requests only (``/drive/...``, ``/upload/...``, and the
-``/resumable/...`` alias), never to ``/token`` or ``/_fake/...``.
+``/resumable/...`` alias), never to ``/token`` or ``/_fake/...``; the token
+endpoint has its own: :meth:`Faults.token_outage`.
+
+Outages: :meth:`Faults.outage` fails *every* API request with one kind (``503`` or
+``drop``, say) for a number of seconds, then the service works again, as in a
+Drive outage. :meth:`Faults.token_outage` does the same to ``POST /token`` with
+``503``/``500`` (Google's token endpoint down), ``drop``, or ``invalid_grant``
+(400: the refresh token expired or was revoked).
 Per request, the first queued :meth:`Faults.fail_next` entry whose ``match``
 fits wins; otherwise, with ``rate > 0``, one draw from a ``random.Random(seed)``
 decides whether to fail and a second which of ``kinds``: the sequence is the
@@ -21,6 +28,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +42,8 @@ KINDS: dict[str, tuple[int, str, str, str] | None] = {
     "503": (503, "global", "backendError", "Service Unavailable"),
     "drop": None,
 }
+#: token endpoint faults: error answers (503, 500), a dropped connection, a lapsed grant
+TOKEN_KINDS = ("503", "500", "drop", "invalid_grant")
 ALIASES = {"403": "rateLimitExceeded", "rate_limit": "rateLimitExceeded",
            "user_rate_limit": "userRateLimitExceeded"}
 
@@ -70,6 +80,8 @@ class Faults:
         self._rng = random.Random(seed)
         self._queue: list[_Queued] = []
         self.injected: dict[str, int] = {}
+        self._outage: tuple[float, str] | None = None  # (monotonic end, kind)
+        self._token_outage: tuple[float, str] | None = None
 
     def configure(self, rate: float | None = None, kinds: list[str] | None = None,
                   seed: int | None = None, lag: float | None = None,
@@ -102,6 +114,38 @@ class Faults:
         with self._lock:
             self._queue.append(entry)
 
+    def outage(self, seconds: float, kind: str = "503") -> None:
+        """Fail every API request with ``kind`` for the next ``seconds`` (0: end it)."""
+        kind = canonical_kind(kind)
+        with self._lock:
+            self._outage = (time.monotonic() + seconds, kind) if seconds > 0 else None
+
+    def token_outage(self, seconds: float, kind: str = "503") -> None:
+        """Fail every ``POST /token`` for the next ``seconds`` (0: end it) with ``kind``:
+        one of :data:`TOKEN_KINDS`."""
+        if kind not in TOKEN_KINDS:
+            raise ValueError(f"unknown token fault {kind!r}; known: {', '.join(TOKEN_KINDS)}")
+        with self._lock:
+            self._token_outage = (time.monotonic() + seconds, kind) if seconds > 0 else None
+
+    @staticmethod
+    def _active(window: tuple[float, str] | None) -> str | None:
+        return window[1] if window is not None and time.monotonic() < window[0] else None
+
+    def outage_left(self) -> float:
+        """Seconds of the API outage still to go (0 if none)."""
+        with self._lock:
+            return max(0.0, self._outage[0] - time.monotonic()) if self._outage else 0.0
+
+    def token_fault(self) -> str | None:
+        """The fault for a token request now (a kind of :data:`TOKEN_KINDS`), or None."""
+        with self._lock:
+            kind = self._active(self._token_outage)
+            if kind is not None:
+                key = f"token:{kind}"
+                self.injected[key] = self.injected.get(key, 0) + 1
+            return kind
+
     def clear(self) -> None:
         """No faults: rate 0, empty queue, no lag, all kinds, reseeded."""
         with self._lock:
@@ -111,6 +155,7 @@ class Faults:
             self.drop_keeps_partial = False
             self._queue.clear()
             self._rng = random.Random(self.seed)
+            self._outage = self._token_outage = None
 
     def injected_counts(self, reset: bool = False) -> dict[str, int]:
         """How many faults of each kind were injected (optionally zeroing the counts)."""
@@ -129,8 +174,8 @@ class Faults:
         """The fault for this request (``target`` is the path with query), or None."""
         line = f"{method} {target}"
         with self._lock:
-            kind: str | None = None
-            for q in self._queue:
+            kind: str | None = self._active(self._outage)
+            for q in self._queue if kind is None else ():
                 if q.match is None or q.match.search(line):
                     q.remaining -= 1
                     kind = q.kind
@@ -149,6 +194,8 @@ class Faults:
             return {"rate": self.rate, "kinds": list(self.kinds), "seed": self.seed,
                     "lag": self.lag, "drop_keeps_partial": self.drop_keeps_partial,
                     "pending": sum(q.remaining for q in self._queue),
+                    "outage_left": max(0.0, self._outage[0] - time.monotonic())
+                    if self._outage else 0.0,
                     "injected": dict(self.injected)}
 
     def apply_json(self, body: dict[str, Any]) -> None:
@@ -156,7 +203,9 @@ class Faults:
 
             {"clear": true, "rate": 0.1, "kinds": ["500", "drop"], "seed": 7, "lag": 2,
              "drop_keeps_partial": false,
-             "fail_next": [{"n": 1, "kind": "drop", "match": "^PUT /upload/"}]}
+             "fail_next": [{"n": 1, "kind": "drop", "match": "^PUT /upload/"}],
+             "outage": {"seconds": 120, "kind": "503"},
+             "token_outage": {"seconds": 30, "kind": "invalid_grant"}}
         """
         if body.get("clear"):
             self.clear()
@@ -168,3 +217,7 @@ class Faults:
         for item in nexts:
             self.fail_next(int(item.get("n", 1)), str(item.get("kind", "500")),
                            item.get("match"))
+        for name, start in (("outage", self.outage), ("token_outage", self.token_outage)):
+            spec = body.get(name)
+            if isinstance(spec, dict):
+                start(float(spec.get("seconds", 0)), str(spec.get("kind", "503")))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from . import fields as F
-from .control import Reply, control, token
+from .control import Reply, control, token, token_fault
 from .errors import DriveError, auth_error, bad_request, invalid
 from .faults import KINDS
 from .state import CHUNK_GRANULARITY, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UploadSession, new_id
@@ -208,7 +208,12 @@ class Handler(BaseHTTPRequestHandler):
             self.fake.counters.count(method,
                                      stat_route(method, route or split.path, params))
             if route == "/token":
-                self._send(token(self.fake, method, self._read_body()))
+                broken = self.fake.faults.token_fault()
+                if broken == "drop":
+                    self._drop(route, params)
+                    return
+                self._send(token_fault(broken, self._read_body()) if broken else
+                           token(self.fake, method, self._read_body()))
                 return
             if not route:
                 self._read_body()
