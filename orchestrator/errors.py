@@ -54,6 +54,11 @@ class TransientHubError(HubError):
     """A hub call failed in a way worth another try (a dropped upload session)."""
 
 
+class HubFullError(HubError):
+    """The hub's storage is full (Drive's ``storageQuotaExceeded``): retrying does not
+    help until space is freed. Its message is one line naming what was not written."""
+
+
 class ProtocolError(HubError):
     """A hub document (or the hub itself) is of another protocol version, another
     project, or malformed. Its message says which, in one line."""

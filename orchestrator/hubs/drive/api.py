@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...errors import HubError, TransientHubError
+from ...errors import HubError, HubFullError, TransientHubError
 from .index import FILE_FIELDS, FOLDER, DriveFile
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,7 @@ class DriveClient:
                         self._reconnect()
                     self.sleep(attempt)
                     continue
-                raise HubError(f"Drive {what} failed for {key or self.name}: {brief(exc)}") \
-                    from exc
+                raise failure(f"Drive {what} failed for {key or self.name}", key, exc) from exc
         raise AssertionError("unreachable")
 
     # ---- requests ---------------------------------------------------------------
@@ -263,7 +262,7 @@ class DriveClient:
                 _, response = request.next_chunk(num_retries=0)
             except Exception as exc:
                 if not self.transient(exc):
-                    raise HubError(f"Drive upload failed for {key}: {brief(exc)}") from exc
+                    raise failure(f"Drive upload failed for {key}", key, exc) from exc
                 if failures >= self.retries:
                     raise HubError(f"Drive upload of {key} kept failing: {brief(exc)}") \
                         from exc
@@ -301,6 +300,21 @@ class DriveClient:
         if status in (429, 500, 502, 503, 504):
             return None
         raise HubError(f"Drive upload of {key}: session answered HTTP {status}")
+
+
+QUOTA_REASON = "storageQuotaExceeded"
+
+
+def failure(what: str, key: str, exc: BaseException) -> HubError:
+    """The error to raise for a failed request: :class:`HubFullError` (one line, no
+    retry) when Drive's storage quota is exceeded, else HubError."""
+    from googleapiclient.errors import HttpError
+
+    if isinstance(exc, HttpError) and int(exc.resp.status) == 403 and QUOTA_REASON in {
+            d.get("reason") for d in (exc.error_details or []) if isinstance(d, dict)}:
+        return HubFullError(f"Drive storage quota exceeded: {key or 'a file'} was not "
+                            "uploaded (free space in that Google account's Drive)")
+    return HubError(f"{what}: {brief(exc)}")
 
 
 def brief(exc: BaseException) -> str:

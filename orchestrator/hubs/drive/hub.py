@@ -36,6 +36,7 @@ from ...errors import HubError, HubNotFound
 from ..base import Hub, PollingWatcher, Watcher, check_key
 from .api import CHUNK, DriveClient
 from .index import FILE_FIELDS, FOLDER, DriveFile, DriveIndex, Folder, by_age, newest, quote
+from .tidy import create_folder_once, merge_folders, old_enough, prune_revisions
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,11 @@ class DriveHub(Hub):
         chunk_size: int = 32 * CHUNK * 4,
         multipart_limit: int = 5 << 20,
         settle: float = 60.0,
+        prune_over: int = SMALL,
     ) -> None:
+        """``settle``: how long after start the hub's path is looked up again (listings
+        lag), and how old a duplicate folder must be before it is merged away.
+        ``prune_over``: files of at least this size keep one Drive revision."""
         from .api import build_service
 
         self.folder_path = folder.strip("/")
@@ -75,6 +80,8 @@ class DriveHub(Hub):
         self.shared_drive = shared_drive
         self.staleness = staleness
         self.multipart_limit = multipart_limit
+        self.settle = settle
+        self.prune_over = prune_over
         # The feed's start comes first: whatever happens after it reaches us through
         # the feed. What happened shortly before it may be missing from our first
         # listings too (they lag): for `settle` seconds the hub's path is looked up
@@ -85,6 +92,8 @@ class DriveHub(Hub):
         self.root_id = self._resolve_root()
         self._synced = self._rescanned = time.monotonic()
         self._settle_until = self._synced + settle
+        self._tidied = 0.0
+        self.tidy()
 
     def __repr__(self) -> str:  # never shows credentials
         return f"DriveHub({self.folder_path!r})"
@@ -113,9 +122,11 @@ class DriveHub(Hub):
         level = Folder([top])
         chain = [list(level.ids)]
         for part in self.folder_path.split("/"):
-            found = self._folders_named(part, level)
-            level = Folder(by_age(found) if found else
-                           [self.client.create_folder(part, level.id).id])
+            found = self._folders_named(part, level) or \
+                create_folder_once(self.client, part, level.ids)[0]
+            with self.index.lock:
+                self.index.note(found)
+            level = Folder(by_age(found))
             chain.append(list(level.ids))
         with self.index.lock:
             self.index.chain = chain
@@ -163,6 +174,39 @@ class DriveHub(Hub):
             self.sync()
             if now < self._settle_until and now - self._rescanned >= 3 * self.staleness:
                 self._rescan()
+            if now - self._tidied >= self.settle:
+                self.tidy()
+
+    def tidy(self) -> int:
+        """Merge the duplicate folders this hub knows of (made by parties that started
+        together, or by retried creates) into the oldest of each path, once they are
+        older than ``settle`` (every party has seen the oldest by then and writes
+        there). Costs no request while there are none. Returns how many were merged."""
+        self._tidied = time.monotonic()
+        with self.index.lock:
+            dups = [(p, list(f.ids)) for p, f in self.index.folders.items() if len(f.ids) > 1]
+        merged = 0
+        for path, ids in dups:
+            for loser in ids[1:]:
+                with self.index.lock:
+                    born = self.index.born.get(loser)
+                if born is None:
+                    raw = self.client.metadata(path, loser)
+                    if raw is None:
+                        continue
+                    born = DriveFile.of(raw).created
+                if not old_enough(born, time.time(), self.settle):
+                    continue
+                merge_folders(self.client, path, ids[0], loser)
+                merged += 1
+                with self.index.lock:
+                    if path == "":
+                        self.index.forget(loser)
+                    else:
+                        self.index.drop_entry(loser)
+                        self.index.forget_tree(path)  # looked up again when next used
+                    self.index.incomplete_all()
+        return merged
 
     def _folder(self, path: str, create: bool = False) -> Folder | None:
         """The indexed folder at ``path`` ("" is the hub root), looked up (and with
@@ -184,12 +228,15 @@ class DriveHub(Hub):
                 parent = self._listed(parent_path) or parent  # to see what is in the way
                 if any(not f.folder for f in parent.children.get(name, [])):
                     raise HubError(f"cannot make folder {path} on {self.url}: a file has its name")
-                made = self.client.create_folder(name, parent.id)
-                parent.children.setdefault(name, []).append(made)
-                index.where[made.id] = parent_path
-                folder = Folder([made.id], complete=True)  # new: nothing in it yet
+                found, made = create_folder_once(self.client, name, parent.ids)
+                for f in found:
+                    parent.children.setdefault(name, []).append(f)
+                    index.where[f.id] = parent_path
+                # ours alone is new: nothing in it yet
+                folder = Folder(by_age(found), complete=[f.id for f in found] == [made.id])
             else:
                 return None
+            index.note(candidates)
             index.add_folder(path, folder)
             return folder
 
@@ -345,8 +392,13 @@ class DriveHub(Hub):
         if existing:
             keep = newest(existing)
             meta = self.client.upload(key, lambda s, m: s.files().update(
-                fileId=keep.id, media_body=m, fields=FILE_FIELDS, supportsAllDrives=True),
-                media, resumable)
+                fileId=keep.id, media_body=m, fields=FILE_FIELDS, supportsAllDrives=True,
+                keepRevisionForever=False), media, resumable)
+            if size >= self.prune_over:  # the old content would count against the quota
+                try:
+                    prune_revisions(self.client, key, keep.id)
+                except HubError as exc:
+                    log.warning("could not delete old revisions of %s: %s", key, exc)
             for stale in existing:  # duplicates of a key only its writer can clean
                 if stale.id != keep.id:
                     self.client.delete(key, stale.id)
