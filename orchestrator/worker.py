@@ -33,7 +33,7 @@ from typing import Any
 
 from . import __version__
 from . import protocol as P
-from .errors import HubError, OrchError, SupersededError, UsageError
+from .errors import HubError, HubFullError, OrchError, SupersededError, UsageError
 from .hubs import Hub, open_hub, read_hub_info
 from .run import AttemptRun
 from .signing import NO_KEY, load_key, verify
@@ -298,6 +298,12 @@ class Worker:
             run.execute()
         except SupersededError:
             log.warning("%s attempt %d was superseded; stopped it", job_id, n)
+        except HubFullError as exc:  # one line, no traceback: retrying does not help
+            log.error("attempt %s.%d stopped: %s", job_id, n, exc)
+            try:
+                run.fail(str(exc))
+            except OrchError as again:
+                log.error("could not report the failure of %s.%d: %s", job_id, n, again)
         except Exception as exc:
             log.exception("attempt %s.%d hit a worker error", job_id, n)  # not the worker
             try:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from ...errors import HubError
 from .api import DriveClient
 from .index import FOLDER, DriveFile, quote
 
@@ -73,11 +74,10 @@ def create_folder_once(client: DriveClient, name: str,
     return found, made
 
 
-def merge_folders(client: DriveClient, path: str, winner: str, loser: str) -> int:
+def merge_folders(client: DriveClient, path: str, winner: str, loser: str) -> bool:
     """Move everything in folder ``loser`` into ``winner`` (a subfolder whose name the
-    winner also has is merged into it), then trash ``loser``. Returns how many items
-    were moved."""
-    moved = 0
+    winner also has is merged into it), then trash ``loser``, if it is empty by then.
+    A child another party moved meanwhile is skipped. True if ``loser`` was trashed."""
     children = client.query(f"'{loser}' in parents and trashed = false", path)
     theirs = {f.name: f for f in sorted(client.query(
         f"'{winner}' in parents and mimeType = '{FOLDER}' and trashed = false", path),
@@ -85,19 +85,26 @@ def merge_folders(client: DriveClient, path: str, winner: str, loser: str) -> in
     for child in children:
         sub = f"{path}/{child.name}" if path else child.name
         into = theirs.get(child.name) if child.folder else None
-        if into is not None and into.id != child.id:
-            moved += merge_folders(client, sub, into.id, child.id)
-            continue
-        client.call("files.update", sub, lambda s, c=child: s.files().update(  # type: ignore[misc]
-            fileId=c.id, addParents=winner, removeParents=loser, fields="id",
-            supportsAllDrives=True), missing_ok=True)
-        moved += 1
+        try:
+            if into is not None and into.id != child.id:
+                merge_folders(client, sub, into.id, child.id)
+                continue
+            client.call("files.update", sub, lambda s, c=child: s.files().update(  # type: ignore[misc]
+                fileId=c.id, addParents=winner, removeParents=loser, fields="id",
+                supportsAllDrives=True), missing_ok=True)
+        except HubError as exc:  # e.g. moved elsewhere by another party meanwhile
+            log.info("merging %s: %s", sub, exc)
+    left = client.query(f"'{loser}' in parents and trashed = false", path)
+    if left:
+        log.info("duplicate Drive folder %s not empty yet (%d left); merged later",
+                 path or "(hub)", len(left))
+        return False
     client.call("files.update", path, lambda s: s.files().update(
         fileId=loser, body={"trashed": True}, fields="id", supportsAllDrives=True),
         missing_ok=True)
     log.info("merged a duplicate Drive folder %s into the oldest one (%d items moved); "
-             "the duplicate is in the trash", path or "(hub)", moved)
-    return moved
+             "the duplicate is in the trash", path or "(hub)", len(children))
+    return True
 
 
 def old_enough(created: str, now: float, settle: float) -> bool:
