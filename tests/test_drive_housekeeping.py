@@ -43,7 +43,7 @@ PARTY = textwrap.dedent("""
                    backoff=0.01, max_backoff=0.2, settle=float(settle))
     hub.put_json(f"peers/{me}.json", {"me": me})
     start = time.monotonic()
-    while time.monotonic() < start + 90:
+    while time.monotonic() < start + 30:  # less than the settle time of the first test
         seen = hub.list("peers")
         if len(seen) == int(n) and len(hub.index.folders[""].ids) == 1 and \
                 time.monotonic() > start + float(stay):
@@ -59,6 +59,7 @@ def race(drive: Any, tmp_path: Path, folder: str, n: int, settle: float,
     """Start ``n`` processes that open the hub ``folder`` at the same instant."""
     from tests.drive_project import clean_env
 
+    tmp_path.mkdir(exist_ok=True)
     creds = tmp_path / "creds.json"
     drive.write_credentials(creds)
     script = tmp_path / "party.py"
@@ -83,23 +84,34 @@ def race(drive: Any, tmp_path: Path, folder: str, n: int, settle: float,
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
 
 
+def made_folders(drive: Any, name: str) -> set[str]:
+    """Ids of every folder ever called ``name`` (the change log keeps deleted ones)."""
+    with drive.state.lock:
+        return {c.file_id for c in drive.state.changes
+                if c.snapshot is not None and c.snapshot.name == name and c.snapshot.is_folder}
+
+
 def live_folders(drive: Any, name: str, parent: str | None = None) -> list[dict[str, Any]]:
     return [f for f in drive.find(name=name, parent=parent, trashed=False)
             if f["mimeType"] == FOLDER_MIME]
 
 
 def test_parties_starting_together_use_one_hub_folder(drive: Any, tmp_path: Path) -> None:
-    folder = folder_for(tmp_path) + "/hub"
-    parent = drive_hub(folder_for(tmp_path)).root_id  # the race is for "hub" in it
-    drive.reset_stats()
-    results = race(drive, tmp_path, folder, n=4, settle=60)
-    roots = {tuple(r["root"]) for r in results}
-    assert len(roots) == 1 and len(next(iter(roots))) == 1, results  # one folder for all
-    assert [f["id"] for f in live_folders(drive, "hub", parent)] == list(next(iter(roots)))
-    for r in results:  # every party's document is seen by every party
-        assert sorted(d["me"] for d in r["seen"]) == ["p0", "p1", "p2", "p3"]
-    creates = drive.requests("POST", "/drive/v3/files")
-    print(f"{creates} folder creates for 4 parties")  # > 1 when the race was real
+    parent = drive_hub(folder_for(tmp_path)).root_id  # the race is for "hubN" in it
+    for attempt in range(3):  # until the race was real: several parties created one
+        name = f"hub{attempt}"
+        results = race(drive, tmp_path / name, f"{folder_for(tmp_path)}/{name}", n=4,
+                       settle=60)
+        roots = {tuple(r["root"]) for r in results}
+        assert len(roots) == 1 and len(next(iter(roots))) == 1, results  # one for all
+        assert [f["id"] for f in live_folders(drive, name, parent)] == \
+            list(next(iter(roots)))
+        for r in results:  # every party's document is seen by every party
+            assert sorted(d["me"] for d in r["seen"]) == ["p0", "p1", "p2", "p3"]
+        if len(made_folders(drive, name)) > 1:
+            break
+    else:
+        pytest.fail("the parties never raced (one create each time)")
 
 
 def test_parties_whose_listings_lag_converge_on_the_oldest_folder(drive: Any,
