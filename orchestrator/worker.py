@@ -35,6 +35,7 @@ from . import __version__
 from . import protocol as P
 from .errors import HubError, HubFullError, OrchError, SupersededError, UsageError
 from .hubs import Hub, open_hub, read_hub_info
+from .pacing import IdlePace
 from .run import AttemptRun
 from .signing import NO_KEY, load_key, verify
 
@@ -94,6 +95,8 @@ class Worker:
         self._done: set[tuple[str, int]] = set()  # assignments taken
         self._finished: set[str] = set()  # jobs whose attempt here ended
         self.jobs_run = 0
+        self.pace = IdlePace(cfg.poll_interval, cfg.heartbeat_interval,
+                             remote=_hub_folder(cfg.hub) is None)
 
     # ---- heartbeat --------------------------------------------------------
 
@@ -104,7 +107,7 @@ class Worker:
             gpu_name=self.cfg.gpu_name,
             cuda_visible_devices=self.cfg.gpu,
             cpus=os.cpu_count(),
-            heartbeat_interval=self.cfg.heartbeat_interval,
+            heartbeat_interval=self.pace.beat_interval(self._state is P.WorkerState.IDLE),
             # relative, so the daemon's clock is the only one that matters
             session_left=None if self.deadline is None else self.deadline - time.time(),
             python=platform.python_version(),
@@ -139,7 +142,7 @@ class Worker:
             log.warning("heartbeat failed: %s", exc)
 
     def _heartbeat_loop(self) -> None:
-        while not self._abort.wait(self.cfg.heartbeat_interval):
+        while not self._abort.wait(self.pace.beat_interval(self._state is P.WorkerState.IDLE)):
             if self._state is P.WorkerState.STOPPED:
                 return
             self.beat()
@@ -216,7 +219,7 @@ class Worker:
                         break
                 else:
                     idle_since = time.monotonic()
-                self._stop.wait(self.cfg.poll_interval)
+                self._stop.wait(self.pace.next_poll(idle=not self._running))
         finally:
             for thread in list(self._running.values()):  # a stop lets runs finish;
                 thread.join()  # an abort (SIGINT) has them stop at once

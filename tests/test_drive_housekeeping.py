@@ -78,7 +78,7 @@ def race(drive: Any, tmp_path: Path, folder: str, n: int, settle: float,
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
 
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
@@ -238,3 +238,35 @@ def test_a_full_drive_stops_the_upload_in_one_line(drive: Any, tmp_path: Path) -
     with pytest.raises(HubFullError):  # small files too
         hub.put_bytes("runs/j1/1/status.json", b"{}")
     drive.faults.clear()
+
+
+def test_an_idle_drive_worker_makes_a_request_every_few_seconds(drive: Any,
+                                                                 tmp_path: Path) -> None:
+    import time
+
+    from orchestrator.hubs import claim_hub
+    from tests.drive_project import DriveProject
+
+    project = DriveProject(tmp_path / "proj", drive, folder_for(tmp_path))
+    claim_hub(drive_hub(project.folder), "p-idle")  # what the daemon does first
+    watcher = drive_hub(project.folder)
+    worker = project.worker("idle-1", idle_timeout=600)  # orch's Drive defaults
+    try:
+        wait_for(lambda: watcher.list("workers"), timeout=60, message="first heartbeat")
+        # past its first checks and the hub's early re-scans of its path (about 6 and
+        # 30 s after its start; the next after two minutes), as a worker idle for long
+        begun = time.monotonic()
+        wait_for(lambda: worker.poll() is not None or time.monotonic() - begun > 36,
+                 timeout=60, interval=0.5)
+        drive.reset_stats()
+        start = time.monotonic()
+        wait_for(lambda: worker.poll() is not None or time.monotonic() - start > 12,
+                 timeout=40, interval=0.5)
+        assert worker.poll() is None, "the idle worker died"
+        stats = drive.stats
+        window = time.monotonic() - start
+    finally:
+        project.stop_worker(worker)
+    print(f"{stats['total_requests']} requests in {window:.1f} s: {stats['requests']}")
+    assert stats["total_requests"] <= window / 3, stats["requests"]  # one per 3 s at most
+    assert drive.requests("GET", "/drive/v3/changes") >= 2  # it does keep checking

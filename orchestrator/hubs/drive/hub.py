@@ -41,6 +41,9 @@ from .tidy import create_folder_once, folders_named, merge_folders, old_enough, 
 log = logging.getLogger(__name__)
 
 SMALL = 1 << 20  # files up to this size are cached in memory by version
+# A write accepts a view this many times ``staleness`` old: it only needs the file
+# to update (a key has one writer), and a heartbeat then costs one request.
+WRITE_SLACK = 5.0
 
 
 class DriveHub(Hub):
@@ -85,12 +88,14 @@ class DriveHub(Hub):
         # The feed's start comes first: whatever happens after it reaches us through
         # the feed. What happened shortly before it may be missing from our first
         # listings too (they lag): for `settle` seconds the hub's path is looked up
-        # again and its folders re-listed every few seconds.
+        # again and its folders re-listed, after 3 and 15 times `staleness` (then 63,
+        # ...: an idle worker's requests stay few).
         self._token: str | None = self.client.call(
             "changes.getStartPageToken", "", lambda s: s.changes().getStartPageToken(
                 **self.client.drive_args()))["startPageToken"]
         self.root_id = self._resolve_root()
         self._synced = self._rescanned = time.monotonic()
+        self._rescan_every = 3 * staleness  # doubles after each rescan: lag is brief
         self._settle_until = self._synced + settle
         self._tidied = 0.0
         self.tidy()
@@ -144,6 +149,7 @@ class DriveHub(Hub):
         with self.index.lock:
             self.index.incomplete_all()
             self._rescanned = time.monotonic()
+            self._rescan_every *= 4
 
     def sync(self) -> int:
         """Apply the changes feed to the index. Returns how many changes concern this
@@ -168,11 +174,12 @@ class DriveHub(Hub):
             self._synced = time.monotonic()
         return changed
 
-    def _fresh(self) -> None:
+    def _fresh(self, slack: float = 1.0) -> None:
+        """Sync if the view is ``staleness`` (times ``slack``) old."""
         now = time.monotonic()
-        if now - self._synced >= self.staleness:
+        if now - self._synced >= self.staleness * slack:
             self.sync()
-            if now < self._settle_until and now - self._rescanned >= 3 * self.staleness:
+            if now < self._settle_until and now - self._rescanned >= self._rescan_every:
                 self._rescan()
             if now - self._tidied >= self.settle:
                 self.tidy()
@@ -231,8 +238,9 @@ class DriveHub(Hub):
             if parent is None:
                 return None
             candidates = [f for f in parent.children.get(name, []) if f.folder]
-            if not candidates and not parent.complete:
-                candidates = self._folders_named(name, parent)
+            if not candidates and not parent.complete:  # listed once, not asked each time
+                parent = self._listed(parent_path) or parent
+                candidates = [f for f in parent.children.get(name, []) if f.folder]
             if candidates:
                 folder = Folder(by_age(candidates))
             elif create:
@@ -394,7 +402,7 @@ class DriveHub(Hub):
     def _put(self, key: str, media: Callable[[bool], Any], size: int,
              small: bytes | None) -> None:
         parent_path, _, name = check_key(key).rpartition("/")
-        self._fresh()
+        self._fresh(slack=WRITE_SLACK)
         folder = self._listed(parent_path, create=True)
         assert folder is not None
         with self.index.lock:
