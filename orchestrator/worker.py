@@ -95,6 +95,7 @@ class Worker:
         self._done: set[tuple[str, int]] = set()  # assignments taken
         self._finished: set[str] = set()  # jobs whose attempt here ended
         self.jobs_run = 0
+        self._last_beat = 0.0
         self.pace = IdlePace(cfg.poll_interval, cfg.heartbeat_interval,
                              remote=_hub_folder(cfg.hub) is None)
 
@@ -126,6 +127,7 @@ class Worker:
     def _beat(self) -> None:
         with self._lock:
             self._seq += 1
+            self._last_beat = time.monotonic()
             running = sorted(self._running)
             first = running[0] if running else None
             doc = P.Heartbeat(
@@ -142,10 +144,13 @@ class Worker:
             log.warning("heartbeat failed: %s", exc)
 
     def _heartbeat_loop(self) -> None:
-        while not self._abort.wait(self.pace.beat_interval(self._state is P.WorkerState.IDLE)):
+        # woken often, so a job taken while idle (slow beats) is reported at the busy pace
+        while not self._abort.wait(min(self.cfg.heartbeat_interval, 1.0)):
             if self._state is P.WorkerState.STOPPED:
                 return
-            self.beat()
+            idle = self._state is P.WorkerState.IDLE
+            if time.monotonic() - self._last_beat >= 0.9 * self.pace.beat_interval(idle):
+                self.beat()
 
     def report_progress(self, progress: dict[str, Any]) -> None:
         """The running attempt's latest progress, for the next heartbeat."""
