@@ -270,3 +270,47 @@ def test_an_idle_drive_worker_makes_a_request_every_few_seconds(drive: Any,
     print(f"{stats['total_requests']} requests in {window:.1f} s: {stats['requests']}")
     assert stats["total_requests"] <= window / 3, stats["requests"]  # one per 3 s at most
     assert drive.requests("GET", "/drive/v3/changes") >= 2  # it does keep checking
+
+
+CKPT_SCRIPT = """\
+import os, pathlib, time
+run = pathlib.Path(os.environ["ORCH_RUN_DIR"])
+for epoch in range(3):  # a checkpoint over the multipart limit: a resumable upload
+    tmp = run / "ckpt.tmp"
+    tmp.write_bytes(bytes([epoch]) * (6 << 20))
+    os.replace(tmp, run / "ckpt.tar")
+    time.sleep(1.5)
+(pathlib.Path(os.environ["ORCH_OUTPUT_DIR"]) / "model.bin").write_bytes(b"trained")
+print("trained")
+"""
+
+
+def test_a_full_drive_keeps_the_workers_checkpoint_and_the_job_goes_on(
+        project_dir: Path, drive: Any) -> None:
+    from orchestrator.models import JobState
+
+    from .conftest import drive_project, kill_processes_of, read_job
+
+    p = drive_project(project_dir, drive)
+    (project_dir / "ckpt.py").write_text(CKPT_SCRIPT)
+    try:
+        drive.faults.fail_next(100, "quota", match="uploadType=resumable")
+        drive.reset_stats()
+        worker = p.worker("remote-q", heartbeat=1.0, poll=0.3, idle_timeout=120)
+        job_id = p.submit("--wait", "ckpt.py")
+        assert read_job(project_dir, job_id).state is JobState.PULLED  # training went on
+        assert (project_dir / "models" / "ckpt" / "model.bin").read_bytes() == b"trained"
+        kept = project_dir.parent / "work-remote-q" / "kept" / f"{job_id}.1.ckpt.tar"
+        assert kept.read_bytes() == bytes([2]) * (6 << 20)  # the newest, on this machine
+        assert drive.requests("POST", "/upload/drive/v3/files?uploadType=resumable") == 1
+        p.stop_worker(worker)
+        log = (project_dir.parent / "remote-q.log").read_text()
+        lines = [line for line in log.splitlines() if "quota exceeded" in line]
+        assert len(lines) == 1 and f"runs/{job_id}/ckpt/1.tar" in lines[0], log[-3000:]
+        assert str(kept) in lines[0]
+        assert "Traceback" not in log
+    finally:
+        drive.faults.clear()
+        for w in p.workers:
+            w.kill()
+        kill_processes_of(project_dir.parent)
