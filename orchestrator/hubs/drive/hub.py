@@ -221,8 +221,13 @@ class DriveHub(Hub):
                     else:
                         self.index.drop_entry(loser.id)
                         self.index.forget_tree(path)  # looked up again when next used
+        live = {f.id for f in found}
         with self.index.lock:
             self.index.note(found)
+            folder = self.index.folders.get(path)
+            for gone in [i for i in (folder.ids if folder else []) if i not in live and
+                         old_enough(self.index.born.get(i, ""), time.time(), self.settle)]:
+                self.index.forget(gone)  # merged away by another party
             self.index.incomplete_all()
         return len(losers)
 
