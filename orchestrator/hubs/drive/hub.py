@@ -36,7 +36,7 @@ from ...errors import HubError, HubNotFound
 from ..base import Hub, PollingWatcher, Watcher, check_key
 from .api import CHUNK, DriveClient
 from .index import FILE_FIELDS, FOLDER, DriveFile, DriveIndex, Folder, by_age, newest, quote
-from .tidy import create_folder_once, folders_named, merge_folders, old_enough, prune_revisions
+from .tidy import create_folder_once, prune_revisions, tidy_hub
 
 log = logging.getLogger(__name__)
 
@@ -185,51 +185,10 @@ class DriveHub(Hub):
                 self.tidy()
 
     def tidy(self) -> int:
-        """Merge the duplicate folders this hub knows of (made by parties that started
-        together, or by retried creates) into the oldest of each path, once they are
-        older than ``settle`` (every party has seen the oldest by then and writes
-        there). Costs no request while there are none; a failure is logged, never
-        raised (the next tidy tries again). Returns how many were merged."""
+        """Merge the duplicate folders this hub knows of into the oldest of each path,
+        once older than ``settle`` (see :func:`.tidy.tidy_hub`). Returns how many."""
         self._tidied = time.monotonic()
-        with self.index.lock:
-            dups = [p for p, f in self.index.folders.items() if len(f.ids) > 1]
-        merged = 0
-        for path in dups:
-            try:
-                merged += self._tidy(path)
-            except HubError as exc:
-                log.warning("could not merge duplicate Drive folders of %s yet: %s",
-                            path or self.folder_path, exc)
-        return merged
-
-    def _tidy(self, path: str) -> int:
-        parent_path, _, name = path.rpartition("/")
-        with self.index.lock:
-            if path == "":
-                name, parents = self.folder_path.rpartition("/")[2], self.index.chain[-2]
-            elif parent_path in self.index.folders:
-                parents = list(self.index.folders[parent_path].ids)
-            else:
-                return 0
-        found = folders_named(self.client, name, parents)  # all of them, oldest first
-        losers = [f for f in found[1:] if old_enough(f.created, time.time(), self.settle)]
-        for loser in losers:
-            if merge_folders(self.client, path, found[0].id, loser.id):
-                with self.index.lock:
-                    if path == "":
-                        self.index.forget(loser.id)
-                    else:
-                        self.index.drop_entry(loser.id)
-                        self.index.forget_tree(path)  # looked up again when next used
-        live = {f.id for f in found}
-        with self.index.lock:
-            self.index.note(found)
-            folder = self.index.folders.get(path)
-            for gone in [i for i in (folder.ids if folder else []) if i not in live and
-                         old_enough(self.index.born.get(i, ""), time.time(), self.settle)]:
-                self.index.forget(gone)  # merged away by another party
-            self.index.incomplete_all()
-        return len(losers)
+        return tidy_hub(self)
 
     def _folder(self, path: str, create: bool = False) -> Folder | None:
         """The indexed folder at ``path`` ("" is the hub root), looked up (and with

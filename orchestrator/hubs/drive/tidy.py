@@ -34,11 +34,16 @@ leaves the same result (404s of something already moved or gone are ignored).
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ...errors import HubError
 from .api import DriveClient
 from .index import FOLDER, DriveFile, quote
+
+if TYPE_CHECKING:
+    from .hub import DriveHub
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +130,52 @@ def prune_revisions(client: DriveClient, key: str, file_id: str) -> int:
         client.call("revisions.delete", key, lambda s, r=rev: s.revisions().delete(  # type: ignore[misc]
             fileId=file_id, revisionId=r), missing_ok=True)
     return max(0, len(revs) - 1)
+
+
+def tidy_hub(hub: DriveHub) -> int:
+    """Merge the duplicate folders ``hub`` knows of (made by parties that started
+    together, or by retried creates) into the oldest of each path, once they are older
+    than ``hub.settle`` (every party has seen the oldest by then and writes there).
+    Costs no request while there are none; a failure is logged, never raised (the
+    next tidy tries again). Returns how many were merged."""
+    with hub.index.lock:
+        dups = [p for p, f in hub.index.folders.items() if len(f.ids) > 1]
+    merged = 0
+    for path in dups:
+        try:
+            merged += _tidy_path(hub, path)
+        except HubError as exc:
+            log.warning("could not merge duplicate Drive folders of %s yet: %s",
+                        path or hub.folder_path, exc)
+    return merged
+
+
+def _tidy_path(hub: DriveHub, path: str) -> int:
+    index = hub.index
+    parent_path, _, name = path.rpartition("/")
+    with index.lock:
+        if path == "":
+            name, parents = hub.folder_path.rpartition("/")[2], index.chain[-2]
+        elif parent_path in index.folders:
+            parents = list(index.folders[parent_path].ids)
+        else:
+            return 0
+    found = folders_named(hub.client, name, parents)  # all of them, oldest first
+    losers = [f for f in found[1:] if old_enough(f.created, time.time(), hub.settle)]
+    for loser in losers:
+        if merge_folders(hub.client, path, found[0].id, loser.id):
+            with index.lock:
+                if path == "":
+                    index.forget(loser.id)
+                else:
+                    index.drop_entry(loser.id)
+                    index.forget_tree(path)  # looked up again when next used
+    live = {f.id for f in found}
+    with index.lock:
+        index.note(found)
+        folder = index.folders.get(path)
+        for gone in [i for i in (folder.ids if folder else []) if i not in live and
+                     old_enough(index.born.get(i, ""), time.time(), hub.settle)]:
+            index.forget(gone)  # merged away by another party
+        index.incomplete_all()
+    return len(losers)
