@@ -62,6 +62,11 @@ class SignInExpiredError(HubError):
     trying, in case its credentials are renewed."""
 
 
+class HubFullError(HubError):
+    """The hub's storage is full (Drive's ``storageQuotaExceeded``): retrying does not
+    help until space is freed. Its message is one line naming what was not written."""
+
+
 class ProtocolError(HubError):
     """A hub document (or the hub itself) is of another protocol version, another
     project, or malformed. Its message says which, in one line."""

@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import protocol as P
 from .archive import HashingWriter, safe_extract, sha256_file, write_tar
 from .atomic import temp_path
-from .errors import HubError, LeaseLapsedError, OrchError, SignatureError, SupersededError
+from .errors import (
+    HubError,
+    HubFullError,
+    LeaseLapsedError,
+    OrchError,
+    SignatureError,
+    SupersededError,
+)
 from .joblogs import tail
 from .outputs import collect, only_logs, stats_of
 from .packages import install, items_of, job_log_writer, tensorflow_version
@@ -93,6 +100,7 @@ class AttemptRun:
         self._status_dirty = False  # a status change the hub has not taken yet
         self.baseline: dict[str, tuple[int, int]] = {}  # src files as the run got them
         self.packages: Path | None = None  # the job's extra packages (--pip), installed
+        self.hub_full = False  # the hub's storage is full: checkpoints stay here
 
     # -- hub writes, fenced --
 
@@ -374,9 +382,36 @@ class AttemptRun:
             current = path.stat().st_mtime_ns
         except FileNotFoundError:
             return
-        if current != self._ckpt_mtime:
-            self.hub.put_file(P.ckpt(self.job_id, self.n), path)
-            self._ckpt_mtime = current
+        if current == self._ckpt_mtime:
+            return
+        if not self.hub_full:
+            try:
+                self.hub.put_file(P.ckpt(self.job_id, self.n), path)
+                self._ckpt_mtime = current
+                return
+            except HubFullError as exc:  # retrying does not help; training goes on
+                self.hub_full = True
+                log.warning("%s; checkpoints of %s.%d stay on this machine, at %s", exc,
+                            self.job_id, self.n, self.kept_checkpoint())
+        self.keep_checkpoint(path)
+        self._ckpt_mtime = current
+
+    def kept_checkpoint(self) -> Path:
+        """Where a checkpoint the hub had no room for is kept (outside the scratch
+        folder, which goes when the worker exits)."""
+        return self.w.cfg.work_dir / "kept" / f"{self.job_id}.{self.n}.ckpt.tar"
+
+    def keep_checkpoint(self, path: Path) -> None:
+        """Copy ``path`` to :meth:`kept_checkpoint`, atomically (the newest replaces
+        the one before)."""
+        dest = self.kept_checkpoint()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(dest)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def collect_outputs(self, manifest: P.Manifest) -> list[tuple[str, Path]]:
         return collect(manifest.outputs, self.out, self.src, self.baseline)

@@ -40,9 +40,10 @@ from typing import Any, TypeVar
 
 from . import __version__
 from . import protocol as P
-from .errors import HubError, LeaseLapsedError, OrchError, SupersededError, UsageError
+from .errors import HubError, HubFullError, LeaseLapsedError, OrchError, SupersededError, UsageError
 from .hubs import Hub, open_hub, read_hub_info
 from .outage import OUTAGE_ERRORS, Outage, lease_seconds
+from .pacing import IdlePace
 from .run import AttemptRun
 from .sessions import session_start
 from .signing import NO_KEY, load_key, verify
@@ -121,6 +122,9 @@ class Worker:
         self.jobs_run = 0
         self._loop_error: str | None = None  # the unexpected error the loop last met
         self._loop_tries = 0
+        self._last_beat = 0.0
+        self.pace = IdlePace(cfg.poll_interval, cfg.heartbeat_interval,
+                             remote=_hub_folder(cfg.hub) is None)
 
     # ---- heartbeat --------------------------------------------------------
 
@@ -131,7 +135,7 @@ class Worker:
             gpu_name=self.cfg.gpu_name,
             cuda_visible_devices=self.cfg.gpu,
             cpus=os.cpu_count(),
-            heartbeat_interval=self.cfg.heartbeat_interval,
+            heartbeat_interval=self.pace.beat_interval(self._state is P.WorkerState.IDLE),
             # relative, so the daemon's clock is the only one that matters
             session_left=None if self.deadline is None else self.deadline - time.time(),
             session_started=self.session_started,
@@ -152,6 +156,7 @@ class Worker:
     def _beat(self) -> None:
         with self._lock:
             self._seq += 1
+            self._last_beat = time.monotonic()
             running = sorted(self._running)
             first = running[0] if running else None
             doc = P.Heartbeat(
@@ -170,10 +175,15 @@ class Worker:
             self.outage.ok(beat=True)
 
     def _heartbeat_loop(self) -> None:
-        while not self._abort.wait(max(self.cfg.heartbeat_interval, self.outage.delay())):
+        # woken often, so a job taken while idle (slow beats) is reported at the busy
+        # pace; while the hub is away, beats back off with the outage
+        while not self._abort.wait(min(self.cfg.heartbeat_interval, 1.0)):
             if self._state is P.WorkerState.STOPPED:
                 return
-            self.beat()
+            idle = self._state is P.WorkerState.IDLE
+            due = max(0.9 * self.pace.beat_interval(idle), self.outage.delay())
+            if time.monotonic() - self._last_beat >= due:
+                self.beat()
 
     def lease_of(self, assignment: P.Assignment | None) -> float:
         """Seconds the hub may be away before the daemon has surely re-queued this
@@ -275,7 +285,7 @@ class Worker:
                         break
                 else:
                     idle_since = time.monotonic()
-                self._stop.wait(self.cfg.poll_interval)
+                self._stop.wait(self.pace.next_poll(idle=not self._running))
         finally:
             for thread in list(self._running.values()):  # a stop lets runs finish;
                 thread.join()  # an abort (SIGINT) has them stop at once
@@ -388,6 +398,12 @@ class Worker:
             raise
         except SupersededError:
             log.warning("%s attempt %d was superseded; stopped it", job_id, n)
+        except HubFullError as exc:  # one line, no traceback: retrying does not help
+            log.error("attempt %s.%d stopped: %s", job_id, n, exc)
+            try:
+                run.fail(str(exc))
+            except OrchError as again:
+                log.error("could not report the failure of %s.%d: %s", job_id, n, again)
         except Exception as exc:
             log.exception("attempt %s.%d hit a worker error", job_id, n)  # not the worker
             try:

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...errors import HubError, SignInExpiredError, TransientHubError
+from ...errors import HubError, HubFullError, SignInExpiredError, TransientHubError
 from .auth import SIGN_IN_AGAIN
 from .index import FILE_FIELDS, FOLDER, DriveFile
 
@@ -194,14 +194,18 @@ class DriveClient:
                         self._reconnect()
                     self.sleep(attempt)
                     continue
-                raise self.failure(f"Drive {what} failed for {key or self.name}", exc) \
+                raise self.failure(f"Drive {what} failed for {key or self.name}", exc, key) \
                     from exc
         raise AssertionError("unreachable")
 
-    def failure(self, what: str, exc: BaseException) -> HubError:
-        """The error to raise for ``exc`` once retries are spent (or not worth it):
+    def failure(self, what: str, exc: BaseException, key: str = "") -> HubError:
+        """The error to raise for ``exc`` (about ``key``) once retries are spent (or not
+        worth it): HubFullError for a full Drive (one line, never retried),
         SignInExpiredError for a lapsed grant, TransientHubError for a failure worth
         trying again later (the worker rides out outages with those), else HubError."""
+        if quota_exceeded(exc):
+            return HubFullError(f"Drive storage quota exceeded: {key or 'a file'} was not "
+                                "uploaded (free space in that Google account's Drive)")
         if sign_in_lapsed(exc):
             return SignInExpiredError(SIGN_IN_AGAIN)
         if self.transient(exc):
@@ -258,7 +262,7 @@ class DriveClient:
                     _, done = down.next_chunk(num_retries=0)
                 except Exception as exc:
                     if not self.transient(exc) or failures >= self.retries:
-                        raise self.failure(f"Drive download failed for {key}", exc) from exc
+                        raise self.failure(f"Drive download failed for {key}", exc, key) from exc
                     self.sleep(failures)
                     failures += 1
         h = hashlib.md5()
@@ -291,9 +295,9 @@ class DriveClient:
                 _, response = request.next_chunk(num_retries=0)
             except Exception as exc:
                 if not self.transient(exc):
-                    raise self.failure(f"Drive upload failed for {key}", exc) from exc
+                    raise self.failure(f"Drive upload failed for {key}", exc, key) from exc
                 if failures >= self.retries:
-                    raise self.failure(f"Drive upload of {key} kept failing", exc) from exc
+                    raise self.failure(f"Drive upload of {key} kept failing", exc, key) from exc
                 failures += 1
                 self.sleep(failures - 1)
                 if request.resumable_uri is None:  # the session never started
@@ -371,6 +375,17 @@ def token_refresh_transient(exc: BaseException) -> bool | None:
     if isinstance(retryable, bool):
         return retryable
     return any(f"{code}" in str(exc) for code in (429, 500, 502, 503, 504))
+
+
+QUOTA_REASON = "storageQuotaExceeded"
+
+
+def quota_exceeded(exc: BaseException) -> bool:
+    """Drive's storage quota is exceeded (403 ``storageQuotaExceeded``): no retry helps."""
+    from googleapiclient.errors import HttpError
+
+    return isinstance(exc, HttpError) and int(exc.resp.status) == 403 and QUOTA_REASON in {
+        d.get("reason") for d in (exc.error_details or []) if isinstance(d, dict)}
 
 
 def brief(exc: BaseException) -> str:

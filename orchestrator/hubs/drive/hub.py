@@ -36,10 +36,14 @@ from ...errors import HubError, HubNotFound
 from ..base import Hub, PollingWatcher, Watcher, check_key
 from .api import CHUNK, DriveClient
 from .index import FILE_FIELDS, FOLDER, DriveFile, DriveIndex, Folder, by_age, newest, quote
+from .tidy import create_folder_once, prune_revisions, tidy_hub
 
 log = logging.getLogger(__name__)
 
 SMALL = 1 << 20  # files up to this size are cached in memory by version
+# A write accepts a view this many times ``staleness`` old: it only needs the file
+# to update (a key has one writer), and a heartbeat then costs one request.
+WRITE_SLACK = 5.0
 
 
 class DriveHub(Hub):
@@ -61,7 +65,11 @@ class DriveHub(Hub):
         chunk_size: int = 32 * CHUNK * 4,
         multipart_limit: int = 5 << 20,
         settle: float = 60.0,
+        prune_over: int = SMALL,
     ) -> None:
+        """``settle``: how long after start the hub's path is looked up again (listings
+        lag), and how old a duplicate folder must be before it is merged away.
+        ``prune_over``: files of at least this size keep one Drive revision."""
         from .api import build_service
 
         self.folder_path = folder.strip("/")
@@ -75,16 +83,22 @@ class DriveHub(Hub):
         self.shared_drive = shared_drive
         self.staleness = staleness
         self.multipart_limit = multipart_limit
+        self.settle = settle
+        self.prune_over = prune_over
         # The feed's start comes first: whatever happens after it reaches us through
         # the feed. What happened shortly before it may be missing from our first
         # listings too (they lag): for `settle` seconds the hub's path is looked up
-        # again and its folders re-listed every few seconds.
+        # again and its folders re-listed, after 3 and 15 times `staleness` (then 63,
+        # ...: an idle worker's requests stay few).
         self._token: str | None = self.client.call(
             "changes.getStartPageToken", "", lambda s: s.changes().getStartPageToken(
                 **self.client.drive_args()))["startPageToken"]
         self.root_id = self._resolve_root()
         self._synced = self._rescanned = time.monotonic()
+        self._rescan_every = 3 * staleness  # doubles after each rescan: lag is brief
         self._settle_until = self._synced + settle
+        self._tidied = 0.0
+        self.tidy()
 
     def __repr__(self) -> str:  # never shows credentials
         return f"DriveHub({self.folder_path!r})"
@@ -113,9 +127,11 @@ class DriveHub(Hub):
         level = Folder([top])
         chain = [list(level.ids)]
         for part in self.folder_path.split("/"):
-            found = self._folders_named(part, level)
-            level = Folder(by_age(found) if found else
-                           [self.client.create_folder(part, level.id).id])
+            found = self._folders_named(part, level) or \
+                create_folder_once(self.client, part, level.ids)[0]
+            with self.index.lock:
+                self.index.note(found)
+            level = Folder(by_age(found))
             chain.append(list(level.ids))
         with self.index.lock:
             self.index.chain = chain
@@ -133,6 +149,7 @@ class DriveHub(Hub):
         with self.index.lock:
             self.index.incomplete_all()
             self._rescanned = time.monotonic()
+            self._rescan_every *= 4
 
     def sync(self) -> int:
         """Apply the changes feed to the index. Returns how many changes concern this
@@ -157,12 +174,21 @@ class DriveHub(Hub):
             self._synced = time.monotonic()
         return changed
 
-    def _fresh(self) -> None:
+    def _fresh(self, slack: float = 1.0) -> None:
+        """Sync if the view is ``staleness`` (times ``slack``) old."""
         now = time.monotonic()
-        if now - self._synced >= self.staleness:
+        if now - self._synced >= self.staleness * slack:
             self.sync()
-            if now < self._settle_until and now - self._rescanned >= 3 * self.staleness:
+            if now < self._settle_until and now - self._rescanned >= self._rescan_every:
                 self._rescan()
+            if now - self._tidied >= self.settle:
+                self.tidy()
+
+    def tidy(self) -> int:
+        """Merge the duplicate folders this hub knows of into the oldest of each path,
+        once older than ``settle`` (see :func:`.tidy.tidy_hub`). Returns how many."""
+        self._tidied = time.monotonic()
+        return tidy_hub(self)
 
     def _folder(self, path: str, create: bool = False) -> Folder | None:
         """The indexed folder at ``path`` ("" is the hub root), looked up (and with
@@ -176,20 +202,24 @@ class DriveHub(Hub):
             if parent is None:
                 return None
             candidates = [f for f in parent.children.get(name, []) if f.folder]
-            if not candidates and not parent.complete:
-                candidates = self._folders_named(name, parent)
+            if not candidates and not parent.complete:  # listed once, not asked each time
+                parent = self._listed(parent_path) or parent
+                candidates = [f for f in parent.children.get(name, []) if f.folder]
             if candidates:
                 folder = Folder(by_age(candidates))
             elif create:
                 parent = self._listed(parent_path) or parent  # to see what is in the way
                 if any(not f.folder for f in parent.children.get(name, [])):
                     raise HubError(f"cannot make folder {path} on {self.url}: a file has its name")
-                made = self.client.create_folder(name, parent.id)
-                parent.children.setdefault(name, []).append(made)
-                index.where[made.id] = parent_path
-                folder = Folder([made.id], complete=True)  # new: nothing in it yet
+                found, made = create_folder_once(self.client, name, parent.ids)
+                for f in found:
+                    parent.children.setdefault(name, []).append(f)
+                    index.where[f.id] = parent_path
+                # ours alone is new: nothing in it yet
+                folder = Folder(by_age(found), complete=[f.id for f in found] == [made.id])
             else:
                 return None
+            index.note(candidates)
             index.add_folder(path, folder)
             return folder
 
@@ -336,7 +366,7 @@ class DriveHub(Hub):
     def _put(self, key: str, media: Callable[[bool], Any], size: int,
              small: bytes | None) -> None:
         parent_path, _, name = check_key(key).rpartition("/")
-        self._fresh()
+        self._fresh(slack=WRITE_SLACK)
         folder = self._listed(parent_path, create=True)
         assert folder is not None
         with self.index.lock:
@@ -345,8 +375,13 @@ class DriveHub(Hub):
         if existing:
             keep = newest(existing)
             meta = self.client.upload(key, lambda s, m: s.files().update(
-                fileId=keep.id, media_body=m, fields=FILE_FIELDS, supportsAllDrives=True),
-                media, resumable)
+                fileId=keep.id, media_body=m, fields=FILE_FIELDS, supportsAllDrives=True,
+                keepRevisionForever=False), media, resumable)
+            if size >= self.prune_over:  # the old content would count against the quota
+                try:
+                    prune_revisions(self.client, key, keep.id)
+                except HubError as exc:
+                    log.warning("could not delete old revisions of %s: %s", key, exc)
             for stale in existing:  # duplicates of a key only its writer can clean
                 if stale.id != keep.id:
                     self.client.delete(key, stale.id)

@@ -91,6 +91,18 @@ class DriveIndex:
         self.where: dict[str, str] = {}  # indexed file id → its folder's path
         self.chain: list[list[str]] = []
         self.content: dict[str, tuple[int, bytes]] = {}  # small files by id: (version, data)
+        self.born: dict[str, str] = {}  # folder id → its createdTime, where known
+
+    def note(self, folders: list[DriveFile]) -> None:
+        """Remember when these folders were made (the oldest of a path is written to)."""
+        for f in folders:
+            if f.created:
+                self.born[f.id] = f.created
+
+    def order(self, folder: Folder) -> None:
+        """Put a path's folders oldest first (unknown ages last), so that every party
+        writes to the same one once it knows them all."""
+        folder.ids.sort(key=lambda i: (self.born.get(i, "~"), i))
 
     def set_root(self, level: Folder) -> None:
         self.folders[""] = level
@@ -174,6 +186,9 @@ class DriveIndex:
         elif f.id not in known.ids:
             known.ids.append(f.id)
             known.complete = False
+        self.note([f])
+        if known is not None:
+            self.order(known)
         self.path_of[f.id] = path
 
     def forget(self, file_id: str) -> bool:

@@ -17,7 +17,13 @@ same on every run for the same seed and order of requests.
 Kinds (see :data:`KINDS`): ``rateLimitExceeded`` and ``userRateLimitExceeded``
 (403, domain usageLimits), ``429``, ``500``, ``503`` (reason backendError) and
 ``drop``: the server reads half of the request body (none if there is no body),
-then resets the connection (TCP RST) without answering. For a resumable
+then resets the connection (TCP RST) without answering; ``lost``: the server
+carries the request out (a create creates) and then resets the connection
+instead of answering: a lost answer, which makes a retried create a duplicate;
+``storageQuotaExceeded``: 403 (domain usageLimits), the owner's storage is full
+(Drive answers uploads so; it is not a rate limit, and retrying does not help).
+Random faults (``rate``) draw only from :data:`TRANSIENT` unless ``kinds`` says
+otherwise. For a resumable
 upload chunk the bytes read are discarded, so the session holds nothing of that
 chunk, unless ``drop_keeps_partial`` is set, in which case the session keeps
 exactly the first half it read (an offset that is not a multiple of 256 KiB).
@@ -41,11 +47,17 @@ KINDS: dict[str, tuple[int, str, str, str] | None] = {
     "500": (500, "global", "backendError", "Backend Error"),
     "503": (503, "global", "backendError", "Service Unavailable"),
     "drop": None,
+    "lost": None,
+    "storageQuotaExceeded": (403, "usageLimits", "storageQuotaExceeded",
+                             "The user's Drive storage quota has been exceeded."),
 }
 #: token endpoint faults: error answers (503, 500), a dropped connection, a lapsed grant
 TOKEN_KINDS = ("503", "500", "drop", "invalid_grant")
+#: the kinds random faults draw from by default: failures a retry gets past
+TRANSIENT = ["rateLimitExceeded", "userRateLimitExceeded", "429", "500", "503", "drop"]
 ALIASES = {"403": "rateLimitExceeded", "rate_limit": "rateLimitExceeded",
-           "user_rate_limit": "userRateLimitExceeded"}
+           "user_rate_limit": "userRateLimitExceeded", "quota": "storageQuotaExceeded",
+           "lost_answer": "lost"}
 
 
 def canonical_kind(kind: str) -> str:
@@ -73,7 +85,7 @@ class Faults:
     def __init__(self, seed: int = 0) -> None:
         self._lock = threading.Lock()
         self.rate = 0.0
-        self.kinds: list[str] = list(KINDS)
+        self.kinds: list[str] = list(TRANSIENT)
         self.lag = 0.0
         self.drop_keeps_partial = False
         self.seed = seed
@@ -147,10 +159,10 @@ class Faults:
             return kind
 
     def clear(self) -> None:
-        """No faults: rate 0, empty queue, no lag, all kinds, reseeded."""
+        """No faults: rate 0, empty queue, no lag, the transient kinds, reseeded."""
         with self._lock:
             self.rate = 0.0
-            self.kinds = list(KINDS)
+            self.kinds = list(TRANSIENT)
             self.lag = 0.0
             self.drop_keeps_partial = False
             self._queue.clear()

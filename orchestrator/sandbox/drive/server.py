@@ -23,6 +23,7 @@ from . import fields as F
 from .control import Reply, control, token, token_fault
 from .errors import DriveError, auth_error, bad_request, invalid
 from .faults import KINDS
+from .revisions import revisions_api
 from .state import CHUNK_GRANULARITY, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UploadSession, new_id
 from .uploads import parse_content_range, parse_multipart, parse_range
 
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/drive/v3/files$"), "/drive/v3/files"),
     (re.compile(r"^/drive/v3/files/(?P<fileId>[^/]+)$"), "/drive/v3/files/{fileId}"),
+    (re.compile(r"^/drive/v3/files/(?P<fileId>[^/]+)/revisions$"),
+     "/drive/v3/files/{fileId}/revisions"),
+    (re.compile(r"^/drive/v3/files/(?P<fileId>[^/]+)/revisions/(?P<revisionId>[^/]+)$"),
+     "/drive/v3/files/{fileId}/revisions/{revisionId}"),
     (re.compile(r"^/drive/v3/changes$"), "/drive/v3/changes"),
     (re.compile(r"^/drive/v3/changes/startPageToken$"), "/drive/v3/changes/startPageToken"),
     (re.compile(r"^/drive/v3/about$"), "/drive/v3/about"),
@@ -223,6 +228,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._drop(route, params)
                 return
             body = self._read_body()
+            lost, fault = fault == "lost", (None if fault == "lost" else fault)
             if fault is not None:
                 status, domain, reason, message = KINDS[fault]  # type: ignore[misc]
                 raise DriveError(status, reason, message, domain=domain)
@@ -233,6 +239,10 @@ class Handler(BaseHTTPRequestHandler):
             email = None if is_session else self._authenticate(params)
             with self.fake.state.lock:
                 reply = self._api(method, route, groups, params, body, email)
+                self._keep_forever(method, route, params, reply)
+            if lost:  # done, but the answer never arrives
+                self._reset_connection()
+                return
         except DriveError as e:
             reply = Reply.json(e.code, e.body(), e.headers)
         except Exception as e:  # a bug in the fake: answer like Drive's 500, and log it
@@ -240,6 +250,15 @@ class Handler(BaseHTTPRequestHandler):
             reply = Reply.json(500, DriveError(500, "internalError", f"Internal Error: {e!r}")
                                .body())
         self._send(reply)
+
+    def _keep_forever(self, method: str, route: str, params: dict[str, str],
+                      reply: Reply) -> None:
+        """``keepRevisionForever=true`` on a create/update with media: pin the new head."""
+        if reply.status == 200 and reply.body and _bool(params, "keepRevisionForever", False) \
+                and method in ("POST", "PATCH") and "upload_id" not in params:
+            file_id = json.loads(reply.body).get("id")
+            if file_id:
+                self.fake.state.revisions.keep_head_forever(file_id)
 
     def _authenticate(self, params: dict[str, str]) -> str | None:
         header = self.headers.get("Authorization", "")
@@ -298,6 +317,8 @@ class Handler(BaseHTTPRequestHandler):
             if method == "DELETE":
                 st.delete(fid)
                 return Reply(204)
+        elif route.startswith("/drive/v3/files/{fileId}/revisions"):
+            return revisions_api(st, method, fid, groups.get("revisionId"), _fields(params))
         elif route == "/drive/v3/changes/startPageToken" and method == "GET":
             tree = F.select(_fields(params), F.START_PAGE_TOKEN,
                             {"kind": None, "startPageToken": None})
@@ -415,7 +436,8 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 raise bad_request("Invalid X-Upload-Content-Length header.") from None
             keep = {k: v for k, v in params.items() if k in (
-                "fields", "addParents", "removeParents", "supportsAllDrives")}
+                "fields", "addParents", "removeParents", "supportsAllDrives",
+                "keepRevisionForever")}
             s = st.new_session(file_id, _json_body(body), keep,
                                self.headers.get("X-Upload-Content-Type"), total)
             host = self.headers.get("Host") or f"{self.fake.host}:{self.fake.port}"

@@ -27,6 +27,7 @@ from . import query as q_lang
 from . import resources as R
 from .errors import DriveError, invalid, not_found
 from .resources import FOLDER_MIME
+from .revisions import Revision, Revisions
 
 ROOT_ID = "0AFakeDriveRootFolderUk9PVA"
 ROOT_NAME = "My Drive"
@@ -150,6 +151,7 @@ class DriveState:
             self.contents: dict[str, bytes] = {}
             self.changes: list[Change] = []
             self.sessions: dict[str, UploadSession] = {}
+            self.revisions = Revisions()
 
     def _now(self) -> int:
         ms = max(int(time.time() * 1000), self._last_ms + 1)
@@ -243,6 +245,8 @@ class DriveState:
         rec.sha1 = hashlib.sha1(data).hexdigest()
         rec.sha256 = hashlib.sha256(data).hexdigest()
         rec.head_revision = "0B" + secrets.token_urlsafe(18)[:24]
+        self.revisions.add(rec.id, Revision(rec.head_revision, self._last_ms, len(data), rec.md5,
+                                            rec.mime_type, rec.original_filename or rec.name))
 
     def _check_parent(self, parent_id: str) -> str:
         pid = self.resolve(parent_id)
@@ -373,6 +377,7 @@ class DriveState:
         for fid in [rec.id, *self._descendant_ids(rec.id)]:
             self.files.pop(fid, None)
             self.contents.pop(fid, None)
+            self.revisions.forget(fid)
             self._record(fid, None)
 
     def empty_trash(self) -> None:
@@ -496,6 +501,8 @@ class DriveState:
                               s.params.get("addParents", ""),
                               s.params.get("removeParents", ""))
         s.result_id = rec.id
+        if s.params.get("keepRevisionForever", "").lower() in ("true", "1"):
+            self.revisions.keep_head_forever(rec.id)
         return rec
 
     def dump(self) -> list[dict[str, Any]]:
