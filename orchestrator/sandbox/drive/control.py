@@ -75,6 +75,9 @@ def control(fake: FakeDrive, method: str, what: str, body: bytes) -> Reply:
         if what == "tokens/expire" and method == "POST":
             fake.expire_tokens()
             return Reply.json(200, {"expired": True})
+        if what == "drives" and method == "POST":
+            return Reply.json(200, {"id": fake.add_shared_drive(str(doc.get("name") or
+                                                                    "Team"))})
         if what == "files" and method == "GET":
             return Reply.json(200, {"files": fake.files()})
         if what == "reset" and method == "POST":
