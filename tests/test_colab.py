@@ -286,48 +286,6 @@ def test_killed_kernel_then_rerun_resumes_from_the_checkpoint(project_dir: Path,
         ["logs", "model.keras"]
 
 
-STANDIN_CLI = '''#!{python}
-"""Stand-in for Google's `colab` CLI: records every call (argv) as a JSON line."""
-import json, os, sys
-with open(os.environ["COLAB_CALLS"], "a") as f:
-    f.write(json.dumps(sys.argv[1:]) + "\\n")
-if sys.argv[1:2] == ["exec"]:
-    import nbformat
-    nbformat.validate(nbformat.read(sys.argv[sys.argv.index("-f") + 1], as_version=4))
-'''
-
-
-def test_launch_through_the_colab_cli(project_dir: Path, drive: Any, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    p = drive_project(project_dir, drive)
-    missing = p.orch("colab", "--launch", env={**p.env, "PATH": "/usr/bin:/bin"})
-    assert missing.returncode == 2 and "pip install google-colab-cli" in missing.stderr
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    cli = bindir / "colab"
-    cli.write_text(STANDIN_CLI.format(python=sys.executable))
-    cli.chmod(0o755)
-    calls = tmp_path / "calls.jsonl"
-    env = {**p.env, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
-           "COLAB_CALLS": str(calls)}
-    out = p.orch("colab", "--launch", "--gpu", "T4", env=env, check=True)
-    assert out.stdout.startswith("https://colab.research.google.com/drive/")
-
-    def recorded() -> list[list[str]]:
-        return [json.loads(x) for x in calls.read_text().splitlines()] if calls.exists() else []
-
-    wait_for(lambda: len(recorded()) == 3, timeout=30, message="new, exec, stop")
-    new, run, stop = recorded()
-    name = new[2]
-    assert new == ["new", "-s", name, "--gpu", "T4"] and name.startswith("orch-")
-    assert run[:3] == ["exec", "-s", name] and run[3] == "-f" and run[4].endswith(".ipynb")
-    assert stop == ["stop", "-s", name]
-    bad = p.orch("colab", "--launch", "--gpu", "K80", env=env)
-    assert bad.returncode == 2 and "choose one of" in bad.stderr
-
-
 def test_install_cell_reads_every_duplicate_of_a_folder(project_dir: Path, drive: Any,
                                                         tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:

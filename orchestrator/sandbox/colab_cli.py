@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -164,7 +165,7 @@ def cmd_exec(box: Sandbox, name: str, notebook: Path, timeout: float) -> int:
     env = kernel_env(box, folder, server.url)
     os.environ.clear()
     os.environ.update(env)
-    client = nbclient.NotebookClient(nb, timeout=timeout if timeout > 0 else None,
+    client = nbclient.NotebookClient(nb, timeout=math.ceil(timeout) if timeout > 0 else None,
                                      kernel_name="python3",
                                      on_notebook_start=record_kernel,
                                      resources={"metadata": {"path": str(folder / "content")}})
