@@ -318,7 +318,7 @@ def test_install_cell_reads_every_duplicate_of_a_folder(project_dir: Path, drive
     monkeypatch.setenv("ORCH_DRIVE_ROOT_URL", drive.url)
     monkeypatch.setenv("ORCH_NOTEBOOK_PIP_TARGET", str(tmp_path / "site"))
     monkeypatch.setattr(sys, "path", list(sys.path))  # the cell prepends its pip target
-    install_orch(drive.credentials(), p.folder, settings["WHEEL_NAME"], sha,
+    install_orch(drive.credentials(), p.folder, "", settings["WHEEL_NAME"], sha,
                  str(tmp_path / "content"))
     assert (tmp_path / "content" / settings["WHEEL_NAME"]).is_file()
     assert (tmp_path / "site" / "orchestrator" / "worker.py").is_file()
