@@ -181,7 +181,7 @@ def launch_session(project: Project, gpu: str | None, published: Published | Non
     from .colab_launch import check_cli, drive_sign_in, launch
     from .colab_notebook import render
 
-    check_cli(project.settings.colab_cli)  # before publishing: one line if it cannot
+    cli = check_cli(project.settings.colab_cli)  # before publishing: one line if it cannot
     sign_in = drive_sign_in(project.drive_credentials)
     published = published or publish(project, None, 30.0, SESSION / 3600)
     local = project.state_dir / "colab" / published.where.rpartition("/")[2]
@@ -190,5 +190,5 @@ def launch_session(project: Project, gpu: str | None, published: Published | Non
         published.settings, hub_key=load_identity(project.state_dir).key,
         drive_credentials=sign_in)), mode=0o600)
     return launch(local, f"orch-{project.root.name}-{secrets.token_hex(3)}", gpu,
-                  project.logs_dir / "colab-launch.log", project.settings.colab_cli,
+                  project.logs_dir / "colab-launch.log", cli,
                   published.settings.session_hours)

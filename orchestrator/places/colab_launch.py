@@ -21,7 +21,7 @@
   written 0600 under ``.orch/colab/`` and sent to your runtime only; the notebook on
   Drive never carries it.
 
-``launch()`` checks all that (:func:`check_cli`: one line naming what is missing),
+:func:`check_cli` checks all that (one line naming what is missing); ``launch()``
 provisions a session (``colab new -s NAME [--gpu T4]``) and hands the notebook to a
 detached helper (``python -m orchestrator.places.colab_launch``) that runs it
 (``colab exec -s NAME -f NOTEBOOK --timeout S``: the worker runs until idle) and then
@@ -167,13 +167,13 @@ def exec_timeout(session_hours: float) -> float:
     return session_hours * 3600 + MARGIN
 
 
-def launch(notebook: Path, name: str, gpu: str | None, log: Path, cli: str = CLI,
+def launch(notebook: Path, name: str, gpu: str | None, log: Path, cli: ColabCli,
            session_hours: float = 12.0) -> str:
-    """Check the colab CLI ``cli``, provision a Colab session with it and run
+    """Provision a Colab session with the (checked) colab CLI ``cli`` and run
     ``notebook`` on it in the background; returns the session name."""
     if gpu is not None:
         check_gpu(gpu)
-    exe = list(check_cli(cli).command)
+    exe = list(cli.command)
     cmd = [*exe, "new", "-s", name] + (["--gpu", gpu] if gpu else [])
     try:
         made = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
