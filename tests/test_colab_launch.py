@@ -116,9 +116,42 @@ def test_launch_runs_the_worker_cell_past_exec_s_default_timeout(tmp_path: Path,
     ran = (session / "executed.ipynb").read_text()
     assert "the launcher's sign-in" in ran and "1 job(s) run" in ran
     # the copy sent to the runtime carries the sign-in and key; it stays 0600 here
-    [local] = list((project_dir / ".orch" / "colab").iterdir())
-    assert local.stat().st_mode & 0o777 == 0o600
+    local = project_dir / ".orch" / "colab" / "worker.ipynb"
+    output = local.with_name("worker_output.ipynb")  # exec's copy with the outputs
+    assert sorted((project_dir / ".orch" / "colab").iterdir()) == [local, output]
+    assert local.stat().st_mode & 0o777 == output.stat().st_mode & 0o777 == 0o600
     sent: dict[str, Any] = {}
     exec(nbformat.read(str(local), as_version=4).cells[1].source, sent)
     assert json.loads(sent["DRIVE_CREDENTIALS"])["refresh_token"]
     assert os.environ.get("ORCH_SANDBOX_COLAB_EXEC_TIMEOUT") is None
+
+
+def test_the_launched_notebook_signs_in_with_orchs_own_sign_in(tmp_path: Path,
+                                                                drive: Any) -> None:
+    """DRIVE_CREDENTIALS: `orch auth`'s saved grant as an authorized-user document
+    (refreshed at its own token endpoint: the notebook's cell signs in with it), a
+    service-account key as it is, and one line when there is nothing usable."""
+    import pytest
+
+    from orchestrator.errors import NotConfiguredError
+    from orchestrator.hubs.drive.api import build_service
+    from orchestrator.places.colab_cells import sign_in
+    from orchestrator.places.colab_launch import drive_sign_in
+
+    saved = tmp_path / "drive-credentials.json"
+    drive.write_credentials(saved)
+    info = json.loads(drive_sign_in(saved))
+    assert info["type"] == "authorized_user" and info["token_uri"] == drive.token_uri
+    creds = sign_in(json.dumps(info))  # the notebook's own cell
+    api = build_service(credentials=creds, url=drive.url)
+    assert api.about().get(fields="user(emailAddress)").execute()["user"]["emailAddress"]
+    key = tmp_path / "sa.json"
+    key.write_text(json.dumps({"type": "service_account", "client_email": "a@b"}))
+    assert json.loads(drive_sign_in(key))["client_email"] == "a@b"
+    with pytest.raises(NotConfiguredError, match="run `orch auth`"):
+        drive_sign_in(tmp_path / "none.json")
+    grant = json.loads(saved.read_text())
+    grant.pop("refresh_token")
+    saved.write_text(json.dumps(grant))
+    with pytest.raises(NotConfiguredError, match="no refresh_token"):
+        drive_sign_in(saved)

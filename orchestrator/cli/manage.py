@@ -155,7 +155,7 @@ def colab(
     launch: Annotated[bool, typer.Option(
         "--launch", help="Start a runtime with Google's `colab` CLI and run the notebook on "
                          "it (stopped when the worker is idle).")] = False,
-    gpu: Annotated[Optional[str], typer.Option(help="GPU for --launch: T4, L4, A100, H100.")]
+    gpu: Annotated[Optional[str], typer.Option(help="GPU for --launch: T4, L4, G4, A100, H100.")]
     = None,
     settings: Annotated[bool, typer.Option(
         "--settings", help="Print the notebook's settings cell (to paste into a notebook "

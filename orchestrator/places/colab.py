@@ -185,7 +185,7 @@ def launch_session(project: Project, gpu: str | None, published: Published | Non
     sign_in = drive_sign_in(project.drive_credentials)
     published = published or publish(project, None, 30.0, SESSION / 3600)
     local = project.state_dir / "colab" / published.where.rpartition("/")[2]
-    local.parent.mkdir(parents=True, exist_ok=True)
+    local.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomic(local, render(dataclasses.replace(
         published.settings, hub_key=load_identity(project.state_dir).key,
         drive_credentials=sign_in)), mode=0o600)

@@ -50,7 +50,7 @@ from pathlib import Path
 from ..errors import LaunchError, NotConfiguredError
 
 CLI = "colab"
-GPUS = ("T4", "L4", "A100", "H100")
+GPUS = ("T4", "L4", "G4", "A100", "H100")  # what `colab new --gpu` offers
 MIN_VERSION = (0, 6, 0)  # google-colab-cli 0.6.0: the first with `exec --timeout`
 PYTHON = "3.13"  # google-colab-cli's requires-python
 INSTALL = "uv tool install google-colab-cli"
@@ -197,7 +197,10 @@ def run_then_stop(command: str, name: str, notebook: str, timeout: str) -> int:
     """Run the notebook on the session (``exec --timeout``: its cells are not cut),
     then release the session whatever happened (``command``: the colab CLI's command
     line, shell-quoted)."""
+    import os
+
     exe = shlex.split(command)
+    os.umask(0o077)  # exec writes NOTEBOOK_output.ipynb beside it: it holds the sign-in
     started = time.time()
     try:
         code = subprocess.run([*exe, "exec", "-s", name, "-f", notebook, "--timeout", timeout],

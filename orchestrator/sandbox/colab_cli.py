@@ -11,7 +11,8 @@ three commands orch's Colab place uses (:mod:`orchestrator.places.colab_launch`)
   Default Credentials for the local Drive server; the secrets are those of
   ``orch sandbox use``), ``ORCH_DRIVE_ROOT_URL`` set to the local server, and its
   own pip target and ``WORK_DIR`` inside the session folder. Runs until the
-  notebook ends (the worker idles out) or the session is stopped;
+  notebook ends (the worker idles out) or the session is stopped; like the real one
+  it writes NOTEBOOK_output.ipynb (the outputs) beside the notebook;
 - ``stop -s NAME``: stop the session's kernel (its worker and job) and its ``exec``.
 
 ``list`` (or ``sessions``) prints the sessions, ``version`` prints ``Version: X``.
@@ -183,6 +184,8 @@ def cmd_exec(box: Sandbox, name: str, notebook: Path, timeout: float) -> int:
         code = 1
     finally:
         nbformat.write(nb, str(folder / "executed.ipynb"))
+        # as the real exec does: NOTEBOOK_output.ipynb beside the notebook
+        nbformat.write(nb, str(notebook.with_name(notebook.stem + "_output.ipynb")))
         for cell in nb.cells:
             for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
                 text = out.get("text") or out.get("ename", "")
