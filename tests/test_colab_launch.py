@@ -33,6 +33,7 @@ def test_launch_says_in_one_line_what_the_colab_cli_lacks(project_dir: Path, dri
     p = make_drive_project(project_dir, drive,
                            settings=f'colab_cli = "{standin(sandbox_dir)}"\n')
     newer = f"{sys.version_info.major}.{sys.version_info.minor + 2}"
+    notebooks = len(drive.find(name="worker.ipynb"))  # the session's server: other tests
     cases = [
         ({"ORCH_COLAB_CLI": "colab", "PATH": "/usr/bin:/bin"},
          ["not installed", "uv tool install google-colab-cli", "Python 3.13"]),
@@ -46,7 +47,7 @@ def test_launch_says_in_one_line_what_the_colab_cli_lacks(project_dir: Path, dri
         assert out.returncode == 2, (env, out.stdout, out.stderr)
         assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
         assert all(w in out.stderr for w in words), (words, out.stderr)
-    assert not [f for f in drive.files() if f["name"].endswith(".ipynb")]  # nothing published
+    assert len(drive.find(name="worker.ipynb")) == notebooks  # nothing was published
     bad = p.orch("colab", "--launch", "--gpu", "K80")
     assert bad.returncode == 2 and "choose one of" in bad.stderr
 

@@ -73,10 +73,9 @@ def test_notebook_runs_jobs_from_a_shared_drive_hub(project_dir: Path, drive: An
                                              f'hub = "drive:{p.folder}"'))
     jobs = [p.orch("submit", "--on", "colab", "--name", f"team{i}", "save.py",
                    check=True).stdout.split()[0] for i in range(2)]
-    link = p.orch("colab", "--idle", "4s", check=True).stdout.strip()
+    link = p.orch("colab", "--idle", "10s", check=True).stdout.strip()
     nb = fetch_notebook(p, link)
     assert f"SHARED_DRIVE = {team!r}" in nb.cells[1].source
-    assert drive.find(name="orch-hub", parent="root") == []  # nothing in My Drive
     # a duplicate `blobs` folder (a retried create), newer, now holding the wheel
     settings: dict[str, Any] = {}
     exec(nb.cells[1].source, settings)  # our own settings cell
@@ -102,5 +101,8 @@ def test_notebook_runs_jobs_from_a_shared_drive_hub(project_dir: Path, drive: An
         job = read_job(project_dir, job_id)
         assert (project_dir / "models" / job.name / "model.bin").read_bytes() == \
             job_id.encode() * 1000
-    in_my_drive = [f["name"] for f in drive.files() if not f.get("driveId")]
-    assert in_my_drive == [], in_my_drive  # the jobs, results and wheel: all on the team's
+    # the hub, wheel, notebook, jobs and results: all on the team's drive, none in My Drive
+    on_team = {f["name"] for f in drive.files() if f.get("driveId") == team}
+    assert {hub["name"], "worker.ipynb", settings["WHEEL_SHA"], *jobs} <= on_team, on_team
+    assert not [f for f in drive.files() if f["name"] in (hub["name"], *jobs)
+                and not f.get("driveId")]
