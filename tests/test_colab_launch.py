@@ -116,6 +116,7 @@ def test_launch_runs_the_worker_cell_past_exec_s_default_timeout(tmp_path: Path,
     [session] = list((sandbox_dir / "sessions").iterdir())
     ran = (session / "executed.ipynb").read_text()
     assert "the launcher's sign-in" in ran and "1 job(s) run" in ran
+    assert f"installed: {session / 'site'}" in ran  # the wheel, not this machine's orch
     # the copy sent to the runtime carries the sign-in and key; it stays 0600 here
     local = project_dir / ".orch" / "colab" / "worker.ipynb"
     output = local.with_name("worker_output.ipynb")  # exec's copy with the outputs

@@ -71,6 +71,7 @@ def install_orch(creds: Any, hub_folder: str, shared_drive: str, wheel_name: str
     refused unless its sha256 is the one in the settings cell. The hub folder is
     under My Drive, or under the Shared Drive ``shared_drive`` (its id)."""
     import hashlib
+    import importlib
     import io
     import os
     import subprocess
@@ -126,11 +127,14 @@ def install_orch(creds: Any, hub_folder: str, shared_drive: str, wheel_name: str
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall",
            wheel] + (["--target", target] if target else [])
     subprocess.run(cmd, check=True)
-    if target:
+    if target:  # a folder that did not exist when the kernel started: look again
+        sys.path_importer_cache.pop(target, None)
         sys.path.insert(0, target)
+    importlib.invalidate_caches()  # installed while running
     import orchestrator
 
-    print("orch", orchestrator.__version__, "installed")
+    print("orch", orchestrator.__version__, "installed:",
+          os.path.dirname(os.path.dirname(orchestrator.__file__)))
 
 
 def run_worker(creds: Any, hub_folder: str, shared_drive: str, hub_key: str,

@@ -40,11 +40,7 @@ class NotebookSettings:
     the worker runs. The defaults are the placeholders of ``colab_runners/``."""
 
     hub_folder: str = "orch-hub/YOUR-PROJECT"
-    shared_drive: str = ""  # a Shared Drive's id (drive_shared_drive); empty: My Drive
     hub_key: str = ""  # empty: the Colab secret ORCH_HUB_KEY (the key never enters a hub)
-    # empty: Colab asks for Drive access; `orch colab --launch` fills it in the copy it
-    # sends to the runtime (never in a hub): the colab CLI cannot show that dialog
-    drive_credentials: str = ""
     wheel_name: str = f"orch-{__version__}-py3-none-any.whl"
     wheel_sha: str = ""
     job: str | None = None
@@ -53,6 +49,10 @@ class NotebookSettings:
     work_dir: str = "/content/orch-work"
     worker_name: str = "colab"
     heartbeat_seconds: float = 5.0
+    shared_drive: str = ""  # a Shared Drive's id (drive_shared_drive); empty: My Drive
+    # empty: Colab asks for Drive access; `orch colab --launch` fills it in the copy it
+    # sends to the runtime (never in a hub): the colab CLI cannot show that dialog
+    drive_credentials: str = ""
 
     def cell(self) -> str:
         lines = ["# orch settings, written by `orch colab` (`orch colab --settings` prints them)",
