@@ -88,7 +88,10 @@ class Assigner:
         if seen == self.seen:
             return
         self.seen = seen
-        self.assign_own_jobs([w for w in free if w.only_job])
+        # a per-job worker is given its job even if it holds another: a worker takes
+        # only its own job (that other one is re-queued when the worker is gone)
+        self.assign_own_jobs([w for w in workers if w.only_job
+                              and w.state != P.WorkerState.STOPPED.value])
         free = [w for w in free if not w.only_job]
         workers = [w for w in workers if not w.only_job]
         servers = self.planner.servers(workers, on_worker, now)
@@ -121,7 +124,7 @@ class Assigner:
 
     def assign_own_jobs(self, workers: list[WorkerInfo]) -> None:
         """A per-job worker takes its one job (if queued and its --on allows it), and
-        no other: placement never sees it."""
+        no other: placement never sees it, and the worker refuses any other."""
         for worker in workers:
             try:
                 job = self.store.get(worker.only_job or "")

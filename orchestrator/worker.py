@@ -216,10 +216,19 @@ class Worker:
     # ---- main loop ----------------------------------------------------------
 
     def next_assignment(self) -> tuple[str, int] | None:
+        """The oldest assignment in this worker's inbox not taken yet. A ``--job``
+        worker takes only its job: another job's assignment (a daemon that assigned
+        it anyway) is left alone, said once in the log; the daemon re-queues it when
+        this worker is gone."""
         found = []
         for name in self.hub.list(P.inbox_dir(self.id)):
             parsed = P.parse_inbox_name(name)
             if parsed and parsed not in self._done:
+                if self.cfg.only_job and parsed[0] != self.cfg.only_job:
+                    self._done.add(parsed)
+                    log.warning("refused assignment %s.%d: this worker runs only job %s",
+                                parsed[0], parsed[1], self.cfg.only_job)
+                    continue
                 found.append(parsed)
         return min(found, key=lambda a: (a[1], a[0])) if found else None
 

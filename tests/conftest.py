@@ -253,13 +253,14 @@ print("trained", os.environ["ORCH_JOB_ID"], "attempt", os.environ["ORCH_ATTEMPT"
 """
 
 
-def drive_project(root: Path, fake: Any, lease: float = 30.0) -> Any:
+def drive_project(root: Path, fake: Any, lease: float = 30.0, settings: str = "") -> Any:
     """A project whose remote hub is a folder on the local Drive server, with fast
-    timings and ``save.py`` (sleeps argv[1] seconds, writes model.bin)."""
+    timings, ``settings`` (orch.toml lines) and ``save.py`` (sleeps argv[1] seconds,
+    writes model.bin)."""
     from tests.drive_project import DriveProject
 
     p = DriveProject(root, fake, f"orch-hub/{root.parent.name}", FAST_SETTINGS + (
-        f"remote_lease_ttl = {lease}\ndrive_poll_interval = 0.3\n"))
+        f"remote_lease_ttl = {lease}\ndrive_poll_interval = 0.3\n") + settings)
     (root / "save.py").write_text(SAVE_SCRIPT)
     return p
 

@@ -106,6 +106,20 @@ def test_worker_notebook_runs_jobs_sent_to_colab(project_dir: Path, drive: Any,
 
 def test_per_job_notebook_runs_one_job_and_stops(project_dir: Path, drive: Any, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-job notebook's worker runs its job and no other, even when a daemon has
+    assigned it another one first (written here by the daemon's own assignment code
+    while the daemon is stopped); the other job is re-queued once the worker is gone."""
+    import threading
+    import time
+
+    from orchestrator import protocol as P
+    from orchestrator.assign import Assigner
+    from orchestrator.config import find_project
+    from orchestrator.hubs import project_hub
+    from orchestrator.identity import load_identity
+    from orchestrator.models import WorkerInfo
+    from orchestrator.store import Store
+
     p = drive_project(project_dir, drive)
     first = p.orch("submit", "--on", "colab", "save.py", check=True).stdout.split()[0]
     other = p.orch("submit", "--on", "colab", "--name", "later", "save.py",
@@ -113,12 +127,42 @@ def test_per_job_notebook_runs_one_job_and_stops(project_dir: Path, drive: Any, 
     link = p.orch("colab", "--job", first, check=True).stdout.strip()
     nb = fetch_notebook(p, link)
     assert f"JOB = {first!r}" in nb.cells[1].source
+    p.orch("daemon", "stop", check=True)
     colab_kernel_env(monkeypatch, drive, tmp_path, project_dir)
     set_param(nb, "WORK_DIR", str(tmp_path / "content"))
-    run_notebook(nb)
+    errors: list[BaseException] = []
+
+    def execute() -> None:
+        try:
+            run_notebook(nb)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    runner = threading.Thread(target=execute)
+    runner.start()
+    project = find_project(project_dir)
+    hub = project_hub(project, "remote")
+    [worker_id] = wait_for(lambda: hub.list(P.WORKERS), timeout=120,
+                           message="the notebook's worker on the hub")
+    worker = WorkerInfo(id=worker_id, name="colab", kind="colab", host="colab", pid=None,
+                        gpu=False, gpu_name=None, state="idle", job_id=None, attempt=None,
+                        last_seen=time.time(), gone=False, hub="remote")
+    with Store(project.state_dir / "state.db") as store:
+        assigner = Assigner(project, store, {"remote": hub}, [], None,  # type: ignore[arg-type]
+                            load_identity(project.state_dir).key)
+        assert assigner.start(store.get(other), worker)
+    assert read_job(project_dir, other).state is S.ASSIGNED
+    p.orch("daemon", "start", check=True)  # now it assigns the worker its own job
+    runner.join(180)
+    assert not runner.is_alive() and not errors, f"{errors}\n{cell_outputs(nb)}"
+    outputs = cell_outputs(nb)
+    assert "1 job(s) run" in outputs and f"refused assignment {other}.1" in outputs, outputs
     wait_for(lambda: read_job(project_dir, first).state is S.PULLED, timeout=60,
              message="the notebook's job pulled")
-    assert read_job(project_dir, other).state is S.QUEUED
+    assert not hub.exists(P.status(other, 1))  # never started by the per-job worker
+    wait_for(lambda: read_job(project_dir, other).state is S.QUEUED, timeout=60,
+             message="the other job re-queued once the worker is gone")
+    assert read_job(project_dir, other).attempt == 2
 
 
 def test_notebooks_are_valid_and_the_wheel_is_reproducible() -> None:
@@ -242,48 +286,6 @@ def test_killed_kernel_then_rerun_resumes_from_the_checkpoint(project_dir: Path,
         ["logs", "model.keras"]
 
 
-STANDIN_CLI = '''#!{python}
-"""Stand-in for Google's `colab` CLI: records every call (argv) as a JSON line."""
-import json, os, sys
-with open(os.environ["COLAB_CALLS"], "a") as f:
-    f.write(json.dumps(sys.argv[1:]) + "\\n")
-if sys.argv[1:2] == ["exec"]:
-    import nbformat
-    nbformat.validate(nbformat.read(sys.argv[sys.argv.index("-f") + 1], as_version=4))
-'''
-
-
-def test_launch_through_the_colab_cli(project_dir: Path, drive: Any, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    p = drive_project(project_dir, drive)
-    missing = p.orch("colab", "--launch", env={**p.env, "PATH": "/usr/bin:/bin"})
-    assert missing.returncode == 2 and "pip install google-colab-cli" in missing.stderr
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    cli = bindir / "colab"
-    cli.write_text(STANDIN_CLI.format(python=sys.executable))
-    cli.chmod(0o755)
-    calls = tmp_path / "calls.jsonl"
-    env = {**p.env, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
-           "COLAB_CALLS": str(calls)}
-    out = p.orch("colab", "--launch", "--gpu", "T4", env=env, check=True)
-    assert out.stdout.startswith("https://colab.research.google.com/drive/")
-
-    def recorded() -> list[list[str]]:
-        return [json.loads(x) for x in calls.read_text().splitlines()] if calls.exists() else []
-
-    wait_for(lambda: len(recorded()) == 3, timeout=30, message="new, exec, stop")
-    new, run, stop = recorded()
-    name = new[2]
-    assert new == ["new", "-s", name, "--gpu", "T4"] and name.startswith("orch-")
-    assert run[:3] == ["exec", "-s", name] and run[3] == "-f" and run[4].endswith(".ipynb")
-    assert stop == ["stop", "-s", name]
-    bad = p.orch("colab", "--launch", "--gpu", "K80", env=env)
-    assert bad.returncode == 2 and "choose one of" in bad.stderr
-
-
 def test_install_cell_reads_every_duplicate_of_a_folder(project_dir: Path, drive: Any,
                                                         tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -316,7 +318,7 @@ def test_install_cell_reads_every_duplicate_of_a_folder(project_dir: Path, drive
     monkeypatch.setenv("ORCH_DRIVE_ROOT_URL", drive.url)
     monkeypatch.setenv("ORCH_NOTEBOOK_PIP_TARGET", str(tmp_path / "site"))
     monkeypatch.setattr(sys, "path", list(sys.path))  # the cell prepends its pip target
-    install_orch(drive.credentials(), p.folder, settings["WHEEL_NAME"], sha,
+    install_orch(drive.credentials(), p.folder, "", settings["WHEEL_NAME"], sha,
                  str(tmp_path / "content"))
     assert (tmp_path / "content" / settings["WHEEL_NAME"]).is_file()
     assert (tmp_path / "site" / "orchestrator" / "worker.py").is_file()

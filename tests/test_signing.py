@@ -172,5 +172,6 @@ def test_the_notebook_installs_only_the_wheel_it_names(drive: Any, tmp_path: Pat
     creds = Credentials(token=drive.issue_token(ttl=600))
     monkeypatch.setenv("ORCH_DRIVE_ROOT_URL", drive.url)
     with pytest.raises(SystemExit, match="does not match WHEEL_SHA"):
-        install_orch(creds, folder, "orch-0.2.0-py3-none-any.whl", named, str(tmp_path / "work"))
+        install_orch(creds, folder, "", "orch-0.2.0-py3-none-any.whl", named,
+                     str(tmp_path / "work"))
     assert not (tmp_path / "work").exists()

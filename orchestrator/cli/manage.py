@@ -178,7 +178,7 @@ def colab(
     launch: Annotated[bool, typer.Option(
         "--launch", help="Start a runtime with Google's `colab` CLI and run the notebook on "
                          "it (stopped when the worker is idle).")] = False,
-    gpu: Annotated[Optional[str], typer.Option(help="GPU for --launch: T4, L4, A100, H100.")]
+    gpu: Annotated[Optional[str], typer.Option(help="GPU for --launch: T4, L4, G4, A100, H100.")]
     = None,
     settings: Annotated[bool, typer.Option(
         "--settings", help="Print the notebook's settings cell (to paste into a notebook "
@@ -217,12 +217,17 @@ def colab(
                                      "project's settings and run `orch auth`")
         name, wheel = build_wheel()
         print(NotebookSettings(hub_folder=project.remote_hub_url.partition(":")[2],
+                               shared_drive=project.settings.drive_shared_drive or "",
                                wheel_name=name, wheel_sha=hashlib.sha256(wheel).hexdigest(),
                                job=job_id, idle_minutes=idle_minutes,
                                session_hours=session_hours).cell())
         return
     from ..places.colab import publish
 
+    if launch:  # what the colab CLI lacks, in one line, before anything is published
+        from ..places.colab_launch import check_cli
+
+        check_cli(project.settings.colab_cli)
     published = publish(project, job_id, idle_minutes, session_hours)
     print(published.url)
     err(f"{'per-job' if job_id else 'worker'} notebook on Drive: {published.where}; open the "

@@ -156,6 +156,7 @@ def publish(project: Project, job_id: str | None, idle_minutes: float,
     if not hub.exists(P.blob(sha)):
         hub.put_bytes(P.blob(sha), wheel)
     settings = NotebookSettings(hub_folder=project.remote_hub_url.partition(":")[2],
+                                shared_drive=project.settings.drive_shared_drive or "",
                                 wheel_name=wheel_name, wheel_sha=sha, job=job_id,
                                 idle_minutes=idle_minutes, session_hours=session_hours)
     key = P.notebook(f"job-{job_id}" if job_id else "worker")
@@ -169,20 +170,25 @@ def launch_session(project: Project, gpu: str | None, published: Published | Non
                    ) -> str:
     """Start a Colab session running the worker notebook (``published``, else it is
     published now) through Google's `colab` CLI (:mod:`.colab_launch`). The launched
-    copy stays on this machine and carries the project's key; the one on the hub never
-    does. Returns the session's name."""
+    copy stays on this machine and carries the project's key and orch's Drive sign-in
+    (the CLI cannot ask for Drive consent); the one on the hub never does. Returns the
+    session's name."""
     import dataclasses
     import secrets
 
     from ..atomic import write_atomic
     from ..identity import load_identity
-    from .colab_launch import launch
+    from .colab_launch import check_cli, drive_sign_in, launch
     from .colab_notebook import render
 
+    cli = check_cli(project.settings.colab_cli)  # before publishing: one line if it cannot
+    sign_in = drive_sign_in(project.drive_credentials)
     published = published or publish(project, None, 30.0, SESSION / 3600)
     local = project.state_dir / "colab" / published.where.rpartition("/")[2]
-    local.parent.mkdir(parents=True, exist_ok=True)
+    local.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomic(local, render(dataclasses.replace(
-        published.settings, hub_key=load_identity(project.state_dir).key)), mode=0o600)
+        published.settings, hub_key=load_identity(project.state_dir).key,
+        drive_credentials=sign_in)), mode=0o600)
     return launch(local, f"orch-{project.root.name}-{secrets.token_hex(3)}", gpu,
-                  project.logs_dir / "colab-launch.log", project.settings.colab_cli)
+                  project.logs_dir / "colab-launch.log", cli,
+                  published.settings.session_hours)

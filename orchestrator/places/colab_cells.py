@@ -18,13 +18,35 @@ from __future__ import annotations
 from typing import Any
 
 
-def sign_in() -> Any:
-    """Sign in to Google Drive (Colab asks you once) and reach the project's hub."""
+def sign_in(drive_credentials: str) -> Any:
+    """Sign in to Google Drive and reach the project's hub. Opened in the browser,
+    Colab asks you once. Started by `orch colab --launch`, nobody can answer that
+    question (the colab CLI's `exec` shows no consent dialog), so the launcher puts
+    your orch Drive sign-in in DRIVE_CREDENTIALS: only in the copy it sends to the
+    runtime, never in the notebook on Drive."""
+    import json
+
+    scopes = ["https://www.googleapis.com/auth/drive"]
+    if drive_credentials:
+        info = json.loads(drive_credentials)
+        if info.get("type") == "service_account":
+            from google.oauth2 import service_account
+
+            creds: Any = service_account.Credentials.from_service_account_info(
+                info, scopes=scopes)
+        else:  # an authorized user: refreshed at its own token endpoint
+            from google.oauth2.credentials import Credentials
+
+            creds = Credentials(None, refresh_token=info["refresh_token"],
+                                token_uri=info["token_uri"], client_id=info["client_id"],
+                                client_secret=info["client_secret"])
+        print("signed in to Drive (the launcher's sign-in)")
+        return creds
     import google.auth
     from google.colab import auth
 
     auth.authenticate_user()
-    creds, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/drive"])
+    creds, _ = google.auth.default(scopes=scopes)
     print("signed in to Drive")
     return creds
 
@@ -43,10 +65,11 @@ def show_gpu() -> str | None:
     return name
 
 
-def install_orch(creds: Any, hub_folder: str, wheel_name: str, wheel_sha: str,
-                 work_dir: str) -> None:
+def install_orch(creds: Any, hub_folder: str, shared_drive: str, wheel_name: str,
+                 wheel_sha: str, work_dir: str) -> None:
     """Install the orch that submitted the jobs: a wheel stored on the hub as a blob,
-    refused unless its sha256 is the one in the settings cell."""
+    refused unless its sha256 is the one in the settings cell. The hub folder is
+    under My Drive, or under the Shared Drive ``shared_drive`` (its id)."""
     import hashlib
     import importlib
     import io
@@ -65,6 +88,10 @@ def install_orch(creds: Any, hub_folder: str, wheel_name: str, wheel_sha: str,
     drive = build("drive", "v3", credentials=creds, static_discovery=True,
                   client_options=endpoint)
 
+    where: dict[str, Any] = {"supportsAllDrives": True, "includeItemsFromAllDrives": True}
+    if shared_drive:
+        where.update(corpora="drive", driveId=shared_drive)
+
     def children(parents: list[str], name: str) -> list[str]:
         """Every file named ``name`` in any of ``parents``, oldest first: Drive allows
         duplicate folders (two parties creating one at once), and orch reads them all."""
@@ -73,19 +100,19 @@ def install_orch(creds: Any, hub_folder: str, wheel_name: str, wheel_sha: str,
         for parent in parents:
             q = f"name = '{escaped}' and '{parent}' in parents and trashed = false"
             found += drive.files().list(q=q, fields="files(id, createdTime)", pageSize=100,
-                                        supportsAllDrives=True, includeItemsFromAllDrives=True
-                                        ).execute()["files"]
+                                        **where).execute()["files"]
         if not found:
             raise SystemExit(f"{name} not found on Drive: was `orch colab` run for this "
                              "project?")
         return [f["id"] for f in sorted(found, key=lambda f: f["createdTime"])]
 
-    level = [drive.files().get(fileId="root", fields="id").execute()["id"]]
+    level = [shared_drive or drive.files().get(fileId="root", fields="id").execute()["id"]]
     for part in (hub_folder + "/blobs/" + wheel_sha).split("/"):
         level = children(level, part)
     parent = level[-1]  # the newest copy of the wheel
     buf = io.BytesIO()
-    down = MediaIoBaseDownload(buf, drive.files().get_media(fileId=parent))
+    down = MediaIoBaseDownload(buf, drive.files().get_media(fileId=parent,
+                                                            supportsAllDrives=True))
     done = False
     while not done:
         _, done = down.next_chunk()
@@ -100,19 +127,22 @@ def install_orch(creds: Any, hub_folder: str, wheel_name: str, wheel_sha: str,
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall",
            wheel] + (["--target", target] if target else [])
     subprocess.run(cmd, check=True)
-    if target:
+    if target:  # a folder that did not exist when the kernel started: look again
+        sys.path_importer_cache.pop(target, None)
         sys.path.insert(0, target)
     importlib.invalidate_caches()  # a folder pip made after start-up is looked at again
     import orchestrator
 
-    print("orch", orchestrator.__version__, "installed")
+    print("orch", orchestrator.__version__, "installed:",
+          os.path.dirname(os.path.dirname(orchestrator.__file__)))
 
 
-def run_worker(creds: Any, hub_folder: str, hub_key: str, gpu_name: str | None,
-               job: str | None, idle_minutes: float, session_hours: float, work_dir: str,
-               worker_name: str, heartbeat_seconds: float) -> int:
+def run_worker(creds: Any, hub_folder: str, shared_drive: str, hub_key: str,
+               gpu_name: str | None, job: str | None, idle_minutes: float,
+               session_hours: float, work_dir: str, worker_name: str,
+               heartbeat_seconds: float) -> int:
     """Run the worker until it has been idle for ``idle_minutes`` (or, with ``job``,
-    until that job ran). It runs only jobs signed with your project's key: the
+    until that job ran, taking no other). It runs only jobs signed with your project's key: the
     ``hub_key`` setting, else the Colab secret ORCH_HUB_KEY. Returns the number of
     jobs run."""
     from pathlib import Path
@@ -133,7 +163,8 @@ def run_worker(creds: Any, hub_folder: str, hub_key: str, gpu_name: str | None,
                          "ORCH_HUB_KEY (the key icon in the left bar; `orch colab --key` "
                          "prints the value) and let this notebook access it")
 
-    hub = DriveHub(hub_folder, credentials=creds, staleness=2.0)
+    hub = DriveHub(hub_folder, credentials=creds, staleness=2.0,
+                   shared_drive=shared_drive or None)
     config = WorkerConfig(
         hub="drive:" + hub_folder, name=worker_name, kind="colab", work_dir=Path(work_dir),
         idle_timeout=idle_minutes * 60, heartbeat_interval=heartbeat_seconds,

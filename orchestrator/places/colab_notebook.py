@@ -49,10 +49,15 @@ class NotebookSettings:
     work_dir: str = "/content/orch-work"
     worker_name: str = "colab"
     heartbeat_seconds: float = 5.0
+    shared_drive: str = ""  # a Shared Drive's id (drive_shared_drive); empty: My Drive
+    # empty: Colab asks for Drive access; `orch colab --launch` fills it in the copy it
+    # sends to the runtime (never in a hub): the colab CLI cannot show that dialog
+    drive_credentials: str = ""
 
     def cell(self) -> str:
         lines = ["# orch settings, written by `orch colab` (`orch colab --settings` prints them)",
-                 "# HUB_KEY: leave it empty; the notebook reads the Colab secret ORCH_HUB_KEY"]
+                 "# HUB_KEY: leave it empty; the notebook reads the Colab secret ORCH_HUB_KEY",
+                 "# DRIVE_CREDENTIALS: leave it empty; Colab asks you for Drive access"]
         lines += [f"{f.name.upper()} = {getattr(self, f.name)!r}"
                   for f in dataclasses.fields(self)]
         return "\n".join(lines)
@@ -70,13 +75,13 @@ def _cell(fn: Callable[..., Any], call: str) -> str:
 
 
 CALLS: tuple[tuple[Callable[..., Any], str], ...] = (
-    (colab_cells.sign_in, "CREDS = sign_in()"),
+    (colab_cells.sign_in, "CREDS = sign_in(DRIVE_CREDENTIALS)"),
     (colab_cells.show_gpu, "GPU_NAME = show_gpu()"),
     (colab_cells.install_orch,
-     "install_orch(CREDS, HUB_FOLDER, WHEEL_NAME, WHEEL_SHA, WORK_DIR)"),
+     "install_orch(CREDS, HUB_FOLDER, SHARED_DRIVE, WHEEL_NAME, WHEEL_SHA, WORK_DIR)"),
     (colab_cells.run_worker,
-     "run_worker(CREDS, HUB_FOLDER, HUB_KEY, GPU_NAME, JOB, IDLE_MINUTES, SESSION_HOURS,\n"
-     "           WORK_DIR, WORKER_NAME, HEARTBEAT_SECONDS)"),
+     "run_worker(CREDS, HUB_FOLDER, SHARED_DRIVE, HUB_KEY, GPU_NAME, JOB, IDLE_MINUTES,\n"
+     "           SESSION_HOURS, WORK_DIR, WORKER_NAME, HEARTBEAT_SECONDS)"),
 )
 
 

@@ -11,11 +11,28 @@ three commands orch's Colab place uses (:mod:`orchestrator.places.colab_launch`)
   Default Credentials for the local Drive server; the secrets are those of
   ``orch sandbox use``), ``ORCH_DRIVE_ROOT_URL`` set to the local server, and its
   own pip target and ``WORK_DIR`` inside the session folder. Runs until the
-  notebook ends (the worker idles out) or the session is stopped;
+  notebook ends (the worker idles out) or the session is stopped; like the real one
+  it writes NOTEBOOK_output.ipynb (the outputs) beside the notebook;
 - ``stop -s NAME``: stop the session's kernel (its worker and job) and its ``exec``.
 
-``list`` prints the sessions. Nothing here talks to Google. ``orch sandbox use``
-sets the ``colab_cli`` setting to this command.
+``list`` (or ``sessions``) prints the sessions, ``version`` prints ``Version: X``.
+Nothing here talks to Google. ``orch sandbox use`` sets the ``colab_cli`` setting to
+this command.
+
+It behaves as Google's CLI does where orch depends on it (:mod:`orchestrator.places.
+colab_launch` lists those behaviours), each set by an environment variable so tests
+can play every case:
+
+- ``exec`` cuts a cell that runs longer than its timeout: ``--timeout S`` (0: none),
+  default ``$ORCH_SANDBOX_COLAB_EXEC_TIMEOUT`` or 30 s (the real default);
+- the kernel has no page to ask for consent on: ``google.colab.auth.
+  authenticate_user()`` fails there (the real kernel waits until the cell is cut);
+- version ``$ORCH_SANDBOX_COLAB_VERSION`` (default 0.8.0); before 0.6.0 ``exec``
+  has no ``--timeout`` and refuses it, as the real one did;
+- it refuses to run on a Python older than ``$ORCH_SANDBOX_COLAB_NEEDS_PYTHON``
+  (default 3.11, orch's own: the real CLI needs 3.13);
+- with ``$ORCH_SANDBOX_COLAB_SIGNED_IN=0`` it is not signed in: every command but
+  ``version`` prints a Google sign-in link and waits for a code on standard input.
 """
 
 from __future__ import annotations
@@ -23,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -34,6 +52,33 @@ from typing import Any
 from .box import Sandbox, Session, start_time
 
 STANDIN = Path(__file__).resolve().parent / "standin"  # holds google/colab/
+EXEC_TIMEOUT = 30.0  # seconds: the real `colab exec`'s default cell timeout
+TIMEOUT_SINCE = (0, 6, 0)  # the first version with `exec --timeout`
+
+
+def version() -> tuple[int, ...]:
+    raw = os.environ.get("ORCH_SANDBOX_COLAB_VERSION", "0.8.0")
+    return tuple(int(x) for x in raw.split("."))
+
+
+def needs_python() -> tuple[int, ...]:
+    return tuple(int(x) for x in os.environ.get("ORCH_SANDBOX_COLAB_NEEDS_PYTHON",
+                                                "3.11").split("."))
+
+
+def sign_in_prompt() -> int:
+    """What a CLI that is not signed in does: print the link, wait for the code."""
+    print("Go to the following link in your browser, and complete the sign-in prompts:\n\n"
+          "    https://accounts.google.com/o/oauth2/auth?response_type=code&client_id="
+          "colab-cli-standin&token_usage=remote\n", flush=True)
+    print("Once finished, enter the verification code provided in your browser: ", end="",
+          flush=True)
+    code = sys.stdin.readline().strip()
+    if not code:
+        print("\ncolab (sandbox stand-in): no authorization code given", file=sys.stderr)
+        return 1
+    print("colab (sandbox stand-in): signing in is not possible here", file=sys.stderr)
+    return 1
 
 
 def kernel_env(box: Sandbox, folder: Path, url: str) -> dict[str, str]:
@@ -51,6 +96,7 @@ def kernel_env(box: Sandbox, folder: Path, url: str) -> dict[str, str]:
         # the jobs it starts
         "PYTHONPATH": os.pathsep.join([str(STANDIN), str(site)]),
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        "ORCH_SANDBOX_CONSENT": "none",  # `colab exec` shows no consent dialog
     })
     env.update({f"ORCH_SANDBOX_SECRET_{k}": v for k, v in box.secrets().items()})
     return env
@@ -95,7 +141,7 @@ def cmd_new(box: Sandbox, name: str, gpu: str | None) -> int:
     return 0
 
 
-def cmd_exec(box: Sandbox, name: str, notebook: Path) -> int:
+def cmd_exec(box: Sandbox, name: str, notebook: Path, timeout: float) -> int:
     import nbclient
     import nbformat
 
@@ -125,7 +171,8 @@ def cmd_exec(box: Sandbox, name: str, notebook: Path) -> int:
     env["ORCH_RUNTIME_STARTED"] = str(session.created_at)  # the runtime began at `new`
     os.environ.clear()
     os.environ.update(env)
-    client = nbclient.NotebookClient(nb, timeout=None, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=math.ceil(timeout) if timeout > 0 else None,
+                                     kernel_name="python3",
                                      on_notebook_start=record_kernel,
                                      resources={"metadata": {"path": str(folder / "content")}})
     print(f"stand-in Colab session {name}: running {notebook.name} on a local kernel",
@@ -133,11 +180,17 @@ def cmd_exec(box: Sandbox, name: str, notebook: Path) -> int:
     code = 0
     try:
         client.execute()
+    except nbclient.exceptions.CellTimeoutError:
+        print(f"TimeoutError: a cell ran past the exec timeout ({timeout:g} s; pass "
+              "--timeout)", flush=True)
+        code = 1
     except nbclient.exceptions.CellExecutionError as exc:
         print(f"a cell failed: {str(exc).strip().splitlines()[-1:]}", flush=True)
         code = 1
     finally:
         nbformat.write(nb, str(folder / "executed.ipynb"))
+        # as the real exec does: NOTEBOOK_output.ipynb beside the notebook
+        nbformat.write(nb, str(notebook.with_name(notebook.stem + "_output.ipynb")))
         for cell in nb.cells:
             for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
                 text = out.get("text") or out.get("ename", "")
@@ -175,18 +228,34 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("exec", help="run a notebook on a session's local kernel")
     run.add_argument("-s", "--session", required=True)
     run.add_argument("-f", "--file", type=Path, required=True)
+    if version() >= TIMEOUT_SINCE:
+        run.add_argument("--timeout", type=float, default=float(os.environ.get(
+            "ORCH_SANDBOX_COLAB_EXEC_TIMEOUT", EXEC_TIMEOUT)),
+            help="seconds a cell may run (0: no limit)")
     stop = sub.add_parser("stop", help="stop a session")
     stop.add_argument("-s", "--session", required=True)
     sub.add_parser("list", help="the sessions")
+    sub.add_parser("sessions", help="the sessions")
+    sub.add_parser("version", help="this CLI's version")
+    if sys.version_info[:2] < needs_python()[:2]:
+        print(f"colab (sandbox stand-in): this tool needs Python "
+              f"{'.'.join(map(str, needs_python()))} or newer; this is "
+              f"{sys.version_info.major}.{sys.version_info.minor}", file=sys.stderr)
+        return 1
     a = p.parse_args(argv)
     from ..errors import OrchError
 
+    if a.command == "version":
+        print(f"Version: {'.'.join(map(str, version()))}")
+        return 0
+    if os.environ.get("ORCH_SANDBOX_COLAB_SIGNED_IN", "1") == "0":
+        return sign_in_prompt()
     try:
         box = Sandbox.at(a.dir)
         if a.command == "new":
             return cmd_new(box, a.session, a.gpu)
         if a.command == "exec":
-            return cmd_exec(box, a.session, a.file)
+            return cmd_exec(box, a.session, a.file, getattr(a, "timeout", EXEC_TIMEOUT))
         if a.command == "stop":
             return cmd_stop(box, a.session)
         return cmd_list(box)

@@ -145,6 +145,13 @@ class DriveClient:
             args["driveId"] = self.shared_drive
         return args
 
+    def changes_args(self) -> dict[str, Any]:
+        """changes.list's: it takes ``driveId`` but no ``corpora``."""
+        args: dict[str, Any] = {"supportsAllDrives": True, "includeItemsFromAllDrives": True}
+        if self.shared_drive:
+            args["driveId"] = self.shared_drive
+        return args
+
     def list_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"supportsAllDrives": True, "includeItemsFromAllDrives": True}
         if self.shared_drive:

@@ -160,7 +160,7 @@ class DriveHub(Hub):
             resp = self.client.call("changes.list", "", lambda s, t=token: s.changes().list(  # type: ignore[misc]
                 pageToken=t, pageSize=1000, includeRemoved=True, spaces="drive",
                 fields=f"nextPageToken, newStartPageToken, changes(fileId, removed, "
-                       f"file({FILE_FIELDS}))", **self.client.list_args()))
+                       f"file({FILE_FIELDS}))", **self.client.changes_args()))
             with self.index.lock:
                 for change in resp.get("changes", []):
                     changed += self.index.apply(change)

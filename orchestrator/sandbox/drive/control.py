@@ -89,6 +89,9 @@ def control(fake: FakeDrive, method: str, what: str, body: bytes) -> Reply:
             return Reply.json(200, {"expired": True})
         if what == "tokens/revoke" and method == "POST":
             return Reply.json(200, {"revoked": fake.revoke_tokens(doc.get("refresh_token"))})
+        if what == "drives" and method == "POST":
+            return Reply.json(200, {"id": fake.add_shared_drive(str(doc.get("name") or
+                                                                    "Team"))})
         if what == "files" and method == "GET":
             return Reply.json(200, {"files": fake.files()})
         if what == "reset" and method == "POST":

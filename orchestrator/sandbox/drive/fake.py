@@ -232,6 +232,11 @@ class FakeDrive:
                     and (pid is None or pid in f.parents)
                     and (trashed is None or f.trashed == trashed)]
 
+    def add_shared_drive(self, name: str = "Team") -> str:
+        """Make a Shared Drive the user is a member of; its id (also its root
+        folder's id). Its files are seen only by requests with supportsAllDrives."""
+        return self.state.add_drive(name).id
+
     def paths(self) -> dict[str, str]:
         """``{"folder/sub/name": id}`` for every file (first parent; later
         duplicates of a path win)."""

@@ -56,6 +56,9 @@ def file_resource(rec: FileRecord, owner_email: str) -> dict[str, Any]:
         res["webViewLink"] = f"https://drive.google.com/file/d/{rec.id}/view?usp=drivesdk"
     if rec.parents:
         res["parents"] = list(rec.parents)
+    if rec.drive_id:  # in a Shared Drive: the drive owns it
+        res.update(driveId=rec.drive_id, teamDriveId=rec.drive_id, ownedByMe=False)
+        del res["owners"]
     if rec.trashed and rec.trashed_time is not None:
         res["trashedTime"] = rfc3339(rec.trashed_time)
         res["trashingUser"] = owner

@@ -24,6 +24,7 @@ from .control import Reply, control, token, token_fault
 from .errors import DriveError, auth_error, bad_request, invalid
 from .faults import KINDS
 from .revisions import revisions_api
+from .shared import changes_scope, check_access, list_scope
 from .state import CHUNK_GRANULARITY, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UploadSession, new_id
 from .uploads import parse_content_range, parse_multipart, parse_range
 
@@ -91,6 +92,11 @@ def _json_body(body: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise DriveError(400, "parseError", "Invalid JSON payload received.")
     return obj
+
+
+def _parents(meta: dict[str, Any]) -> list[str]:
+    parents = meta.get("parents") if isinstance(meta, dict) else None
+    return [str(p) for p in parents] if isinstance(parents, list) else []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -295,7 +301,9 @@ class Handler(BaseHTTPRequestHandler):
             if method == "GET":
                 return self._files_list(params)
             if method == "POST":
-                rec = st.create(_json_body(body))
+                meta = _json_body(body)
+                check_access(st, _parents(meta), params)
+                rec = st.create(meta)
                 return self._file_reply(rec.id, params)
         elif route == "/drive/v3/files/{fileId}":
             if method == "GET" and fid == "generateIds":
@@ -305,6 +313,7 @@ class Handler(BaseHTTPRequestHandler):
             if method == "DELETE" and fid == "trash":
                 st.empty_trash()
                 return Reply(204)
+            check_access(st, [fid, *params.get("addParents", "").split(",")], params)
             if method == "GET":
                 if params.get("alt") == "media":
                     return self._media(fid)
@@ -320,6 +329,7 @@ class Handler(BaseHTTPRequestHandler):
         elif route.startswith("/drive/v3/files/{fileId}/revisions"):
             return revisions_api(st, method, fid, groups.get("revisionId"), _fields(params))
         elif route == "/drive/v3/changes/startPageToken" and method == "GET":
+            changes_scope(st, params)  # checks driveId
             tree = F.select(_fields(params), F.START_PAGE_TOKEN,
                             {"kind": None, "startPageToken": None})
             return Reply.json(200, F.apply({"kind": "drive#startPageToken",
@@ -379,7 +389,7 @@ class Handler(BaseHTTPRequestHandler):
         if "drive" in spaces:
             recs, nxt = st.list_files(params.get("q"), params.get("orderBy"),
                                       _page_size(params), params.get("pageToken") or None,
-                                      self.fake.faults.lag)
+                                      self.fake.faults.lag, list_scope(st, params))
         else:
             recs, nxt = [], None
         out: dict[str, Any] = {"kind": "drive#fileList", "incompleteSearch": False,
@@ -399,7 +409,7 @@ class Handler(BaseHTTPRequestHandler):
         _bool(params, "restrictToMyDrive", False)
         changes, nxt, new_start = st.list_changes(
             token, _page_size(params), _bool(params, "includeRemoved", True),
-            self.fake.faults.lag)
+            self.fake.faults.lag, changes_scope(st, params))
         out: dict[str, Any] = {"kind": "drive#changeList",
                                "changes": [st.change_resource(c) for c in changes]}
         if nxt:
@@ -415,6 +425,7 @@ class Handler(BaseHTTPRequestHandler):
         kind = params.get("uploadType", "")
         F.select(_fields(params), F.FILE, F.DEFAULT_FILE)  # reject bad fields up front
         adds, removes = params.get("addParents", ""), params.get("removeParents", "")
+        check_access(st, [file_id or "", *adds.split(",")], params)
         if kind == "media":
             mime = self.headers.get("Content-Type")
             if file_id is None:
@@ -424,6 +435,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._file_reply(rec.id, params)
         if kind == "multipart":
             meta, media, mime = parse_multipart(body, self.headers.get("Content-Type", ""))
+            check_access(st, _parents(meta), params)
             if file_id is None:
                 rec = st.create(meta, media, mime)
             else:
@@ -438,7 +450,9 @@ class Handler(BaseHTTPRequestHandler):
             keep = {k: v for k, v in params.items() if k in (
                 "fields", "addParents", "removeParents", "supportsAllDrives",
                 "keepRevisionForever")}
-            s = st.new_session(file_id, _json_body(body), keep,
+            meta = _json_body(body)
+            check_access(st, _parents(meta), params)
+            s = st.new_session(file_id, meta, keep,
                                self.headers.get("X-Upload-Content-Type"), total)
             host = self.headers.get("Host") or f"{self.fake.host}:{self.fake.port}"
             path = "/upload/drive/v3/files" + (f"/{file_id}" if file_id else "")

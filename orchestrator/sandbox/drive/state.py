@@ -9,6 +9,11 @@ Listing lag: every write appends a change holding a metadata snapshot and the
 monotonic time of the write. With ``lag > 0`` files.list and changes.list are
 computed from the changes older than ``lag`` seconds, while files.get reads the
 current state: Drive's eventually consistent listings.
+
+Shared Drives (:meth:`DriveState.add_drive`): a drive's id is also the id of its
+root folder; every file under it carries that ``drive_id`` (``driveId`` in its
+resource). Who may see them (``supportsAllDrives``, ``corpora``, ``driveId``) is
+decided by :mod:`.shared`; this store only records which drive a file is in.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +94,7 @@ class FileRecord:
     sha1: str | None = None
     sha256: str | None = None
     head_revision: str | None = None
+    drive_id: str | None = None  # the Shared Drive it is in; None: My Drive
 
     @property
     def is_folder(self) -> bool:
@@ -107,6 +114,7 @@ class Change:
     time: int
     mono: float
     snapshot: FileRecord | None
+    drive_id: str | None = None  # the Shared Drive of the file (also for a removal)
 
 
 @dataclass
@@ -152,6 +160,23 @@ class DriveState:
             self.changes: list[Change] = []
             self.sessions: dict[str, UploadSession] = {}
             self.revisions = Revisions()
+            self.drives: dict[str, FileRecord] = {}  # Shared Drives' root folders, by id
+            self._removed_drive: dict[str, str | None] = {}
+
+    def add_drive(self, name: str) -> FileRecord:
+        """A new Shared Drive named ``name`` (its root folder: id = the drive's id)."""
+        with self.lock:
+            now = self._now()
+            did = "0A" + secrets.token_urlsafe(12)[:16] + "Uk9PVA"
+            rec = FileRecord(did, name, FOLDER_MIME, [], now, now, 1, 0, drive_id=did)
+            self.drives[did] = rec
+            return rec
+
+    def drive_of(self, file_id: str) -> str | None:
+        """The Shared Drive of ``file_id`` (None for My Drive or an unknown id)."""
+        fid = self.resolve(file_id)
+        rec = self.drives.get(fid) or self.files.get(fid)
+        return rec.drive_id if rec else None
 
     def _now(self) -> int:
         ms = max(int(time.time() * 1000), self._last_ms + 1)
@@ -167,7 +192,7 @@ class DriveState:
         fid = self.resolve(file_id)
         if fid == ROOT_ID:
             return self.root
-        rec = self.files.get(fid)
+        rec = self.files.get(fid) or self.drives.get(fid)
         if rec is None:
             raise not_found(file_id)
         return rec
@@ -182,8 +207,9 @@ class DriveState:
         return self.contents.get(rec.id, b"")
 
     def _record(self, file_id: str, rec: FileRecord | None) -> None:
+        drive = rec.drive_id if rec else self._removed_drive.pop(file_id, None)
         self.changes.append(Change(len(self.changes) + 1, file_id, self._now(),
-                                   time.monotonic(), rec.snapshot() if rec else None))
+                                   time.monotonic(), rec.snapshot() if rec else None, drive))
 
     # ------------------------------------------------------------- rendering
     def user(self, email: str | None = None) -> dict[str, Any]:
@@ -250,7 +276,7 @@ class DriveState:
 
     def _check_parent(self, parent_id: str) -> str:
         pid = self.resolve(parent_id)
-        parent = self.root if pid == ROOT_ID else self.files.get(pid)
+        parent = self.root if pid == ROOT_ID else self.files.get(pid) or self.drives.get(pid)
         if parent is None:
             raise not_found(parent_id)
         if not parent.is_folder:
@@ -279,7 +305,8 @@ class DriveState:
                          description=str(meta.get("description") or ""),
                          original_filename=meta.get("originalFilename"),
                          app_properties=self._merge_props({}, meta.get("appProperties") or {}),
-                         properties=self._merge_props({}, meta.get("properties") or {}))
+                         properties=self._merge_props({}, meta.get("properties") or {}),
+                         drive_id=self.drive_of(parents[0]))
         if not _is_google_type(mime):
             self._set_content(rec, data or b"")
         if meta.get("trashed"):
@@ -294,7 +321,7 @@ class DriveState:
         """files.update: PATCH ``meta``, move between parents, replace content."""
         self._check_metadata(meta, creating=False)
         rec = self.get(file_id)
-        if rec.id == ROOT_ID:
+        if rec.id == ROOT_ID or rec.id in self.drives:
             raise DriveError(403, "insufficientFilePermissions",
                              "The user does not have sufficient permissions for this file.")
         adds = [self._check_parent(p) for p in add_parents.split(",") if p.strip()]
@@ -315,6 +342,8 @@ class DriveState:
             "name", "mimeType", "description", "appProperties", "properties",
             "originalFilename"))
         rec.parents = parents
+        if adds:
+            rec.drive_id = self.drive_of(adds[0])
         if "name" in meta:
             rec.name = str(meta["name"])
         if meta.get("mimeType"):
@@ -371,11 +400,12 @@ class DriveState:
     def delete(self, file_id: str) -> None:
         """files.delete: remove the file and, for a folder, all under it."""
         rec = self.get(file_id)
-        if rec.id == ROOT_ID:
+        if rec.id == ROOT_ID or rec.id in self.drives:
             raise DriveError(403, "insufficientFilePermissions",
                              "The user does not have sufficient permissions for this file.")
         for fid in [rec.id, *self._descendant_ids(rec.id)]:
-            self.files.pop(fid, None)
+            gone = self.files.pop(fid, None)
+            self._removed_drive[fid] = gone.drive_id if gone else None
             self.contents.pop(fid, None)
             self.revisions.forget(fid)
             self._record(fid, None)
@@ -403,12 +433,15 @@ class DriveState:
         return view
 
     def list_files(self, q: str | None, order_by: str | None, page_size: int,
-                   page_token: str | None, lag: float) -> tuple[list[FileRecord], str | None]:
-        """files.list: the page of matching records and the next page token."""
+                   page_token: str | None, lag: float,
+                   scope: Callable[[str | None], bool] = lambda drive: drive is None
+                   ) -> tuple[list[FileRecord], str | None]:
+        """files.list: the page of matching records and the next page token; only
+        files whose drive (None: My Drive) is in ``scope`` are searched."""
         pred = q_lang.compile_query(q, self.user_email, {"root": ROOT_ID})
         hide_trashed = not self.list_trashed_by_default and not q_lang.mentions_trashed(q)
         matches = [f for f in self._view(lag).values()
-                   if pred(f) and not (hide_trashed and f.trashed)]
+                   if scope(f.drive_id) and pred(f) and not (hide_trashed and f.trashed)]
         matches = _sort(matches, order_by)
         digest = hashlib.sha1(f"{q}\0{order_by}".encode()).hexdigest()[:12]
         offset = 0
@@ -432,7 +465,8 @@ class DriveState:
         return str(len(self.changes) + 1)
 
     def list_changes(self, page_token: str, page_size: int, include_removed: bool,
-                     lag: float) -> tuple[list[Change], str | None, str | None]:
+                     lag: float, scope: Callable[[str | None], bool] = lambda d: d is None
+                     ) -> tuple[list[Change], str | None, str | None]:
         """changes.list: (changes, nextPageToken, newStartPageToken).
 
         With coalescing (Drive's behaviour) a file that changed several times
@@ -460,7 +494,7 @@ class DriveState:
             pos += 1
             if self.coalesce_changes and latest.get(ch.file_id) != ch.id:
                 continue
-            if ch.snapshot is None and not include_removed:
+            if (ch.snapshot is None and not include_removed) or not scope(ch.drive_id):
                 continue
             out.append(ch)
         if pos > visible:
