@@ -22,13 +22,11 @@ Standard library plus orch's protocol, archive and hub code only (it runs in Col
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -50,6 +48,7 @@ from .errors import (
 from .joblogs import tail
 from .outputs import collect, only_logs, stats_of
 from .packages import install, items_of, job_log_writer, tensorflow_version
+from .procgroup import die_with_parent, kill_tree
 from .signing import verify
 
 if TYPE_CHECKING:
@@ -58,18 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: have the kernel SIGKILL the job if the worker dies (even by kill -9)."""
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-try:
-    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
-except (OSError, AttributeError):  # pragma: no cover
-    _PRCTL = None
 
 
 class AttemptRun:
@@ -290,7 +277,7 @@ class AttemptRun:
             proc = subprocess.Popen(
                 self.command(manifest), cwd=self.src, env=self.environment(manifest),
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_pdeathsig,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
         try:
             return self._watch(proc)
@@ -446,21 +433,3 @@ class AttemptRun:
         log.info("%s.%d sealed (%d files, %d bytes)", self.job_id, self.n, len(files),
                  writer.size)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def kill_tree(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """SIGTERM the job's process group, then SIGKILL what is left after ``grace``."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        try:  # the leader is gone; finish off stragglers in its group
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        break

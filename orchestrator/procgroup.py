@@ -1,0 +1,42 @@
+"""A job's process group: started as a session of its own that dies with the
+worker (Linux: ``PR_SET_PDEATHSIG``, even when the worker is killed with -9), and
+killed whole (:func:`kill_tree`) on every path that ends an attempt, so no training
+process and none of its helpers outlive the run."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: have the kernel SIGKILL the job if the worker dies (even by kill -9)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+try:
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+except (OSError, AttributeError):  # pragma: no cover
+    _PRCTL = None
+
+
+def kill_tree(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM the job's process group, then SIGKILL what is left after ``grace``."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader is gone; finish off stragglers in its group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        break
