@@ -45,7 +45,7 @@ class Settings:
     drive_url: str = ""  # the Drive API endpoint ("" = Google's; `orch sandbox use` sets it)
     heartbeat_interval: float = 1.0
     lease_ttl: float = 20.0  # a local worker silent this long loses its job
-    remote_lease_ttl: float = 120.0  # the same for workers on a remote hub (Drive lags)
+    remote_lease_ttl: float = 300.0  # the same for workers on a remote hub (Drive lags)
     tick_interval: float = 1.0  # daemon polls at least this often
     max_snapshot_mb: float = 200.0
     placement: str = "finish-first"  # or any-free, round-robin, rule, local (comparisons)

@@ -145,9 +145,9 @@ class Outage:
 def lease_seconds(stated: float, remote: bool, heartbeat: float) -> float:
     """How long a worker's hub may be away before the daemon has surely re-queued its
     job: the lease ``stated`` (by the assignment or the worker's ``--lease``; else
-    orch's defaults, 120 s remote, 20 s local), never under three heartbeats (as the
+    orch's defaults, 300 s remote, 20 s local), never under three heartbeats (as the
     daemon counts), plus one heartbeat for the daemon to notice."""
-    ttl = stated or (120.0 if remote else 20.0)
+    ttl = stated or (300.0 if remote else 20.0)
     return max(ttl, 3 * heartbeat) + heartbeat
 
 

@@ -13,11 +13,13 @@ new field in the store, and the script can read what it asked for.
 On the worker (:func:`install`, standard library only: it runs in Colab) the set
 is keyed by the sha256 of its items and of the content of each file it names
 (wheels, requirements files), and installed with ``pip install --target`` into
-``WORK/packages/KEY/`` (``WORK``: this worker's work dir, removed when it exits:
-one cache per worker, i.e. per Colab session). The folder is renamed into place
-only when pip succeeded, so a cached folder is always a whole install; a second
-job with the same set reuses it. Installs are serialised per worker (two slots
-asking for one set install it once). Dependencies that the worker's own Python
+``WORK/packages/pyXY-KEY/`` (``WORK``: the worker's ``--work-dir``, which outlives
+the worker: a Colab session's later workers reuse it; ``XY``: this Python's version).
+The folder is renamed into place only when pip succeeded (from a partial folder of
+this worker's own), so a cached folder is always a whole install; a second job with
+the same set reuses it. Installs are serialised per worker (two slots asking for one
+set install it once); two workers racing on one set both install, the first rename
+wins. Dependencies that the worker's own Python
 already has are removed from the target unless the job named them, so the job
 keeps the environment's TensorFlow and NumPy (``--target`` ignores what is
 installed and would otherwise shadow them). The folder goes first on the job's
@@ -170,13 +172,14 @@ def install(items: list[str], src: Path, cache: Path, say: Callable[[str], None]
     reuse an earlier install of the same set. Idempotent; PackagesError with pip's
     last lines when pip fails (nothing is cached then)."""
     key = key_of(items, src)
-    target = cache / key
+    # per Python: workers of another interpreter on the same machine install their own
+    target = cache / f"py{sys.version_info[0]}{sys.version_info[1]}-{key}"
     with _LOCK:
         if target.is_dir():
             say(f"using cached packages {key[:12]} ({' '.join(items)})")
             return Installed(target, key, cached=True)
         say(f"installing packages {key[:12]}: {' '.join(items)}")
-        partial = cache / f"{key}.partial"
+        partial = cache / f".{target.name}.{os.getpid()}.partial"  # this worker's alone
         shutil.rmtree(partial, ignore_errors=True)
         cache.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
@@ -192,7 +195,12 @@ def install(items: list[str], src: Path, cache: Path, say: Callable[[str], None]
         removed = _prune(partial, named(items, src))
         if removed:
             say(f"kept this Python's own {', '.join(sorted(removed))}")
-        os.replace(partial, target)
+        try:
+            os.replace(partial, target)
+        except OSError:  # another worker of this machine installed the same set first
+            if not target.is_dir():
+                raise
+            shutil.rmtree(partial, ignore_errors=True)
         say(f"installed packages {key[:12]}")
         return Installed(target, key, cached=False)
 

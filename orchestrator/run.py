@@ -222,7 +222,7 @@ class AttemptRun:
             else:
                 self.fetch_blob(ref.sha256, target)
         earlier = [n for n in map(P.parse_ckpt_name, self.hub.list(P.ckpt_dir(self.job_id)))
-                   if n is not None and self.resume_from <= n < self.n]
+                   if n is not None and self.resume_from <= n <= self.n]  # n: its own, retaken
         if earlier:
             m = max(earlier)
             tmp = self.dir / "restore.tar"
@@ -234,7 +234,10 @@ class AttemptRun:
         items = items_of(manifest.env)
         if items:
             say = job_log_writer(self.log_path, f"{self.job_id}.{self.n}:")
-            self.packages = install(items, self.src, self.w.work_dir / "packages", say).path
+            # beside the worker's scratch, not in it: a later worker of the same session
+            # (a notebook run again) finds the packages installed
+            self.packages = install(items, self.src, self.w.cfg.work_dir / "packages",
+                                    say).path
 
     def environment(self, manifest: P.Manifest) -> dict[str, str]:
         env = dict(os.environ)

@@ -117,14 +117,14 @@ def test_launch_runs_the_worker_cell_past_exec_s_default_timeout(tmp_path: Path,
     ran = (session / "executed.ipynb").read_text()
     assert "the launcher's sign-in" in ran and "1 job(s) run" in ran
     assert f"installed: {session / 'site'}" in ran  # the wheel, not this machine's orch
-    # the copy sent to the runtime carries the sign-in and key; it stays 0600 here
-    local = project_dir / ".orch" / "colab" / "worker.ipynb"
-    output = local.with_name("worker_output.ipynb")  # exec's copy with the outputs
-    assert sorted((project_dir / ".orch" / "colab").iterdir()) == [local, output]
-    assert local.stat().st_mode & 0o777 == output.stat().st_mode & 0o777 == 0o600
+    # the copy sent to the runtime carried the sign-in and key (the stand-in keeps
+    # what it ran, 0600); here, orch's copy and exec's output copy are gone with the
+    # session
+    assert (session / "executed.ipynb").stat().st_mode & 0o777 == 0o600
     sent: dict[str, Any] = {}
-    exec(nbformat.read(str(local), as_version=4).cells[1].source, sent)
+    exec(nbformat.read(str(session / "executed.ipynb"), as_version=4).cells[1].source, sent)
     assert json.loads(sent["DRIVE_CREDENTIALS"])["refresh_token"]
+    assert list((project_dir / ".orch" / "colab").iterdir()) == []
     assert os.environ.get("ORCH_SANDBOX_COLAB_EXEC_TIMEOUT") is None
 
 

@@ -338,7 +338,7 @@ def test_config_shows_values_and_their_sources(tmp_path: Path) -> None:
     assert table["hub"] == (f"drive (drive:orch-hub/{tmp_path.name})", "orch.toml")
     assert table["tick_interval"] == ("0.2s", "env ORCH_TICK_INTERVAL")
     assert table["daemon_idle_timeout"] == ("5m", "default")
-    assert table["remote_lease_ttl"] == ("2m", "default")
+    assert table["remote_lease_ttl"] == ("5m", "default")
     assert table["unreachable_lease_ttl"] == ("1h", "default")
     assert table["drive_credentials"] == (".orch/drive-credentials.json", "default")
     assert table["drive_shared_drive"] == ("(none)", "default")

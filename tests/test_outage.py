@@ -161,10 +161,36 @@ def test_token_refresh_failures_are_transient_unless_the_grant_lapsed(drive: Any
     with urllib.request.urlopen(post) as answer:
         assert 55 < json.loads(answer.read())["outage_left"] <= 60
     with pytest.raises(TransientHubError):
-        hub.exists("still/nothing")
+        hub.put_bytes("still/something", b"x")  # a write always reaches Drive
     assert drive.faults.injected_counts()["503"] >= 2  # every try failed
     drive.faults.outage(0)
-    assert hub.exists("still/nothing") is False
+    hub.put_bytes("still/something", b"x")
+    assert hub.exists("still/something")
+
+
+def test_a_dropped_refresh_under_google_auth_credentials_is_transient(
+        drive: Any, tmp_path: Path) -> None:
+    """Colab's credentials are google-auth ones (the notebook's sign-in cell): a
+    connection to the token endpoint dropped while refreshing is an outage there too,
+    not a failed job. (Transports that wrap it as google-auth's TransportError are
+    classified the same way in DriveClient.transient.)"""
+    from orchestrator.hubs.drive import DriveHub
+    from orchestrator.places.colab_cells import sign_in
+    from orchestrator.places.colab_launch import drive_sign_in
+
+    saved = tmp_path / "grant.json"
+    drive.write_credentials(saved)
+    creds = sign_in(drive_sign_in(saved))  # the notebook's own sign-in cell
+    hub = DriveHub("orch-hub/google-auth", credentials=creds, api_url=drive.url, retries=1,
+                   backoff=0.01, max_backoff=0.2, staleness=0.2)
+    hub.put_bytes("first", b"1")
+    drive.expire_tokens()
+    drive.faults.token_outage(60, "drop")
+    with pytest.raises(TransientHubError):
+        hub.put_bytes("second", b"2")  # a write always reaches Drive
+    drive.faults.token_outage(0)
+    hub.put_bytes("second", b"2")
+    assert hub.get_bytes("second") == b"2"
 
 
 # ---- workers ------------------------------------------------------------------------

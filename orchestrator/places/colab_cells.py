@@ -148,7 +148,7 @@ def run_worker(creds: Any, hub_folder: str, shared_drive: str, hub_key: str,
     from pathlib import Path
 
     from orchestrator.hubs.drive import DriveHub
-    from orchestrator.worker import Worker, WorkerConfig
+    from orchestrator.worker import HUB_RETRIES, Worker, WorkerConfig
 
     key = hub_key
     if not key:
@@ -163,8 +163,9 @@ def run_worker(creds: Any, hub_folder: str, shared_drive: str, hub_key: str,
                          "ORCH_HUB_KEY (the key icon in the left bar; `orch colab --key` "
                          "prints the value) and let this notebook access it")
 
+    # few tries per request (as `orch worker`): the worker's own backoff rides out outages
     hub = DriveHub(hub_folder, credentials=creds, staleness=2.0,
-                   shared_drive=shared_drive or None)
+                   shared_drive=shared_drive or None, retries=HUB_RETRIES)
     config = WorkerConfig(
         hub="drive:" + hub_folder, name=worker_name, kind="colab", work_dir=Path(work_dir),
         idle_timeout=idle_minutes * 60, heartbeat_interval=heartbeat_seconds,

@@ -196,7 +196,8 @@ def launch(notebook: Path, name: str, gpu: str | None, log: Path, cli: ColabCli,
 def run_then_stop(command: str, name: str, notebook: str, timeout: str) -> int:
     """Run the notebook on the session (``exec --timeout``: its cells are not cut),
     then release the session whatever happened (``command``: the colab CLI's command
-    line, shell-quoted)."""
+    line, shell-quoted). The launched copy of the notebook and exec's output copy hold
+    the Drive sign-in and the project's key: both are deleted once the session ends."""
     import os
 
     exe = shlex.split(command)
@@ -207,6 +208,9 @@ def run_then_stop(command: str, name: str, notebook: str, timeout: str) -> int:
                               stdin=subprocess.DEVNULL).returncode
     finally:
         stopped = subprocess.run([*exe, "stop", "-s", name], stdin=subprocess.DEVNULL).returncode
+        copy = Path(notebook)
+        for secret in (copy, copy.with_name(copy.stem + "_output.ipynb")):
+            secret.unlink(missing_ok=True)
     print(f"colab session {name}: notebook exited {code} after {time.time() - started:.0f} s; "
           f"stop exited {stopped}", flush=True)
     return code

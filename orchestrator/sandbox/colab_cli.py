@@ -188,7 +188,10 @@ def cmd_exec(box: Sandbox, name: str, notebook: Path, timeout: float) -> int:
         print(f"a cell failed: {str(exc).strip().splitlines()[-1:]}", flush=True)
         code = 1
     finally:
-        nbformat.write(nb, str(folder / "executed.ipynb"))
+        from ..atomic import write_atomic
+
+        # it holds what the notebook held (a launched copy's sign-in): this user's only
+        write_atomic(folder / "executed.ipynb", nbformat.writes(nb), mode=0o600)
         # as the real exec does: NOTEBOOK_output.ipynb beside the notebook
         nbformat.write(nb, str(notebook.with_name(notebook.stem + "_output.ipynb")))
         for cell in nb.cells:

@@ -176,7 +176,13 @@ class DriveClient:
             return False
         import httplib2
 
-        return isinstance(exc, (OSError, httplib2.HttpLib2Error, ConnectionError, TimeoutError))
+        if isinstance(exc, (OSError, httplib2.HttpLib2Error, ConnectionError, TimeoutError)):
+            return True
+        try:  # google-auth credentials (Colab's) wrap a dropped or unresolved connection
+            from google.auth.exceptions import TransportError
+        except ImportError:  # pragma: no cover - google-auth comes with the client
+            return False
+        return isinstance(exc, TransportError)
 
     def sleep(self, attempt: int) -> None:
         delay = min(self.max_backoff, self.backoff * (2 ** attempt))
