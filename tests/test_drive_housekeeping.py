@@ -200,6 +200,10 @@ def test_checkpoint_updates_keep_one_revision(drive: Any, tmp_path: Path) -> Non
         assert revisions(drive, hub.file_id(key)) == 1
     assert len(ids) == 1  # updated in place: links to it stay valid
     assert drive_hub(folder_for(tmp_path)).get_bytes(key) == bytes([9]) * (1536 * 1024)
+    small = P.ckpt("j2", 1)  # a small model's checkpoint keeps one revision too
+    for epoch in range(3):
+        hub.put_bytes(small, bytes([epoch]) * 100)
+    assert revisions(drive, hub.file_id(small)) == 1
     # what pruning saves: the local server keeps every version, as Drive does
     hub.put_bytes("small.json", b"1")
     hub.put_bytes("small.json", b"2")

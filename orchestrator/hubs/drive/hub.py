@@ -69,7 +69,8 @@ class DriveHub(Hub):
     ) -> None:
         """``settle``: how long after start the hub's path is looked up again (listings
         lag), and how old a duplicate folder must be before it is merged away.
-        ``prune_over``: files of at least this size keep one Drive revision."""
+        ``prune_over``: files of at least this size (and every checkpoint) keep one Drive
+        revision."""
         from .api import build_service
 
         self.folder_path = folder.strip("/")
@@ -377,7 +378,9 @@ class DriveHub(Hub):
             meta = self.client.upload(key, lambda s, m: s.files().update(
                 fileId=keep.id, media_body=m, fields=FILE_FIELDS, supportsAllDrives=True,
                 keepRevisionForever=False), media, resumable)
-            if size >= self.prune_over:  # the old content would count against the quota
+            # one revision kept: for large files (the old content counts against the
+            # quota) and for every checkpoint (rewritten each epoch: runs/JOB/ckpt/N.tar)
+            if size >= self.prune_over or "/ckpt/" in key:
                 try:
                     prune_revisions(self.client, key, keep.id)
                 except HubError as exc:
