@@ -165,7 +165,9 @@ def test_own_writes_are_visible_while_listings_lag(drive: Any, tmp_path: Path) -
     settle(peer)
     assert peer.list("jobs") == []  # the peer's listing lags, as Drive's does
     wait_for(lambda: peer.list("jobs") == ["j1"], timeout=15, message="lag passes")
-    assert peer.get_json(P.manifest("j1")) == {"job_id": "j1"}
+    # the manifest was made after its folder: its own lag may end a moment later
+    wait_for(lambda: peer.get_json(P.manifest("j1")) == {"job_id": "j1"}, timeout=15,
+             message="the manifest's lag passes too")
 
 
 def test_repr_never_shows_credentials(drive: Any, tmp_path: Path) -> None:
