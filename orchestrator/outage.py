@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .errors import LeaseLapsedError, SignInExpiredError, SupersededError, TransientHubError
+from .models import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,6 @@ T = TypeVar("T")
 
 #: the hub errors a worker rides out (keeps its run going, or stays idle, and tries again)
 OUTAGE_ERRORS = (TransientHubError, SignInExpiredError)
-
-
-def duration(seconds: float) -> str:
-    """``2m03s``, ``45s``, ``1h02m``."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class Outage:
@@ -82,7 +73,7 @@ class Outage:
             if beat:
                 self.last_beat_ok = now
         if since is not None:
-            log.warning("hub %s back after %s", self.hub, duration(now - since))
+            log.warning("hub %s back after %s", self.hub, format_duration(now - since))
 
     def failed(self, exc: BaseException) -> float:
         """A call failed with ``exc``: log it if it starts an episode (or is the first
