@@ -205,7 +205,8 @@ class Daemon:
         pull staging folders, the scratch folders of workers that are gone), older
         than ``older_than`` seconds so that nothing still being written is touched."""
         from .atomic import clean_stale
-        from .places.local import pid_alive, this_host
+        from .places.local import this_host
+        from .procgroup import pid_alive
 
         removed = clean_stale(self.project.state_dir, older_than)
         cutoff = time.time() - older_than

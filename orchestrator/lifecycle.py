@@ -69,16 +69,12 @@ def _ready_pid(project: Project) -> int | None:
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a child of ours that exited is reaped)."""
+    from .procgroup import pid_alive
+
     try:
         return os.waitpid(pid, os.WNOHANG) == (0, 0)
     except ChildProcessError:  # not our child
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(pid)
 
 
 def running_pid(project: Project) -> int | None:

@@ -1,7 +1,8 @@
-"""A job's process group: started as a session of its own that dies with the
-worker (Linux: ``PR_SET_PDEATHSIG``, even when the worker is killed with -9), and
+"""Processes: a job's process group, started as a session of its own that dies with
+the worker (Linux: ``PR_SET_PDEATHSIG``, even when the worker is killed with -9), and
 killed whole (:func:`kill_tree`) on every path that ends an attempt, so no training
-process and none of its helpers outlive the run."""
+process and none of its helpers outlive the run; and whether a pid still runs
+(:func:`pid_alive`, for the daemon, the CLI and the sandbox alike). Stdlib only."""
 
 from __future__ import annotations
 
@@ -40,3 +41,18 @@ def kill_tree(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
         except ProcessLookupError:
             pass
         break
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet collected, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True

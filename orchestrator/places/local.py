@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ..config import Project
 from ..logs import get_logger
 from ..models import GpuNeed, WorkerInfo
+from ..procgroup import pid_alive
 from . import Availability, Place
 
 if TYPE_CHECKING:
@@ -94,21 +95,6 @@ def local_slots(project: Project) -> list[Slot]:
         cpus = 0 if gpus else 1
     slots += [Slot(f"local-cpu{i}") for i in range(cpus)]
     return slots
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet collected, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 class LocalPlace(Place):

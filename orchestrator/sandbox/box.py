@@ -34,6 +34,7 @@ from typing import Any
 from ..atomic import write_atomic
 from ..errors import OrchError, UsageError
 from ..logs import get_logger
+from ..procgroup import pid_alive
 
 log = get_logger(__name__)
 DIR_ENV = "ORCH_SANDBOX_DIR"
@@ -94,15 +95,7 @@ def alive(pid: int, started: int | None = None) -> bool:
     """Whether process ``pid`` exists (a zombie of ours counts as gone) and, given
     ``started`` (:func:`start_time` when it was recorded), is still that process.
     Without /proc the start time cannot be compared: then only existence counts."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return True
-    return fields[0] != "Z" and (started is None or int(fields[19]) == started)
+    return pid_alive(pid) and (started is None or start_time(pid) in (started, None))
 
 
 def stop_process(pid: int, started: int | None, group: bool = False,
