@@ -21,12 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import DriveError
+from .errors import DriveError, invalid
 
 if TYPE_CHECKING:
-    from .state import FileRecord
+    from .records import FileRecord
 
 Predicate = Callable[["FileRecord"], bool]
 
@@ -244,3 +244,37 @@ def mentions_trashed(q: str | None) -> bool:
         return any(k == "word" and t == "trashed" for k, t in tokenize(q))
     except DriveError:
         return False
+
+
+_SORT_KEYS = {
+    "createdTime": lambda f: f.created, "modifiedTime": lambda f: f.modified,
+    "modifiedByMeTime": lambda f: f.modified, "viewedByMeTime": lambda f: f.modified,
+    "recency": lambda f: f.modified, "sharedWithMeTime": lambda f: 0,
+    "name": lambda f: (f.name.lower(), f.name),
+    "name_natural": lambda f: _natural(f.name),
+    "folder": lambda f: (not f.is_folder, f.name.lower()),
+    "quotaBytesUsed": lambda f: f.size or 0, "starred": lambda f: f.starred,
+}
+
+
+def _natural(name: str) -> list[Any]:
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p.lower())
+            for p in re.split(r"(\d+)", name) if p]
+
+
+def sort_files(files: list[FileRecord], order_by: str | None) -> list[FileRecord]:
+    """``files`` in files.list's ``orderBy`` order (default: creation order); a bad
+    ``orderBy`` is Drive's 400 Invalid Value."""
+    out = sorted(files, key=lambda f: f.seq)  # default: creation order
+    if not order_by:
+        return out
+    keys = []
+    for part in order_by.split(","):
+        words = part.split()
+        if not words or len(words) > 2 or words[0] not in _SORT_KEYS or \
+                (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
+            raise invalid("Invalid Value", location="orderBy")
+        keys.append((words[0], len(words) == 2 and words[1].lower() == "desc"))
+    for key, desc in reversed(keys):
+        out.sort(key=_SORT_KEYS[key], reverse=desc)
+    return out

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .state import Change, FileRecord
+    from .records import Change, FileRecord
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 QUOTA_LIMIT = 15 * 1024 ** 3

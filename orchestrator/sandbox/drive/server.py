@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import socket
 import struct
 import threading
@@ -20,84 +19,29 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from . import fields as F
+from . import listing
 from .control import Reply, control, token, token_fault
-from .errors import DriveError, auth_error, bad_request, invalid
+from .errors import DriveError, auth_error
 from .faults import KINDS
+from .params import (
+    check_list_params,
+    fields_of,
+    file_reply,
+    flag,
+    json_body,
+    page_size,
+    parents_of,
+)
+from .records import new_id
 from .revisions import revisions_api
+from .routes import ROUTES, stat_route
 from .shared import changes_scope, check_access, list_scope
-from .state import CHUNK_GRANULARITY, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UploadSession, new_id
-from .uploads import parse_content_range, parse_multipart, parse_range
+from .uploads import parse_content_range, parse_range, start_upload, upload_chunk
 
 if TYPE_CHECKING:
     from .fake import FakeDrive
 
 log = logging.getLogger(__name__)
-
-_ROUTES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^/drive/v3/files$"), "/drive/v3/files"),
-    (re.compile(r"^/drive/v3/files/(?P<fileId>[^/]+)$"), "/drive/v3/files/{fileId}"),
-    (re.compile(r"^/drive/v3/files/(?P<fileId>[^/]+)/revisions$"),
-     "/drive/v3/files/{fileId}/revisions"),
-    (re.compile(r"^/drive/v3/files/(?P<fileId>[^/]+)/revisions/(?P<revisionId>[^/]+)$"),
-     "/drive/v3/files/{fileId}/revisions/{revisionId}"),
-    (re.compile(r"^/drive/v3/changes$"), "/drive/v3/changes"),
-    (re.compile(r"^/drive/v3/changes/startPageToken$"), "/drive/v3/changes/startPageToken"),
-    (re.compile(r"^/drive/v3/about$"), "/drive/v3/about"),
-    (re.compile(r"^/(?:resumable/)?upload/drive/v3/files$"), "/upload/drive/v3/files"),
-    (re.compile(r"^/(?:resumable/)?upload/drive/v3/files/(?P<fileId>[^/]+)$"),
-     "/upload/drive/v3/files/{fileId}"),
-    (re.compile(r"^/token$"), "/token"),
-    (re.compile(r"^/_fake/(?P<what>[a-z/_]+)$"), "/_fake"),
-]
-
-
-def _bool(params: dict[str, str], name: str, default: bool) -> bool:
-    value = params.get(name)
-    if value is None or value == "":
-        return default
-    if value.lower() in ("true", "1"):
-        return True
-    if value.lower() in ("false", "0"):
-        return False
-    raise invalid(f"Invalid value '{value}'. Values must match the following regular "
-                  "expression: '(?i)(true|false)'", location=name)
-
-
-def _page_size(params: dict[str, str]) -> int:
-    raw = params.get("pageSize")
-    if raw is None or raw == "":
-        return DEFAULT_PAGE_SIZE
-    try:
-        n = int(raw)
-    except ValueError:
-        raise invalid(f"Invalid value '{raw}'.", location="pageSize") from None
-    if n < 1:
-        raise invalid(f"Invalid value '{raw}'. Values must be within the range: [1, 1000]",
-                      location="pageSize")
-    return min(n, MAX_PAGE_SIZE)
-
-
-def _fields(params: dict[str, str]) -> F.Tree | None:
-    raw = params.get("fields")
-    return F.parse(raw) if raw else None
-
-
-def _json_body(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        obj = json.loads(body.decode("utf-8"))
-    except ValueError:
-        raise DriveError(400, "parseError", "Invalid JSON payload received.") from None
-    if not isinstance(obj, dict):
-        raise DriveError(400, "parseError", "Invalid JSON payload received.")
-    return obj
-
-
-def _parents(meta: dict[str, Any]) -> list[str]:
-    parents = meta.get("parents") if isinstance(meta, dict) else None
-    return [str(p) for p in parents] if isinstance(parents, list) else []
-
 
 class Handler(BaseHTTPRequestHandler):
     """One connection; HTTP/1.1 keep-alive like Google's front ends."""
@@ -200,7 +144,7 @@ class Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         params = dict(parse_qsl(split.query, keep_blank_values=True))
         route, groups = "", {}
-        for pattern, name in _ROUTES:
+        for pattern, name in ROUTES:
             m = pattern.match(split.path)
             if m:
                 route, groups = name, m.groupdict()
@@ -260,7 +204,7 @@ class Handler(BaseHTTPRequestHandler):
     def _keep_forever(self, method: str, route: str, params: dict[str, str],
                       reply: Reply) -> None:
         """``keepRevisionForever=true`` on a create/update with media: pin the new head."""
-        if reply.status == 200 and reply.body and _bool(params, "keepRevisionForever", False) \
+        if reply.status == 200 and reply.body and flag(params, "keepRevisionForever", False) \
                 and method in ("POST", "PATCH") and "upload_id" not in params:
             file_id = json.loads(reply.body).get("id")
             if file_id:
@@ -301,10 +245,10 @@ class Handler(BaseHTTPRequestHandler):
             if method == "GET":
                 return self._files_list(params)
             if method == "POST":
-                meta = _json_body(body)
-                check_access(st, _parents(meta), params)
+                meta = json_body(body)
+                check_access(st, parents_of(meta), params)
                 rec = st.create(meta)
-                return self._file_reply(rec.id, params)
+                return file_reply(st, rec.id, params)
         elif route == "/drive/v3/files/{fileId}":
             if method == "GET" and fid == "generateIds":
                 n = int(params.get("count") or 10)
@@ -318,26 +262,26 @@ class Handler(BaseHTTPRequestHandler):
                 if params.get("alt") == "media":
                     return self._media(fid)
                 st.get(fid)
-                return self._file_reply(fid, params)
+                return file_reply(st, fid, params)
             if method == "PATCH":
-                rec = st.update(fid, _json_body(body), None, params.get("addParents", ""),
+                rec = st.update(fid, json_body(body), None, params.get("addParents", ""),
                                 params.get("removeParents", ""))
-                return self._file_reply(rec.id, params)
+                return file_reply(st, rec.id, params)
             if method == "DELETE":
                 st.delete(fid)
                 return Reply(204)
         elif route.startswith("/drive/v3/files/{fileId}/revisions"):
-            return revisions_api(st, method, fid, groups.get("revisionId"), _fields(params))
+            return revisions_api(st, method, fid, groups.get("revisionId"), fields_of(params))
         elif route == "/drive/v3/changes/startPageToken" and method == "GET":
             changes_scope(st, params)  # checks driveId
-            tree = F.select(_fields(params), F.START_PAGE_TOKEN,
+            tree = F.select(fields_of(params), F.START_PAGE_TOKEN,
                             {"kind": None, "startPageToken": None})
             return Reply.json(200, F.apply({"kind": "drive#startPageToken",
-                                            "startPageToken": st.start_page_token()}, tree))
+                                            "startPageToken": listing.start_page_token(st)}, tree))
         elif route == "/drive/v3/changes" and method == "GET":
             return self._changes_list(params)
         elif route == "/drive/v3/about" and method == "GET":
-            selection = _fields(params)
+            selection = fields_of(params)
             if selection is None:
                 raise DriveError(400, "required",
                                  "The 'fields' parameter is required for this method.",
@@ -346,16 +290,13 @@ class Handler(BaseHTTPRequestHandler):
             return Reply.json(200, F.apply(st.about(email), selection))
         elif route.startswith("/upload/"):
             if method == "PUT" and "upload_id" in params:
-                return self._upload_chunk(params, body)
+                return upload_chunk(self.fake.state, params, self.headers, body)
             if (method, route) in (("POST", "/upload/drive/v3/files"),
                                    ("PATCH", "/upload/drive/v3/files/{fileId}")):
-                return self._upload_start(route, fid or None, params, body)
+                host = self.headers.get("Host") or f"{self.fake.host}:{self.fake.port}"
+                return start_upload(self.fake.state, fid or None, params, self.headers, body,
+                                    host)
         raise DriveError(404, "notFound", f"Method not found: {method} {route}")
-
-    def _file_reply(self, file_id: str, params: dict[str, str], status: int = 200) -> Reply:
-        st = self.fake.state
-        tree = F.select(_fields(params), F.FILE, F.DEFAULT_FILE)
-        return Reply.json(status, F.apply(st.resource(st.get(file_id)), tree))
 
     def _media(self, file_id: str) -> Reply:
         st = self.fake.state
@@ -370,26 +311,15 @@ class Handler(BaseHTTPRequestHandler):
         headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         return Reply(206, data[start:end + 1], headers)
 
-    def _check_list_params(self, params: dict[str, str]) -> None:
-        for s in (params.get("spaces") or "drive").split(","):
-            if s.strip() not in ("drive", "appDataFolder", "photos"):
-                raise invalid(f"Invalid Value: {s}", location="spaces")
-        corpora = params.get("corpora")
-        if corpora and corpora not in ("user", "domain", "drive", "allDrives"):
-            raise invalid(f"Invalid Value: {corpora}", location="corpora")
-        for name in ("supportsAllDrives", "includeItemsFromAllDrives", "supportsTeamDrives",
-                     "includeTeamDriveItems"):
-            _bool(params, name, False)
-
     def _files_list(self, params: dict[str, str]) -> Reply:
-        self._check_list_params(params)
+        check_list_params(params)
         st = self.fake.state
-        tree = F.select(_fields(params), F.FILE_LIST, F.DEFAULT_FILE_LIST)
+        tree = F.select(fields_of(params), F.FILE_LIST, F.DEFAULT_FILE_LIST)
         spaces = {s.strip() for s in (params.get("spaces") or "drive").split(",")}
         if "drive" in spaces:
-            recs, nxt = st.list_files(params.get("q"), params.get("orderBy"),
-                                      _page_size(params), params.get("pageToken") or None,
-                                      self.fake.faults.lag, list_scope(st, params))
+            recs, nxt = listing.list_files(
+                st, params.get("q"), params.get("orderBy"), page_size(params),
+                params.get("pageToken") or None, self.fake.faults.lag, list_scope(st, params))
         else:
             recs, nxt = [], None
         out: dict[str, Any] = {"kind": "drive#fileList", "incompleteSearch": False,
@@ -399,16 +329,16 @@ class Handler(BaseHTTPRequestHandler):
         return Reply.json(200, F.apply(out, tree))
 
     def _changes_list(self, params: dict[str, str]) -> Reply:
-        self._check_list_params(params)
+        check_list_params(params)
         st = self.fake.state
         token = params.get("pageToken")
         if not token:
             raise DriveError(400, "required", "Required parameter: pageToken",
                              location="pageToken")
-        tree = F.select(_fields(params), F.CHANGE_LIST, F.DEFAULT_CHANGE_LIST)
-        _bool(params, "restrictToMyDrive", False)
-        changes, nxt, new_start = st.list_changes(
-            token, _page_size(params), _bool(params, "includeRemoved", True),
+        tree = F.select(fields_of(params), F.CHANGE_LIST, F.DEFAULT_CHANGE_LIST)
+        flag(params, "restrictToMyDrive", False)
+        changes, nxt, new_start = listing.list_changes(
+            st, token, page_size(params), flag(params, "includeRemoved", True),
             self.fake.faults.lag, changes_scope(st, params))
         out: dict[str, Any] = {"kind": "drive#changeList",
                                "changes": [st.change_resource(c) for c in changes]}
@@ -417,100 +347,6 @@ class Handler(BaseHTTPRequestHandler):
         if new_start:
             out["newStartPageToken"] = new_start
         return Reply.json(200, F.apply(out, tree))
-
-    # ------------------------------------------------------------ uploads
-    def _upload_start(self, route: str, file_id: str | None, params: dict[str, str],
-                      body: bytes) -> Reply:
-        st = self.fake.state
-        kind = params.get("uploadType", "")
-        F.select(_fields(params), F.FILE, F.DEFAULT_FILE)  # reject bad fields up front
-        adds, removes = params.get("addParents", ""), params.get("removeParents", "")
-        check_access(st, [file_id or "", *adds.split(",")], params)
-        if kind == "media":
-            mime = self.headers.get("Content-Type")
-            if file_id is None:
-                rec = st.create({}, body, mime)
-            else:
-                rec = st.update(file_id, {}, body, adds, removes)
-            return self._file_reply(rec.id, params)
-        if kind == "multipart":
-            meta, media, mime = parse_multipart(body, self.headers.get("Content-Type", ""))
-            check_access(st, _parents(meta), params)
-            if file_id is None:
-                rec = st.create(meta, media, mime)
-            else:
-                rec = st.update(file_id, meta, media, adds, removes)
-            return self._file_reply(rec.id, params)
-        if kind == "resumable":
-            raw_total = self.headers.get("X-Upload-Content-Length")
-            try:
-                total = int(raw_total) if raw_total not in (None, "") else None
-            except ValueError:
-                raise bad_request("Invalid X-Upload-Content-Length header.") from None
-            keep = {k: v for k, v in params.items() if k in (
-                "fields", "addParents", "removeParents", "supportsAllDrives",
-                "keepRevisionForever")}
-            meta = _json_body(body)
-            check_access(st, _parents(meta), params)
-            s = st.new_session(file_id, meta, keep,
-                               self.headers.get("X-Upload-Content-Type"), total)
-            host = self.headers.get("Host") or f"{self.fake.host}:{self.fake.port}"
-            path = "/upload/drive/v3/files" + (f"/{file_id}" if file_id else "")
-            location = f"http://{host}{path}?uploadType=resumable&upload_id={s.id}"
-            return Reply(200, b"", {"Location": location, "X-GUploader-UploadID": s.id})
-        raise bad_request(f"Invalid uploadType: '{kind}'. Use media, multipart or resumable.")
-
-    def _upload_chunk(self, params: dict[str, str], body: bytes) -> Reply:
-        s = self.fake.state.session(params["upload_id"])
-        start, end, total = parse_content_range(self.headers.get("Content-Range"))
-        if s.result_id is not None:
-            return self._file_reply(s.result_id, s.params)
-        if total is not None:
-            if s.total is not None and s.total != total:
-                raise bad_request(f"The total size {total} differs from the declared "
-                                  f"{s.total}.")
-            if total < s.received:
-                raise bad_request("The total size is less than the bytes already received.")
-            s.total = total
-        if start is None and end is None and self.headers.get("Content-Range"):
-            # status query: bytes */TOTAL
-            if s.total is not None and s.received >= s.total:
-                return self._complete(s)
-            return self._incomplete(s)
-        if start is None:  # no Content-Range: the body is the rest of the upload
-            start, total = s.received, s.received + len(body)
-            end = total - 1
-            s.total = total
-        assert end is not None
-        if len(body) != end - start + 1:
-            raise bad_request(f"The Content-Range {start}-{end} does not match the "
-                              f"{len(body)} bytes received.")
-        if start > s.received:
-            raise bad_request(f"Invalid request: the chunk starts at byte {start} but the "
-                              f"session has only {s.received} bytes.")
-        final = s.total is not None and end + 1 >= s.total
-        if not final and len(body) % CHUNK_GRANULARITY:
-            raise bad_request(
-                "Invalid request. The number of bytes uploaded is required to be a multiple "
-                f"of {CHUNK_GRANULARITY}, except for the final request. The received request "
-                f"contained {len(body)} bytes, which does not meet this requirement.")
-        s.data += body[s.received - start:]  # overlapping bytes were already received
-        if s.total is not None and s.received > s.total:
-            del s.data[s.total:]
-            raise bad_request("More bytes were sent than the declared total size.")
-        if s.total is not None and s.received == s.total:
-            return self._complete(s)
-        return self._incomplete(s)
-
-    def _incomplete(self, s: UploadSession) -> Reply:
-        headers = {"X-GUploader-UploadID": s.id}
-        if s.received:
-            headers["Range"] = f"bytes=0-{s.received - 1}"
-        return Reply(308, b"", headers)
-
-    def _complete(self, s: UploadSession) -> Reply:
-        rec = self.fake.state.finish_session(s)
-        return self._file_reply(rec.id, s.params)
 
 
 class _Server(ThreadingHTTPServer):
@@ -551,26 +387,3 @@ class _Server(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-
-
-def stat_route(method: str, route: str, params: dict[str, str]) -> str:
-    """How :attr:`FakeDrive.stats` names a request: ``"METHOD route"``, with the
-    upload type or ``alt=media`` where they tell requests of one route apart."""
-    if route.startswith("/upload/"):
-        if "upload_id" in params:
-            return f"{method} {route}?upload_id"
-        return f"{method} {route}?uploadType={params.get('uploadType', '')}"
-    if route == "/drive/v3/files/{fileId}" and params.get("alt") == "media":
-        return f"{method} {route}?alt=media"
-    return f"{method} {route}"
-
-
-def route_label(method: str, target: str, override: str | None = None) -> str:
-    """The stats label of a request for ``target`` (path and query) as the fake
-    would count it; ``override`` is an ``X-HTTP-Method-Override`` header."""
-    split = urlsplit(target)
-    params = dict(parse_qsl(split.query, keep_blank_values=True))
-    route = next((name for pattern, name in _ROUTES if pattern.match(split.path)), split.path)
-    if override and method == "POST":
-        method = override.upper()
-    return stat_route(method, route, params)

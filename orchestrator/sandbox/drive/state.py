@@ -10,6 +10,9 @@ monotonic time of the write. With ``lag > 0`` files.list and changes.list are
 computed from the changes older than ``lag`` seconds, while files.get reads the
 current state: Drive's eventually consistent listings.
 
+Records and constants are in :mod:`.records`, metadata checks in :mod:`.metadata`,
+the ``q`` language and ``orderBy`` in :mod:`.query`.
+
 Shared Drives (:meth:`DriveState.add_drive`): a drive's id is also the id of its
 root folder; every file under it carries that ``drive_id`` (``driveId`` in its
 resource). Who may see them (``supportsAllDrives``, ``corpora``, ``driveId``) is
@@ -18,121 +21,26 @@ decided by :mod:`.shared`; this store only records which drive a file is in.
 
 from __future__ import annotations
 
-import base64
-import copy
 import hashlib
-import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from . import query as q_lang
 from . import resources as R
-from .errors import DriveError, invalid, not_found
+from .errors import DriveError, not_found
+from .metadata import check_metadata, merge_props, meta_time
+from .records import (
+    ROOT_ID,
+    ROOT_NAME,
+    Change,
+    FileRecord,
+    UploadSession,
+    is_google_type,
+    new_id,
+)
 from .resources import FOLDER_MIME
 from .revisions import Revision, Revisions
-
-ROOT_ID = "0AFakeDriveRootFolderUk9PVA"
-ROOT_NAME = "My Drive"
-CHUNK_GRANULARITY = 256 * 1024
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
-MAX_PROPERTY_BYTES = 124
-MAX_PROPERTIES = 30
-
-_READ_ONLY = {
-    "kind", "md5Checksum", "sha1Checksum", "sha256Checksum", "size", "version",
-    "quotaBytesUsed", "headRevisionId", "ownedByMe", "owners", "lastModifyingUser",
-    "capabilities", "webViewLink", "webContentLink", "iconLink", "explicitlyTrashed",
-    "trashedTime", "trashingUser", "spaces", "fileExtension", "fullFileExtension",
-    "hasThumbnail", "thumbnailLink", "thumbnailVersion", "modifiedByMe", "viewedByMe",
-    "shared", "sharingUser", "permissionIds", "permissions", "driveId", "teamDriveId",
-    "isAppAuthorized", "exportLinks", "hasAugmentedPermissions", "linkShareMetadata",
-    "resourceKey", "labelInfo", "imageMediaMetadata", "videoMediaMetadata",
-}
-_WRITABLE = {"id", "name", "mimeType", "parents", "appProperties", "properties",
-             "description", "starred", "trashed", "modifiedTime", "createdTime",
-             "originalFilename", "viewedByMeTime", "folderColorRgb", "contentHints",
-             "copyRequiresWriterPermission", "writersCanShare", "shortcutDetails",
-             "contentRestrictions", "downloadRestrictions", "inheritedPermissionsDisabled"}
-
-
-def new_id() -> str:
-    """A Drive-like file id: 33 URL-safe characters starting with ``1``."""
-    return "1" + secrets.token_urlsafe(24)[:32]
-
-
-def _is_google_type(mime: str) -> bool:
-    return mime.startswith("application/vnd.google-apps.")
-
-
-@dataclass
-class FileRecord:
-    """One file's metadata (content lives in :attr:`DriveState.contents`)."""
-
-    id: str
-    name: str
-    mime_type: str
-    parents: list[str]
-    created: int
-    modified: int
-    version: int
-    seq: int
-    trashed: bool = False
-    explicitly_trashed: bool = False
-    trashed_time: int | None = None
-    starred: bool = False
-    description: str = ""
-    original_filename: str | None = None
-    app_properties: dict[str, str] = field(default_factory=dict)
-    properties: dict[str, str] = field(default_factory=dict)
-    size: int | None = None
-    md5: str | None = None
-    sha1: str | None = None
-    sha256: str | None = None
-    head_revision: str | None = None
-    drive_id: str | None = None  # the Shared Drive it is in; None: My Drive
-
-    @property
-    def is_folder(self) -> bool:
-        return self.mime_type == FOLDER_MIME
-
-    def snapshot(self) -> FileRecord:
-        """An independent copy (for the change log)."""
-        return copy.deepcopy(self)
-
-
-@dataclass
-class Change:
-    """One entry of the change log; ``snapshot`` is None for a removal."""
-
-    id: int
-    file_id: str
-    time: int
-    mono: float
-    snapshot: FileRecord | None
-    drive_id: str | None = None  # the Shared Drive of the file (also for a removal)
-
-
-@dataclass
-class UploadSession:
-    """A resumable upload: what to do when complete, and the bytes so far."""
-
-    id: str
-    file_id: str | None  # None: create a file; else update this one
-    metadata: dict[str, Any]
-    params: dict[str, str]
-    mime_type: str | None
-    total: int | None
-    data: bytearray = field(default_factory=bytearray)
-    result_id: str | None = None  # set once the upload completed
-
-    @property
-    def received(self) -> int:
-        return len(self.data)
 
 
 class DriveState:
@@ -229,41 +137,6 @@ class DriveState:
         return R.about(self.files.values(), email or self.user_email)
 
     # ---------------------------------------------------------------- writes
-    def _check_metadata(self, meta: dict[str, Any], creating: bool) -> None:
-        if not isinstance(meta, dict):
-            raise invalid("Invalid JSON payload received.", reason="parseError")
-        for key in meta:
-            if key in _READ_ONLY or (key == "parents" and not creating) or \
-                    (key in ("id", "createdTime") and not creating):
-                msg = ("The parents field is not directly writable in update requests. Use "
-                       "the addParents and removeParents parameters instead."
-                       if key == "parents" else
-                       "The resource body includes fields which are not directly writable.")
-                raise DriveError(403, "fieldNotWritable", msg)
-            if key not in _WRITABLE:
-                raise invalid(f"Invalid JSON payload received. Unknown name \"{key}\": "
-                              "Cannot find field.", reason="parseError")
-        for key in ("appProperties", "properties"):
-            if key in meta and not isinstance(meta[key], dict):
-                raise invalid(f"Invalid value for {key}", reason="invalid")
-
-    def _merge_props(self, current: dict[str, str], given: dict[str, Any]) -> dict[str, str]:
-        out = dict(current)
-        for k, v in given.items():
-            if v is None:
-                out.pop(k, None)
-                continue
-            v = str(v)
-            if len(k.encode()) + len(v.encode()) > MAX_PROPERTY_BYTES:
-                raise invalid(f"The size of the property '{k}' exceeds the limit of "
-                              f"{MAX_PROPERTY_BYTES} bytes (key + value, UTF-8).",
-                              reason="invalidProperty")
-            out[k] = v
-        if len(out) > MAX_PROPERTIES:
-            raise invalid(f"A file may carry at most {MAX_PROPERTIES} properties per app.",
-                          reason="invalidProperty")
-        return out
-
     def _set_content(self, rec: FileRecord, data: bytes) -> None:
         self.contents[rec.id] = bytes(data)
         rec.size = len(data)
@@ -287,7 +160,7 @@ class DriveState:
     def create(self, meta: dict[str, Any], data: bytes | None = None,
                media_mime: str | None = None) -> FileRecord:
         """files.create: ``meta`` is the request body, ``data`` the media (if any)."""
-        self._check_metadata(meta, creating=True)
+        check_metadata(meta, creating=True)
         parents = [self._check_parent(p) for p in (meta.get("parents") or ["root"])]
         if len(parents) > 1:
             raise DriveError(403, "cannotAddParent",
@@ -297,17 +170,17 @@ class DriveState:
             raise DriveError(409, "duplicate", "A file already exists with the provided ID.")
         mime = meta.get("mimeType") or media_mime or "application/octet-stream"
         now = self._now()
-        created = _meta_time(meta, "createdTime", now)
+        created = meta_time(meta, "createdTime", now)
         self._seq += 1
         rec = FileRecord(fid, str(meta.get("name") or "Untitled"), mime, parents, created,
-                         _meta_time(meta, "modifiedTime", now), 1, self._seq,
+                         meta_time(meta, "modifiedTime", now), 1, self._seq,
                          starred=bool(meta.get("starred", False)),
                          description=str(meta.get("description") or ""),
                          original_filename=meta.get("originalFilename"),
-                         app_properties=self._merge_props({}, meta.get("appProperties") or {}),
-                         properties=self._merge_props({}, meta.get("properties") or {}),
+                         app_properties=merge_props({}, meta.get("appProperties") or {}),
+                         properties=merge_props({}, meta.get("properties") or {}),
                          drive_id=self.drive_of(parents[0]))
-        if not _is_google_type(mime):
+        if not is_google_type(mime):
             self._set_content(rec, data or b"")
         if meta.get("trashed"):
             rec.trashed = rec.explicitly_trashed = True
@@ -319,7 +192,7 @@ class DriveState:
     def update(self, file_id: str, meta: dict[str, Any], data: bytes | None = None,
                add_parents: str = "", remove_parents: str = "") -> FileRecord:
         """files.update: PATCH ``meta``, move between parents, replace content."""
-        self._check_metadata(meta, creating=False)
+        check_metadata(meta, creating=False)
         rec = self.get(file_id)
         if rec.id == ROOT_ID or rec.id in self.drives:
             raise DriveError(403, "insufficientFilePermissions",
@@ -355,15 +228,15 @@ class DriveState:
         if "originalFilename" in meta:
             rec.original_filename = meta["originalFilename"]
         if "appProperties" in meta:
-            rec.app_properties = self._merge_props(rec.app_properties, meta["appProperties"])
+            rec.app_properties = merge_props(rec.app_properties, meta["appProperties"])
         if "properties" in meta:
-            rec.properties = self._merge_props(rec.properties, meta["properties"])
+            rec.properties = merge_props(rec.properties, meta["properties"])
         if data is not None:
             self._set_content(rec, data)
         if touched:
             rec.modified = now
         if "modifiedTime" in meta:
-            rec.modified = _meta_time(meta, "modifiedTime", now)
+            rec.modified = meta_time(meta, "modifiedTime", now)
         rec.version += 1
         cascade: list[FileRecord] = []
         if "trashed" in meta and bool(meta["trashed"]) != rec.explicitly_trashed:
@@ -416,100 +289,15 @@ class DriveState:
             if rec.id in self.files:
                 self.delete(rec.id)
 
-    # ------------------------------------------------------------- listings
-    def _view(self, lag: float) -> dict[str, FileRecord]:
-        """The files as listings see them: current, or as of ``lag`` seconds ago."""
-        if lag <= 0:
-            return self.files
-        cutoff = time.monotonic() - lag
-        view: dict[str, FileRecord] = {}
-        for ch in self.changes:
-            if ch.mono > cutoff:
-                break
-            if ch.snapshot is None:
-                view.pop(ch.file_id, None)
-            else:
-                view[ch.file_id] = ch.snapshot
-        return view
-
-    def list_files(self, q: str | None, order_by: str | None, page_size: int,
-                   page_token: str | None, lag: float,
-                   scope: Callable[[str | None], bool] = lambda drive: drive is None
-                   ) -> tuple[list[FileRecord], str | None]:
-        """files.list: the page of matching records and the next page token; only
-        files whose drive (None: My Drive) is in ``scope`` are searched."""
-        pred = q_lang.compile_query(q, self.user_email, {"root": ROOT_ID})
-        hide_trashed = not self.list_trashed_by_default and not q_lang.mentions_trashed(q)
-        matches = [f for f in self._view(lag).values()
-                   if scope(f.drive_id) and pred(f) and not (hide_trashed and f.trashed)]
-        matches = _sort(matches, order_by)
-        digest = hashlib.sha1(f"{q}\0{order_by}".encode()).hexdigest()[:12]
-        offset = 0
-        if page_token:
-            try:
-                tok = json.loads(base64.urlsafe_b64decode(page_token.encode()))
-                offset = int(tok["o"])
-                if tok["h"] != digest:
-                    raise ValueError
-            except (ValueError, KeyError, TypeError):
-                raise invalid("Invalid Value", location="pageToken") from None
-        page = matches[offset:offset + page_size]
-        nxt = None
-        if offset + page_size < len(matches):
-            raw = json.dumps({"o": offset + page_size, "h": digest}).encode()
-            nxt = base64.urlsafe_b64encode(raw).decode()
-        return page, nxt
-
-    def start_page_token(self) -> str:
-        """changes.getStartPageToken: the id the next change will get."""
-        return str(len(self.changes) + 1)
-
-    def list_changes(self, page_token: str, page_size: int, include_removed: bool,
-                     lag: float, scope: Callable[[str | None], bool] = lambda d: d is None
-                     ) -> tuple[list[Change], str | None, str | None]:
-        """changes.list: (changes, nextPageToken, newStartPageToken).
-
-        With coalescing (Drive's behaviour) a file that changed several times
-        appears once, at its latest visible change.
-        """
-        try:
-            start = int(page_token)
-            if start < 1:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise invalid("Invalid Value", location="pageToken") from None
-        cutoff = time.monotonic() - lag
-        visible = len(self.changes)
-        if lag > 0:
-            while visible > 0 and self.changes[visible - 1].mono > cutoff:
-                visible -= 1
-        latest: dict[str, int] = {}
-        if self.coalesce_changes:
-            for ch in self.changes[start - 1:visible]:
-                latest[ch.file_id] = ch.id
-        out: list[Change] = []
-        pos = start
-        while pos <= visible and len(out) < page_size:
-            ch = self.changes[pos - 1]
-            pos += 1
-            if self.coalesce_changes and latest.get(ch.file_id) != ch.id:
-                continue
-            if (ch.snapshot is None and not include_removed) or not scope(ch.drive_id):
-                continue
-            out.append(ch)
-        if pos > visible:
-            return out, None, str(max(visible + 1, start))
-        return out, str(pos), None
-
     # ------------------------------------------------------------ sessions
     def new_session(self, file_id: str | None, meta: dict[str, Any], params: dict[str, str],
                     mime_type: str | None, total: int | None) -> UploadSession:
         """Start a resumable upload (metadata is checked now, as Drive does)."""
         if file_id is not None:
-            self._check_metadata(meta, creating=False)
+            check_metadata(meta, creating=False)
             file_id = self.get(file_id).id
         else:
-            self._check_metadata(meta, creating=True)
+            check_metadata(meta, creating=True)
             for p in meta.get("parents") or []:
                 self._check_parent(p)
         sid = "ADPyc" + secrets.token_urlsafe(48)
@@ -556,45 +344,3 @@ class DriveState:
             parts.append(nxt.name)
             cur = nxt
         return "/".join(reversed(parts))
-
-
-def _meta_time(meta: dict[str, Any], key: str, default: int) -> int:
-    if not meta.get(key):
-        return default
-    try:
-        return q_lang.parse_time(str(meta[key]))
-    except DriveError:
-        raise invalid(f"Invalid value for {key}: {meta[key]}", reason="invalid") from None
-
-
-_SORT_KEYS = {
-    "createdTime": lambda f: f.created, "modifiedTime": lambda f: f.modified,
-    "modifiedByMeTime": lambda f: f.modified, "viewedByMeTime": lambda f: f.modified,
-    "recency": lambda f: f.modified, "sharedWithMeTime": lambda f: 0,
-    "name": lambda f: (f.name.lower(), f.name),
-    "name_natural": lambda f: _natural(f.name),
-    "folder": lambda f: (not f.is_folder, f.name.lower()),
-    "quotaBytesUsed": lambda f: f.size or 0, "starred": lambda f: f.starred,
-}
-
-
-def _natural(name: str) -> list[Any]:
-    import re
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p.lower())
-            for p in re.split(r"(\d+)", name) if p]
-
-
-def _sort(files: list[FileRecord], order_by: str | None) -> list[FileRecord]:
-    out = sorted(files, key=lambda f: f.seq)  # default: creation order
-    if not order_by:
-        return out
-    keys = []
-    for part in order_by.split(","):
-        words = part.split()
-        if not words or len(words) > 2 or words[0] not in _SORT_KEYS or \
-                (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
-            raise invalid("Invalid Value", location="orderBy")
-        keys.append((words[0], len(words) == 2 and words[1].lower() == "desc"))
-    for key, desc in reversed(keys):
-        out.sort(key=_SORT_KEYS[key], reverse=desc)
-    return out

@@ -1,4 +1,6 @@
-"""Upload wire formats: multipart/related bodies and ``Content-Range`` headers."""
+"""Uploads: the wire formats (multipart/related bodies, ``Content-Range`` headers)
+and the upload methods (media, multipart, resumable sessions and their chunks).
+Callers hold :attr:`DriveState.lock`."""
 
 from __future__ import annotations
 
@@ -6,9 +8,19 @@ import base64
 import json
 import re
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import fields as F
+from .control import Reply
 from .errors import DriveError, bad_request
+from .params import fields_of, file_reply, json_body, parents_of
+from .records import CHUNK_GRANULARITY, UploadSession
+from .shared import check_access
+
+if TYPE_CHECKING:
+    from email.message import Message
+
+    from .state import DriveState
 
 
 def parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, Any], bytes, str | None]:
@@ -98,3 +110,100 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None:
                          "Request range not satisfiable", location="Range",
                          location_type="header", headers={"Content-Range": f"bytes */{size}"})
     return start, end
+
+
+def start_upload(st: DriveState, file_id: str | None, params: dict[str, str],
+                 headers: Message, body: bytes, host: str) -> Reply:
+    """files.create/update on the upload URL: a ``media`` or ``multipart`` upload
+    whole, or a ``resumable`` session started (its URL on ``host``)."""
+    kind = params.get("uploadType", "")
+    F.select(fields_of(params), F.FILE, F.DEFAULT_FILE)  # reject bad fields up front
+    adds, removes = params.get("addParents", ""), params.get("removeParents", "")
+    check_access(st, [file_id or "", *adds.split(",")], params)
+    if kind == "media":
+        mime = headers.get("Content-Type")
+        if file_id is None:
+            rec = st.create({}, body, mime)
+        else:
+            rec = st.update(file_id, {}, body, adds, removes)
+        return file_reply(st, rec.id, params)
+    if kind == "multipart":
+        meta, media, mime = parse_multipart(body, headers.get("Content-Type", ""))
+        check_access(st, parents_of(meta), params)
+        if file_id is None:
+            rec = st.create(meta, media, mime)
+        else:
+            rec = st.update(file_id, meta, media, adds, removes)
+        return file_reply(st, rec.id, params)
+    if kind == "resumable":
+        raw_total = headers.get("X-Upload-Content-Length")
+        try:
+            total = int(raw_total) if raw_total not in (None, "") else None
+        except ValueError:
+            raise bad_request("Invalid X-Upload-Content-Length header.") from None
+        keep = {k: v for k, v in params.items() if k in (
+            "fields", "addParents", "removeParents", "supportsAllDrives",
+            "keepRevisionForever")}
+        meta = json_body(body)
+        check_access(st, parents_of(meta), params)
+        s = st.new_session(file_id, meta, keep,
+                           headers.get("X-Upload-Content-Type"), total)
+        path = "/upload/drive/v3/files" + (f"/{file_id}" if file_id else "")
+        location = f"http://{host}{path}?uploadType=resumable&upload_id={s.id}"
+        return Reply(200, b"", {"Location": location, "X-GUploader-UploadID": s.id})
+    raise bad_request(f"Invalid uploadType: '{kind}'. Use media, multipart or resumable.")
+
+def upload_chunk(st: DriveState, params: dict[str, str], headers: Message, body: bytes
+                 ) -> Reply:
+    """A PUT to a resumable session: its bytes so far (308) or, once all are in,
+    the file created or updated; a status query (``bytes */TOTAL``) too."""
+    s = st.session(params["upload_id"])
+    start, end, total = parse_content_range(headers.get("Content-Range"))
+    if s.result_id is not None:
+        return file_reply(st, s.result_id, s.params)
+    if total is not None:
+        if s.total is not None and s.total != total:
+            raise bad_request(f"The total size {total} differs from the declared "
+                              f"{s.total}.")
+        if total < s.received:
+            raise bad_request("The total size is less than the bytes already received.")
+        s.total = total
+    if start is None and end is None and headers.get("Content-Range"):
+        # status query: bytes */TOTAL
+        if s.total is not None and s.received >= s.total:
+            return _complete(st, s)
+        return _incomplete(s)
+    if start is None:  # no Content-Range: the body is the rest of the upload
+        start, total = s.received, s.received + len(body)
+        end = total - 1
+        s.total = total
+    assert end is not None
+    if len(body) != end - start + 1:
+        raise bad_request(f"The Content-Range {start}-{end} does not match the "
+                          f"{len(body)} bytes received.")
+    if start > s.received:
+        raise bad_request(f"Invalid request: the chunk starts at byte {start} but the "
+                          f"session has only {s.received} bytes.")
+    final = s.total is not None and end + 1 >= s.total
+    if not final and len(body) % CHUNK_GRANULARITY:
+        raise bad_request(
+            "Invalid request. The number of bytes uploaded is required to be a multiple "
+            f"of {CHUNK_GRANULARITY}, except for the final request. The received request "
+            f"contained {len(body)} bytes, which does not meet this requirement.")
+    s.data += body[s.received - start:]  # overlapping bytes were already received
+    if s.total is not None and s.received > s.total:
+        del s.data[s.total:]
+        raise bad_request("More bytes were sent than the declared total size.")
+    if s.total is not None and s.received == s.total:
+        return _complete(st, s)
+    return _incomplete(s)
+
+def _incomplete(s: UploadSession) -> Reply:
+    headers = {"X-GUploader-UploadID": s.id}
+    if s.received:
+        headers["Range"] = f"bytes=0-{s.received - 1}"
+    return Reply(308, b"", headers)
+
+def _complete(st: DriveState, s: UploadSession) -> Reply:
+    rec = st.finish_session(s)
+    return file_reply(st, rec.id, s.params)
