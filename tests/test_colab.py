@@ -80,7 +80,7 @@ def test_worker_notebook_runs_jobs_sent_to_colab(project_dir: Path, drive: Any,
                                                  tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     p = drive_project(project_dir, drive)
-    link = p.orch("colab", "--idle", "4s", check=True).stdout.strip()
+    link = p.orch("colab", "--idle", "10s", check=True).stdout.strip()
     nb = fetch_notebook(p, link)
     assert nb.metadata["accelerator"] == "GPU"
     queued = p.orch("submit", "--on", "colab", "save.py", check=True)
@@ -228,7 +228,7 @@ def test_killed_kernel_then_rerun_resumes_from_the_checkpoint(project_dir: Path,
     (project_dir / "train.py").write_text(TINY_KERAS_SCRIPT)
     job_id = p.orch("submit", "--on", "colab", "--name", "resume", "train.py", "--",
                     "--epochs", "10", "--sleep", "0.6", check=True).stdout.split()[0]
-    link = p.orch("colab", "--idle", "3s", check=True).stdout.strip()
+    link = p.orch("colab", "--idle", "10s", check=True).stdout.strip()
     colab_kernel_env(monkeypatch, drive, tmp_path, project_dir)
     ckpt = f"{p.folder}/{P.ckpt(job_id, 1)}"
 

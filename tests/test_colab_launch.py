@@ -93,7 +93,7 @@ def test_launch_runs_the_worker_cell_past_exec_s_default_timeout(tmp_path: Path,
                                                                  sandbox_dir: Path,
                                                                  project_dir: Path) -> None:
     """The stand-in's exec cuts cells after 3 s by default here; the worker cell runs
-    a 2-second job and idles 4 s more: only the `--timeout` orch passes lets it finish.
+    a 2-second job and idles 10 s more: only the `--timeout` orch passes lets it finish.
     The notebook signs in with orch's own Drive sign-in (no consent dialog there)."""
     needs_nbclient()
     run_orch(tmp_path, "sandbox", "up", "--dir", str(sandbox_dir), check=True)
@@ -104,7 +104,7 @@ def test_launch_runs_the_worker_cell_past_exec_s_default_timeout(tmp_path: Path,
     job_id = run_orch(project_dir, "submit", "--on", "colab", "save.py", "--", "2",
                       check=True).stdout.split()[0]
     env = {"ORCH_SANDBOX_COLAB_EXEC_TIMEOUT": "3"}
-    out = run_orch(project_dir, "colab", "--launch", "--idle", "4s", env=env, check=True)
+    out = run_orch(project_dir, "colab", "--launch", "--idle", "10s", env=env, check=True)
     assert out.stdout.startswith("https://colab.research.google.com/drive/")
     assert "launched Colab session" in out.stderr
     log = project_dir / ".orch" / "logs" / "colab-launch.log"

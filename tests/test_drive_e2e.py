@@ -106,7 +106,10 @@ def test_lease_expires_while_drive_lags_and_the_zombie_writes_nothing(
                  message="running on remote-a")
         status_key = f"{p.folder}/runs/{job_id}/1/status.json"
         wait_for(lambda: status_key in drive.paths(), timeout=30, message="status on Drive")
-        trainer = json.loads(drive.content(drive.paths()[status_key]))["pid"]
+        # the first status (phase STARTING) has no pid yet: wait for the one that does
+        trainer = wait_for(
+            lambda: json.loads(drive.content(drive.paths()[status_key])).get("pid"),
+            timeout=30, message="the training process's pid on Drive")
         os.kill(first.pid, signal.SIGSTOP)  # silent: no heartbeats, run frozen
         os.killpg(trainer, signal.SIGSTOP)
         try:

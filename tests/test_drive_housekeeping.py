@@ -116,25 +116,31 @@ def test_parties_starting_together_use_one_hub_folder(drive: Any, tmp_path: Path
 
 def test_parties_whose_listings_lag_converge_on_the_oldest_folder(drive: Any,
                                                                    tmp_path: Path) -> None:
-    folder = folder_for(tmp_path) + "/hub"
     import time
 
     parent = drive_hub(folder_for(tmp_path)).root_id
-    made = time.monotonic()
-    wait_for(lambda: time.monotonic() - made > 1.5, timeout=5)  # the parent is listed
+    listed = time.monotonic()
+    wait_for(lambda: time.monotonic() - listed > 1.5, timeout=5)  # the parent is listed
     drive.faults.lag = 1.0  # nobody sees another's new folder at first: each makes one
-    results = race(drive, tmp_path, folder, n=3, settle=2, stay=8)
-    live = live_folders(drive, "hub", parent)
-    # one folder on Drive, and every party writes there (the oldest it knows)
-    assert len(live) == 1 and {r["root"][0] for r in results} == {live[0]["id"]}, \
-        (results, live)
-    made = drive.find(name="hub", parent=parent, trashed=True)
-    assert made, "the duplicates were trashed, not left behind"
+    for attempt in range(3):  # until the race was real (under load, one may come late)
+        name = f"hub{attempt}"
+        folder = f"{folder_for(tmp_path)}/{name}"
+        results = race(drive, tmp_path / name, folder, n=3, settle=2, stay=8)
+        live = live_folders(drive, name, parent)
+        # one folder on Drive, and every party writes there (the oldest it knows)
+        assert len(live) == 1 and {r["root"][0] for r in results} == {live[0]["id"]}, \
+            (results, live)
+        for r in results:
+            assert sorted(d["me"] for d in r["seen"]) == ["p0", "p1", "p2"]
+        assert len(drive_hub(folder).list("peers")) == 3  # every document moved into it
+        made = drive.find(name=name, parent=parent, trashed=True)
+        if made:  # the duplicates were trashed, not left behind
+            break
+        assert made_folders(drive, name) == {live[0]["id"]}, "duplicates made, none trashed"
+    else:
+        pytest.fail("the parties never raced (one create each time)")
     oldest = min([*live, *made], key=lambda f: (f["createdTime"], f["id"]))
     assert live[0]["id"] == oldest["id"]
-    for r in results:
-        assert sorted(d["me"] for d in r["seen"]) == ["p0", "p1", "p2"]
-    assert len(drive_hub(folder).list("peers")) == 3  # every document moved into it
 
 
 def test_a_lost_answer_to_a_folder_create_leaves_one_folder(drive: Any, tmp_path: Path) -> None:

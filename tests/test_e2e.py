@@ -352,8 +352,9 @@ def test_a_stopped_local_worker_and_its_run_die_before_the_next_attempt(
 
 def test_daemon_commands_and_idle_exit(project_dir: Path) -> None:
     toml = project_dir / "orch.toml"
+    # long enough for two CLI calls to find it running on a loaded machine
     toml.write_text(toml.read_text().replace("daemon_idle_timeout = 60",
-                                             'daemon_idle_timeout = "1s"'))
+                                             'daemon_idle_timeout = "5s"'))
     run_orch(project_dir, "init", check=True)
     assert "not running" in run_orch(project_dir, "daemon", "status", check=True).stdout
     assert "started" in run_orch(project_dir, "daemon", "start", check=True).stdout
@@ -361,6 +362,8 @@ def test_daemon_commands_and_idle_exit(project_dir: Path) -> None:
     # with nothing to do it exits by itself after daemon_idle_timeout
     wait_for(lambda: "not running" in run_orch(project_dir, "daemon", "status").stdout,
              timeout=30, message="idle daemon exits")
+    toml.write_text(toml.read_text().replace('daemon_idle_timeout = "5s"',
+                                             "daemon_idle_timeout = 60"))  # stop finds it
     run_orch(project_dir, "daemon", "start", check=True)
     out = run_orch(project_dir, "daemon", "stop", check=True).stdout
     assert "stopped" in out

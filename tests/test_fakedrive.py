@@ -499,7 +499,7 @@ def test_auth_required_and_token_grants(fake: FakeDrive) -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert "refresh_token" in json.loads(content)
     # short-lived tokens expire by themselves
-    fake.token_ttl = 0.2
+    fake.token_ttl = 2.0  # the first call below must come within it, under load too
     short = build_service(credentials=AccessTokenCredentials(fake.issue_token(), "t"),
                           url=fake.url)
     short.files().list().execute()
@@ -511,7 +511,7 @@ def test_auth_required_and_token_grants(fake: FakeDrive) -> None:
             return True
         return False
 
-    wait_for(rejected, timeout=5, interval=0.05, message="token expiry")
+    wait_for(rejected, timeout=15, interval=0.1, message="token expiry")
     fake.require_auth = False
     assert anon.files().list().execute()["files"] == []
 
@@ -594,13 +594,13 @@ def test_random_faults_are_deterministic_per_seed(fake: FakeDrive, svc: Any) -> 
 
 def test_lag_hides_new_files_from_listings_not_from_get(fake: FakeDrive, svc: Any) -> None:
     token = svc.changes().getStartPageToken().execute()["startPageToken"]
-    fake.faults.lag = 0.4
+    fake.faults.lag = 3.0  # the three reads after each write must come within it
     f = upload(svc, "late.json", b"x")
     assert svc.files().get(fileId=f["id"], fields="name").execute() == {"name": "late.json"}
     assert names(svc, "name = 'late.json'") == []
     assert svc.changes().list(pageToken=token).execute()["changes"] == []
-    wait_for(lambda: names(svc, "name = 'late.json'") == ["late.json"], timeout=5,
-             interval=0.05, message="file listed after the lag")
+    wait_for(lambda: names(svc, "name = 'late.json'") == ["late.json"], timeout=15,
+             interval=0.1, message="file listed after the lag")
     ch = svc.changes().list(pageToken=token, fields="changes(fileId)").execute()
     assert ch["changes"] == [{"fileId": f["id"]}]
     # deletions show late in listings too, but get sees them at once
@@ -608,7 +608,7 @@ def test_lag_hides_new_files_from_listings_not_from_get(fake: FakeDrive, svc: An
     with pytest.raises(HttpError):
         svc.files().get(fileId=f["id"]).execute()
     assert names(svc, "name = 'late.json'") == ["late.json"]
-    wait_for(lambda: names(svc, "name = 'late.json'") == [], timeout=5, interval=0.05,
+    wait_for(lambda: names(svc, "name = 'late.json'") == [], timeout=15, interval=0.1,
              message="deletion listed after the lag")
 
 

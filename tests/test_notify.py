@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.models import JobState
 from orchestrator.notify import EndWatch, Notifier, desktop_command, ended_line, has_ended
-from tests.conftest import job, run_orch
+from tests.conftest import job, run_orch, wait_for
 from tests.tmux import PROMPT
 
 S = JobState
@@ -35,14 +35,23 @@ print("saved", a.n)
 @pytest.fixture
 def notify_send(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """A stand-in `notify-send` first on PATH, appending its arguments (one call a
-    line) to the file returned; the environment that puts it there."""
+    line, in one write: two calls may run at once) to the file returned; the
+    environment that puts it there. orch does not wait for it: read with `calls_of`."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "notify-calls.txt"
     script = bin_dir / "notify-send"
-    script.write_text(f'#!/bin/sh\nprintf "%s|" "$@" >> "{calls}"\necho >> "{calls}"\n')
+    script.write_text(f'#!/bin/sh\nline=$(printf "%s|" "$@")\n'
+                      f'printf "%s\\n" "$line" >> "{calls}"\n')
     script.chmod(0o755)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, calls
+
+
+def calls_of(calls: Path, count: int) -> list[str]:
+    """The stand-in's ``count`` calls, once all are written (it is not waited for)."""
+    wait_for(lambda: calls.exists() and len(calls.read_text().splitlines()) >= count,
+             timeout=15, message=f"{count} notify-send call(s)")
+    return calls.read_text().splitlines()
 
 
 def test_wait_tells_each_end_and_notifies(project_dir: Path, notify_send: Any) -> None:
@@ -56,7 +65,7 @@ def test_wait_tells_each_end_and_notifies(project_dir: Path, notify_send: Any) -
     ended = re.findall(r"^\w{8} quick_n=\d: PULLED after \d+s → \S+$", text, re.M)
     assert len(ended) == 2, proc.stderr
     assert proc.stderr.count("\a") == 2
-    lines = calls.read_text().splitlines()
+    lines = calls_of(calls, 2)
     assert sorted(ln.split("|")[0] for ln in lines) == ["orch: quick_n=1 PULLED",
                                                          "orch: quick_n=2 PULLED"]
     assert all("PULLED after" in ln.split("|")[1] for ln in lines)
@@ -88,8 +97,8 @@ def test_wait_on_a_terminal_tells_the_end(project_dir: Path, notify_send: Any,
                        60, "the job's end and the prompt")
     assert re.search(r"^\w{8} quick: PULLED after \d+s → models/quick/model.bin$", screen, re.M)
     assert all(len(ln) <= 80 for ln in screen.splitlines())
-    assert b"\a" in raw.read_bytes()
-    assert len(calls.read_text().splitlines()) == 1
+    wait_for(lambda: b"\a" in raw.read_bytes(), timeout=10, message="the bell in the pane")
+    assert len(calls_of(calls, 1)) == 1
 
 
 def ended(name: str, state: JobState, attempt: int = 1, **kw: Any) -> Any:

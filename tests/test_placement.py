@@ -246,8 +246,16 @@ def test_a_probed_job_moves_to_where_it_finishes_much_sooner(project: Project,
 
 def test_a_worker_runs_several_jobs_at_once(project: Project, store: Store,
                                             tmp_path: Path) -> None:
+    # each run says it started, then waits (at most 60 s) for the other to start too:
+    # run one after the other, the first would end before the second began
+    met = tmp_path / "started"
+    met.mkdir()
     script = ("import os, pathlib, time\n"
-              "t0 = time.time(); time.sleep(1.5)\n"
+              f"met = pathlib.Path({str(met)!r})\n"
+              "t0 = time.time()\n"
+              "(met / os.environ['ORCH_JOB_ID']).touch()\n"
+              "while len(list(met.iterdir())) < 2 and time.time() < t0 + 60:\n"
+              "    time.sleep(0.05)\n"
               "out = pathlib.Path(os.environ['ORCH_OUTPUT_DIR'], 'span')\n"
               "out.write_text(f'{t0} {time.time()}')\n")
     hub = FolderHub(project.hub_dir)

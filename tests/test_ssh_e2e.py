@@ -198,6 +198,9 @@ def test_one_worker_per_gpu_of_the_host(project_dir: Path, ssh_host: Host, tmp_p
     from orchestrator.hosts import Hosts
 
     settings(project_dir)
+    toml = project_dir / "orch.toml"  # the idle GPU worker must outlive the checks below
+    toml.write_text(toml.read_text().replace("worker_idle_timeout = 30",
+                                             "worker_idle_timeout = 300"))
     fake = tmp_path / "fakebin"
     fake.mkdir()
     smi = fake / "nvidia-smi"

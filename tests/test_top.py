@@ -203,13 +203,14 @@ def test_top_at_160x40_shows_everything_and_notifies(busy: dict[str, Any], tmux:
     # held); the end shows in the message area, once, with the bell and the notifier
     run_orch(root, "cancel", ids["train-a"], check=True)
     screen = tmux.wait(lambda s: f"{quick} quick: PULLED" in s, 40, "the line about quick")
-    wait_for(lambda: calls.exists() and "quick" in calls.read_text(), 10,
-             message="notify-send called")
+    wait_for(lambda: calls.exists() and "quick" in calls.read_text()
+             and "train-a CANCELLED" in calls.read_text(), 10,
+             message="notify-send called for both ends (it is not waited for)")
     lines = calls.read_text().splitlines()
     about_quick = [ln for ln in lines if "quick" in ln]
     assert len(about_quick) == 1 and "PULLED" in about_quick[0]
     assert any("train-a CANCELLED" in ln for ln in lines)
-    assert b"\a" in raw.read_bytes()
+    wait_for(lambda: b"\a" in raw.read_bytes(), 10, message="the bell in the pane")
     fits(screen, 160, 40)
     os.kill(tmux.foreground_pid(), signal.SIGTERM)  # killed, it still restores the terminal
     tmux.wait(lambda s: s.rstrip().endswith(PROMPT.strip()), 10, "the shell's prompt")
