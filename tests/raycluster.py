@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.sshd import _descendants, free_port
+from tests.sshd import _descendants, free_port, free_ports
 
 RAY = Path(sys.executable).parent / "ray"
 
@@ -37,8 +37,8 @@ class RayCluster:
         self.cpus = cpus
         # Ray's socket paths must stay short: a folder right under /tmp
         self.temp = Path(tempfile.mkdtemp(prefix="orchray", dir="/tmp"))
-        self.port = free_port()
-        self.dashboard_port = free_port()
+        # the head's ports and each node's dashboard agent's: all different
+        self.port, self.dashboard_port, self.client_port, *self._agent_ports = free_ports(8)
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         self.nodes: dict[str, subprocess.Popen[bytes]] = {}  # name → its `ray start`
         (self.temp / "tmp").mkdir()
@@ -47,11 +47,12 @@ class RayCluster:
                     "PATH": f"{RAY.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def _start(self, name: str, args: list[str], timeout: float = 120.0) -> None:
+        agent = self._agent_ports.pop() if self._agent_ports else free_port()
         log = (self.temp / f"{name}.log").open("wb")
         proc = subprocess.Popen([str(RAY), "start", "--disable-usage-stats",
                                  "--node-ip-address", "127.0.0.1",
                                  "--object-store-memory", str(100 * 1024 * 1024),
-                                 "--dashboard-agent-listen-port", str(free_port()), *args],
+                                 "--dashboard-agent-listen-port", str(agent), *args],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=self.temp,
                                 env=self.env, start_new_session=True)
         self.nodes[name] = proc
@@ -67,7 +68,7 @@ class RayCluster:
         self._start("head", ["--head", "--port", str(self.port), "--num-cpus", "0",
                              "--dashboard-host", "127.0.0.1",
                              "--dashboard-port", str(self.dashboard_port),
-                             "--ray-client-server-port", str(free_port()),
+                             "--ray-client-server-port", str(self.client_port),
                              "--temp-dir", str(self.temp)])
         self.wait_answering()
         self.add_node()

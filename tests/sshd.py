@@ -24,6 +24,7 @@ Contract of :class:`Sshd`:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import pwd
@@ -49,9 +50,18 @@ def ssh_available() -> bool:
 
 def free_port() -> int:
     """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` different TCP ports of 127.0.0.1 that nothing listens on right now (all
+    held at once while chosen: two single picks may draw the same port)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                 for _ in range(n)]
+        for s in socks:
+            s.bind((HOST, 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def fingerprint_of(public_key: Path) -> str:

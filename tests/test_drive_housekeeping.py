@@ -283,7 +283,8 @@ def test_an_idle_drive_worker_makes_a_request_every_few_seconds(drive: Any,
     finally:
         project.stop_worker(worker)
     print(f"{stats['total_requests']} requests in {window:.1f} s: {stats['requests']}")
-    assert stats["total_requests"] <= window / 3, stats["requests"]  # one per 3 s at most
+    # one per 3 s at most; +1: a periodic request may fall at both ends of the window
+    assert stats["total_requests"] <= window / 3 + 1, stats["requests"]
     assert drive.requests("GET", "/drive/v3/changes") >= 2  # it does keep checking
 
 

@@ -66,7 +66,7 @@ def test_a_worker_reports_its_runtimes_start_and_session_left_follows_it(
     assert beat.started > caps.session_started + 3500  # the process began an hour later
     assert caps.session_left is not None
     # two hours from the runtime's start, not the worker's: about one hour left
-    assert 3600 - 120 < caps.session_left + (time.time() - beat.time) <= 3600
+    assert 3600 - 120 < caps.session_left - (time.time() - beat.time) <= 3600
     assert caps.account == "ann@example.com"
 
     # without a stand-in's start: the runtime's first process (PID 1), when it is
