@@ -2,7 +2,8 @@
 the worker (Linux: ``PR_SET_PDEATHSIG``, even when the worker is killed with -9), and
 killed whole (:func:`kill_tree`) on every path that ends an attempt, so no training
 process and none of its helpers outlive the run; and whether a pid still runs
-(:func:`pid_alive`, for the daemon, the CLI and the sandbox alike). Stdlib only."""
+(:func:`pid_alive`, for the daemon, the CLI and the sandbox alike), and what
+``/proc/PID/stat`` says of it (:func:`stat_fields`, :func:`start_ticks`). Stdlib only."""
 
 from __future__ import annotations
 
@@ -51,8 +52,27 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    fields = stat_fields(pid)
+    return fields is None or fields[0] != "Z"
+
+
+def stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (which may hold spaces
+    and parentheses): ``[state, ppid, pgrp, ...]``, field 3 of proc(5) first. None when
+    the process is gone or this system has no ``/proc``."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return fields or None
+
+
+def start_ticks(pid: int | str) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/PID/stat``
+    field 22); None when it is gone or this system has no ``/proc``."""
+    fields = stat_fields(pid)
+    try:
+        return None if fields is None else int(fields[19])
+    except (IndexError, ValueError):
+        return None

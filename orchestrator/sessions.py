@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .models import format_duration
+from .procgroup import start_ticks
 
 CAP = 12 * 3600.0  # a Colab session's cap: no session outlives it
 SAMPLES = 20  # the newest session ends an account's figure is made of
@@ -40,9 +41,10 @@ RUNTIME_ENV = "ORCH_RUNTIME_STARTED"
 def process_started(pid: int | str = "self") -> float | None:
     """When process ``pid`` started (epoch seconds, this machine's clock), from
     ``/proc``; None where there is no ``/proc`` (macOS) or it cannot be read."""
+    ticks = start_ticks(pid)
+    if ticks is None:
+        return None
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            ticks = int(f.read().rpartition(")")[2].split()[19])  # field 22: starttime
         with open("/proc/stat") as f:
             boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
         return boot + ticks / os.sysconf("SC_CLK_TCK")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from orchestrator.config import Project, load_settings
+from orchestrator.procgroup import stat_fields
 from orchestrator.store import Store
 
 if TYPE_CHECKING:
@@ -83,28 +84,20 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie awaiting its parent counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+def process_table() -> dict[int, list[str]]:
+    """Every process now: pid → its ``/proc/PID/stat`` fields after the command name
+    (``[state, ppid, pgrp, ...]``, :func:`orchestrator.procgroup.stat_fields`)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := stat_fields(entry)) is not None:
+            table[int(entry)] = fields
+    return table
 
 
 def group_alive(pgid: int) -> bool:
     """Whether any live process is in process group ``pgid`` (zombies count as gone)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    return any(fields[2] == str(pgid) and fields[0] != "Z"
+               for fields in process_table().values())
 
 
 def kill_processes_of(path: Path) -> None:

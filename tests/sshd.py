@@ -36,7 +36,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.conftest import process_alive, wait_for
+from orchestrator.procgroup import pid_alive
+from tests.conftest import process_table, wait_for
 
 SSHD = Path("/usr/sbin/sshd")  # sshd re-executes itself: it must be started by absolute path
 HOST = "127.0.0.1"
@@ -76,24 +77,9 @@ def _keygen(path: Path, comment: str) -> None:
                     "-f", str(path)], check=True, capture_output=True, timeout=30)
 
 
-def _parents() -> dict[int, int]:
-    """pid → parent pid of every process (read from /proc)."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid …": comm may hold spaces and parentheses
-        parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    return parents
-
-
 def _descendants(roots: set[int]) -> set[int]:
     """Every live process below ``roots`` (not the roots themselves)."""
-    parents = _parents()
+    parents = {pid: int(fields[1]) for pid, fields in process_table().items()}
     found: set[int] = set()
     frontier = set(roots)
     while frontier:  # bounded: each pid joins ``found`` at most once
@@ -260,7 +246,7 @@ class Sshd:
             except ProcessLookupError:
                 pass
             proc.wait(timeout=timeout)
-        wait_for(lambda: not any(process_alive(pid) for pid in family), timeout=timeout,
+        wait_for(lambda: not any(pid_alive(pid) for pid in family), timeout=timeout,
                  interval=0.02, message="sshd's sessions to end")
 
     @staticmethod

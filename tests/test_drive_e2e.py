@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from orchestrator.models import JobState
+from orchestrator.procgroup import pid_alive
 from orchestrator.store import Store
 from tests.drive_project import DriveProject
 
-from .conftest import drive_project, kill_processes_of, process_alive, read_job, wait_for
+from .conftest import drive_project, kill_processes_of, read_job, wait_for
 
 S = JobState
 
@@ -123,7 +124,7 @@ def test_lease_expires_while_drive_lags_and_the_zombie_writes_nothing(
             os.killpg(trainer, signal.SIGCONT)
             os.kill(first.pid, signal.SIGCONT)
         wait_for(lambda: pulled(project_dir, job_id), timeout=120, message="pulled")
-        wait_for(lambda: not process_alive(trainer), timeout=30, message="zombie's run killed")
+        wait_for(lambda: not pid_alive(trainer), timeout=30, message="zombie's run killed")
         assert drive.content(drive.paths()[status_key]) == frozen  # nothing more for #1
         assert f"{p.folder}/runs/{job_id}/1/result.json" not in drive.paths()
         with Store(project_dir / ".orch" / "state.db") as store:

@@ -13,9 +13,10 @@ import pytest
 
 from orchestrator import protocol as P
 from orchestrator.models import JobState
+from orchestrator.procgroup import pid_alive
 from orchestrator.store import Store
 
-from .conftest import TINY_KERAS_SCRIPT, process_alive, read_job, run_orch, wait_for
+from .conftest import TINY_KERAS_SCRIPT, read_job, run_orch, wait_for
 
 S = JobState
 
@@ -126,7 +127,7 @@ def test_cancel_running_job_stops_its_process_tree(project_dir: Path) -> None:
     assert "cancelling" in out
     wait_for(lambda: state_of(project_dir, job_id) is S.CANCELLED, message="cancelled")
     for pid in (status["pid"], child):
-        wait_for(lambda pid=pid: not process_alive(pid), timeout=20, message=f"pid {pid} gone")
+        wait_for(lambda pid=pid: not pid_alive(pid), timeout=20, message=f"pid {pid} gone")
     assert not (project_dir / "models").exists()
     again = run_orch(project_dir, "cancel", job_id)
     assert again.returncode == 2 and "nothing to cancel" in again.stderr
@@ -154,7 +155,7 @@ def test_kill_9_worker_mid_training_resumes_from_checkpoint(project_dir: Path) -
     first_status = json.loads((hub(project_dir) / P.status(job_id, 1)).read_text())
     os.kill(_worker_pid(project_dir, job_id), signal.SIGKILL)
     # the orphaned training process dies with its worker (PR_SET_PDEATHSIG)
-    wait_for(lambda: not process_alive(first_status["pid"]), timeout=20, message="trainer gone")
+    wait_for(lambda: not pid_alive(first_status["pid"]), timeout=20, message="trainer gone")
     wait_for(lambda: state_of(project_dir, job_id) is S.PULLED, timeout=180,
              message="resumed job pulled")
     with Store(project_dir / ".orch" / "state.db") as store:
@@ -188,7 +189,7 @@ def test_kill_9_daemon_loses_nothing_and_reruns_nothing(project_dir: Path) -> No
              timeout=120, message="slow under way")
     daemon_pid = int((project_dir / ".orch" / "daemon.pid").read_text())
     os.kill(daemon_pid, signal.SIGKILL)
-    wait_for(lambda: not process_alive(daemon_pid), message="daemon dead")
+    wait_for(lambda: not pid_alive(daemon_pid), message="daemon dead")
     # the worker keeps training and seals its result while no daemon runs
     status = hub(project_dir) / P.status(slow, 1)
     wait_for(lambda: json.loads(status.read_text()).get("phase") == "succeeded", timeout=120,
@@ -211,7 +212,7 @@ def test_daemon_restart_adopts_a_running_worker(project_dir: Path) -> None:
              timeout=120, message="training under way")
     daemon_pid = int((project_dir / ".orch" / "daemon.pid").read_text())
     os.kill(daemon_pid, signal.SIGKILL)
-    wait_for(lambda: not process_alive(daemon_pid), message="daemon dead")
+    wait_for(lambda: not pid_alive(daemon_pid), message="daemon dead")
     run_orch(project_dir, "daemon", "start", check=True)
     wait_for(lambda: state_of(project_dir, job_id) is S.PULLED, timeout=120, message="pulled")
     with Store(project_dir / ".orch" / "state.db") as store:
@@ -336,7 +337,7 @@ def test_a_stopped_local_worker_and_its_run_die_before_the_next_attempt(
     frozen = status1.read_bytes()
     wait_for(lambda: read_job(project_dir, job_id).attempt == 2, timeout=60,
              message="re-queued as attempt 2")
-    assert not process_alive(trainer) and not process_alive(old_worker)
+    assert not pid_alive(trainer) and not pid_alive(old_worker)
     wait_for(lambda: state_of(project_dir, job_id) is S.PULLED, timeout=180, message="pulled")
     assert status1.read_bytes() == frozen  # nothing more written for attempt 1
     assert not (hub(project_dir) / P.result_json(job_id, 1)).exists()

@@ -18,19 +18,12 @@ import pytest
 
 from orchestrator.errors import SignInExpiredError, TransientHubError
 from orchestrator.models import JobState
+from orchestrator.procgroup import pid_alive
 from orchestrator.store import Store
 from tests.drive_project import DriveProject
 from tests.netcut import NetCut
 
-from .conftest import (
-    drive_hub,
-    drive_project,
-    group_alive,
-    kill_processes_of,
-    process_alive,
-    read_job,
-    wait_for,
-)
+from .conftest import drive_hub, drive_project, group_alive, kill_processes_of, read_job, wait_for
 
 S = JobState
 
@@ -209,7 +202,7 @@ def test_a_two_minute_drive_outage_mid_training_does_not_fail_the_job(
     drive.faults.outage(120, "503")
     wait_for(lambda: drive.faults.outage_left() == 0, timeout=130, interval=1,
              message="the outage over")
-    assert process_alive(pid)  # it trained on all along
+    assert pid_alive(pid)  # it trained on all along
     before = epochs_done(p.root, job_id)
     wait_for(lambda: epochs_done(p.root, job_id) > before, timeout=90, interval=0.5,
              message="progress after the outage")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator.models import JobState
+from orchestrator.procgroup import pid_alive
 from orchestrator.store import Store
 
 from .conftest import SAVE_SCRIPT, TINY_KERAS_SCRIPT, read_job, run_orch, wait_for
@@ -226,13 +227,9 @@ def test_cancel_stops_the_ray_job_of_a_worker_that_does_not_answer(
     with Store(project_dir / ".orch" / "state.db") as store:
         notes = [e.message for e in store.events(job_id)]
     assert any(f"stopped Ray job {worker.id}" in n for n in notes), notes
-    wait_for(lambda: not _alive(worker.pid), timeout=30, message="the worker process gone")
+    wait_for(lambda: not pid_alive(worker.pid), timeout=30, message="the worker process gone")
 
 
-def _alive(pid: int) -> bool:
-    from .conftest import process_alive
-
-    return process_alive(pid)
 
 
 def queue_on(project_dir: Path, cluster: Any, **changes: Any) -> str:

@@ -12,17 +12,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.models import JobState
+from orchestrator.procgroup import pid_alive
 from orchestrator.store import Store
 
-from .conftest import (
-    FAST_SETTINGS,
-    SAVE_SCRIPT,
-    needs_nbclient,
-    process_alive,
-    read_job,
-    run_orch,
-    wait_for,
-)
+from .conftest import FAST_SETTINGS, SAVE_SCRIPT, needs_nbclient, read_job, run_orch, wait_for
 
 S = JobState
 
@@ -37,7 +30,7 @@ def test_up_is_idempotent_and_down_stops_the_server(tmp_path: Path, sandbox_dir:
     assert "stand-in" in first.stdout
     doc = server_doc(sandbox_dir)
     pid, url = int(str(doc["pid"])), str(doc["url"])
-    assert process_alive(pid) and url.startswith("http://127.0.0.1:")
+    assert pid_alive(pid) and url.startswith("http://127.0.0.1:")
 
     again = run_orch(tmp_path, "sandbox", "up", "--dir", str(sandbox_dir), check=True)
     assert "already running" in again.stdout and f"pid {pid}" in again.stdout
@@ -48,7 +41,7 @@ def test_up_is_idempotent_and_down_stops_the_server(tmp_path: Path, sandbox_dir:
 
     down = run_orch(tmp_path, "sandbox", "down", "--dir", str(sandbox_dir), check=True)
     assert f"stopped the sandbox's Drive server (pid {pid})" in down.stdout
-    wait_for(lambda: not process_alive(pid), timeout=15, message="the server gone")
+    wait_for(lambda: not pid_alive(pid), timeout=15, message="the server gone")
     assert not (sandbox_dir / "server.json").exists()
     status = run_orch(tmp_path, "sandbox", "status", "--dir", str(sandbox_dir), check=True)
     assert "not running" in status.stdout
@@ -92,7 +85,7 @@ def test_down_stops_only_what_the_sandbox_started(tmp_path: Path, sandbox_dir: P
             os.kill(pid, signal.SIGCONT)
         assert "session old" not in down.stdout
         assert f"stopped the sandbox's Drive server (pid {pid})" in down.stdout
-        wait_for(lambda: not process_alive(pid), timeout=20, message="the silent server gone")
+        wait_for(lambda: not pid_alive(pid), timeout=20, message="the silent server gone")
         assert other.poll() is None  # the stranger lives on
     finally:
         other.kill()
@@ -201,7 +194,7 @@ def test_hybrid_jobs_train_locally_and_on_stand_in_colab(tmp_path: Path, sandbox
     kernels = [json.loads((f / "session.json").read_text())["kernel_pid"]
                for f in (sandbox_dir / "sessions").iterdir()]
     for pid in kernels:
-        wait_for(lambda p=pid: not process_alive(p), timeout=20, message=f"kernel {pid} gone")
+        wait_for(lambda p=pid: not pid_alive(p), timeout=20, message=f"kernel {pid} gone")
 
 
 def launch_log(project_dir: Path) -> str:

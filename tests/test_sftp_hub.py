@@ -20,7 +20,7 @@ from orchestrator.hosts import Host
 from orchestrator.hubs.sftp import SftpHub
 from orchestrator.ssh import HostLink
 from tests.conftest import wait_for
-from tests.sshd import Sshd
+from tests.sshd import Sshd, _descendants
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -200,23 +200,9 @@ def test_a_host_that_stops_answering_mid_connection_is_dropped_not_waited_on(
 
 
 def _sshd_tree(sshd: Sshd) -> list[int]:
-    """The pids of sshd and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
+    """The pids of sshd and every process below it (sshd first)."""
     root = int(sshd.pid_file.read_text().strip())
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo += children.get(pid, [])
-    return out
+    return [root, *_descendants({root})]
 
 
 def _works(hub: SftpHub) -> bool:

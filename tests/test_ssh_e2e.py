@@ -18,9 +18,10 @@ import pytest
 from orchestrator import protocol as P
 from orchestrator.hosts import Host
 from orchestrator.models import JobState
+from orchestrator.procgroup import pid_alive
 from orchestrator.store import Store
 
-from .conftest import TINY_KERAS_SCRIPT, process_alive, read_job, wait_for, write
+from .conftest import TINY_KERAS_SCRIPT, read_job, wait_for, write
 
 S = JobState
 Orch = Callable[..., CompletedProcess[str]]
@@ -142,7 +143,7 @@ def test_host_worker_killed_lease_expires_and_the_job_resumes_from_its_checkpoin
     first = read_job(project_dir, job_id).worker_id
     pid = next(w.pid for w in workers(project_dir) if w.id == first)
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not process_alive(run_pid), timeout=20, message="its run died with it")
+    wait_for(lambda: not pid_alive(run_pid), timeout=20, message="its run died with it")
     wait_for(lambda: read_job(project_dir, job_id).state is S.PULLED, timeout=200,
              message="resumed on a new worker and pulled")
     with Store(project_dir / ".orch" / "state.db") as store:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import process_alive, wait_for
+from orchestrator.procgroup import pid_alive
+from tests.conftest import wait_for
 from tests.sshd import Sshd
 
 TIMEOUT = 10.0  # seconds, for every connect / banner / auth / channel wait
@@ -85,7 +86,7 @@ def test_stopping_drops_sessions_and_start_serves_the_same_port_again(
     try:
         _, stdout, _ = client.exec_command("echo $$; exec sleep 300", timeout=TIMEOUT)
         session_pid = int(stdout.readline())  # a live session's command
-        assert process_alive(session_pid)
+        assert pid_alive(session_pid)
         getattr(sshd, how)()
         assert not sshd.alive()
         transport = client.get_transport()
@@ -93,7 +94,7 @@ def test_stopping_drops_sessions_and_start_serves_the_same_port_again(
                  message="the client to see its connection drop")
     finally:
         client.close()
-    assert not process_alive(session_pid)
+    assert not pid_alive(session_pid)
     with pytest.raises(OSError):  # paramiko's NoValidConnectionsError is one
         connect(sshd, hosts)
     getattr(sshd, how)()  # idempotent

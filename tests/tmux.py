@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.conftest import process_table
+
 PROMPT = "test-shell$ "
 
 
@@ -64,14 +66,8 @@ class Tmux:
     def foreground_pid(self) -> int:
         """The pid of the program the pane's shell runs now (the shell's if none)."""
         shell = int(self.cmd("display-message", "-p", "#{pane_pid}").strip())
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and int(
-                        (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == shell:
-                    return int(entry.name)
-            except (OSError, IndexError, ValueError):
-                continue
-        return shell
+        return next((pid for pid, fields in process_table().items()
+                     if fields[1] == str(shell)), shell)
 
     def screen(self) -> str:
         """What the pane shows now, one line per row (trailing spaces dropped)."""

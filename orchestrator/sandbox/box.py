@@ -34,7 +34,7 @@ from typing import Any
 from ..atomic import write_atomic
 from ..errors import OrchError, UsageError
 from ..logs import get_logger
-from ..procgroup import pid_alive
+from ..procgroup import pid_alive, start_ticks
 
 log = get_logger(__name__)
 DIR_ENV = "ORCH_SANDBOX_DIR"
@@ -82,20 +82,11 @@ class Session:
             (self.kernel_pid is not None and alive(self.kernel_pid, self.kernel_start))
 
 
-def start_time(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, ``/proc/PID/stat``
-    field 22), or None if it is gone or this system has no /proc."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def alive(pid: int, started: int | None = None) -> bool:
     """Whether process ``pid`` exists (a zombie of ours counts as gone) and, given
-    ``started`` (:func:`start_time` when it was recorded), is still that process.
+    ``started`` (:func:`.procgroup.start_ticks` when it was recorded), is still that process.
     Without /proc the start time cannot be compared: then only existence counts."""
-    return pid_alive(pid) and (started is None or start_time(pid) in (started, None))
+    return pid_alive(pid) and (started is None or start_ticks(pid) in (started, None))
 
 
 def stop_process(pid: int, started: int | None, group: bool = False,
@@ -227,7 +218,7 @@ class Sandbox:
             else:
                 time.sleep(0.05)
         server = Server(url=url, pid=proc.pid, started_at=time.time(),
-                        pid_start=start_time(proc.pid))
+                        pid_start=start_ticks(proc.pid))
         write_atomic(self.server_file, json.dumps(server.__dict__, indent=1) + "\n")
         from urllib.parse import urlsplit
 

@@ -49,7 +49,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .box import Sandbox, Session, start_time
+from ..procgroup import start_ticks
+from .box import Sandbox, Session
 
 STANDIN = Path(__file__).resolve().parent / "standin"  # holds google/colab/
 EXEC_TIMEOUT = 30.0  # seconds: the real `colab exec`'s default cell timeout
@@ -155,13 +156,13 @@ def cmd_exec(box: Sandbox, name: str, notebook: Path, timeout: float) -> int:
     nb = nbformat.read(str(notebook), as_version=4)
     set_param(nb, "WORK_DIR", str(folder / "content"))
     session = dataclasses.replace(session, state="running", pid=os.getpid(),
-                                  pid_start=start_time(os.getpid()))
+                                  pid_start=start_ticks(os.getpid()))
     box.save_session(session)
 
     def record_kernel(**_: Any) -> None:
         pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
         box.save_session(dataclasses.replace(
-            session, kernel_pid=pid, kernel_start=None if pid is None else start_time(pid)))
+            session, kernel_pid=pid, kernel_start=None if pid is None else start_ticks(pid)))
 
     def terminate(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(143)
