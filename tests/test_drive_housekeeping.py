@@ -25,13 +25,14 @@ FOLDER_CREATE = r"^POST /drive/v3/files(\?|$)"
 
 # One party of the race: opens the hub when the go file appears (all at once), writes
 # its own document, then reads until it sees every party's and one hub folder (and
-# at least ``stay`` seconds: parties run on, and tidy, as workers do).
+# at least ``stay`` seconds: parties run on, and tidy, as workers do), for at most
+# ``cap`` seconds.
 PARTY = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from orchestrator.hubs.drive import DriveHub
     from orchestrator.hubs.drive.auth import load_credentials
-    url, creds, folder, me, n, settle, stay, run = sys.argv[1:9]
+    url, creds, folder, me, n, settle, stay, run, cap = sys.argv[1:10]
     run = Path(run)
     credentials = load_credentials(Path(creds))
     from orchestrator.hubs.drive.api import build_service
@@ -43,7 +44,7 @@ PARTY = textwrap.dedent("""
                    backoff=0.01, max_backoff=0.2, settle=float(settle))
     hub.put_json(f"peers/{me}.json", {"me": me})
     start = time.monotonic()
-    while time.monotonic() < start + 30:  # less than the settle time of the first test
+    while time.monotonic() < start + float(cap):
         seen = hub.list("peers")
         if len(seen) == int(n) and len(hub.index.folders[""].ids) == 1 and \
                 time.monotonic() > start + float(stay):
@@ -55,8 +56,10 @@ PARTY = textwrap.dedent("""
 
 
 def race(drive: Any, tmp_path: Path, folder: str, n: int, settle: float,
-         stay: float = 0) -> list[dict[str, Any]]:
-    """Start ``n`` processes that open the hub ``folder`` at the same instant."""
+         stay: float = 0, cap: float = 30) -> list[dict[str, Any]]:
+    """Start ``n`` processes that open the hub ``folder`` at the same instant; each
+    stops once it sees them all in one folder (after ``stay`` s), or after ``cap`` s.
+    The default cap is less than the first test's settle time (no merge happens)."""
     from tests.drive_project import clean_env
 
     tmp_path.mkdir(exist_ok=True)
@@ -66,7 +69,7 @@ def race(drive: Any, tmp_path: Path, folder: str, n: int, settle: float,
     script.write_text(PARTY)
     procs = [subprocess.Popen(
         [sys.executable, str(script), drive.url, str(creds), folder, f"p{i}", str(n),
-         str(settle), str(stay), str(tmp_path)], env=clean_env(), stdout=subprocess.PIPE,
+         str(settle), str(stay), str(tmp_path), str(cap)], env=clean_env(), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True) for i in range(n)]
     try:
         wait_for(lambda: len(list(tmp_path.glob("ready-*"))) == n, timeout=120,
@@ -98,7 +101,9 @@ def live_folders(drive: Any, name: str, parent: str | None = None) -> list[dict[
 
 def test_parties_starting_together_use_one_hub_folder(drive: Any, tmp_path: Path) -> None:
     parent = drive_hub(folder_for(tmp_path)).root_id  # the race is for "hubN" in it
-    for attempt in range(3):  # until the race was real: several parties created one
+    # until the race was real: several parties created one (each try takes a few
+    # seconds; on an idle machine most tries see one create, so up to 20)
+    for attempt in range(20):
         name = f"hub{attempt}"
         results = race(drive, tmp_path / name, f"{folder_for(tmp_path)}/{name}", n=4,
                        settle=60)
@@ -111,7 +116,7 @@ def test_parties_starting_together_use_one_hub_folder(drive: Any, tmp_path: Path
         if len(made_folders(drive, name)) > 1:
             break
     else:
-        pytest.fail("the parties never raced (one create each time)")
+        pytest.fail("the parties never raced in 20 tries (one create each time)")
 
 
 def test_parties_whose_listings_lag_converge_on_the_oldest_folder(drive: Any,
@@ -125,7 +130,9 @@ def test_parties_whose_listings_lag_converge_on_the_oldest_folder(drive: Any,
     for attempt in range(3):  # until the race was real (under load, one may come late)
         name = f"hub{attempt}"
         folder = f"{folder_for(tmp_path)}/{name}"
-        results = race(drive, tmp_path / name, folder, n=3, settle=2, stay=8)
+        # a merge takes several tidies 2 s apart, each waiting out the lag, by three
+        # parties at once: on a loaded machine that has taken more than 30 s
+        results = race(drive, tmp_path / name, folder, n=3, settle=2, stay=8, cap=90)
         live = live_folders(drive, name, parent)
         # one folder on Drive, and every party writes there (the oldest it knows)
         assert len(live) == 1 and {r["root"][0] for r in results} == {live[0]["id"]}, \
@@ -133,12 +140,13 @@ def test_parties_whose_listings_lag_converge_on_the_oldest_folder(drive: Any,
         for r in results:
             assert sorted(d["me"] for d in r["seen"]) == ["p0", "p1", "p2"]
         assert len(drive_hub(folder).list("peers")) == 3  # every document moved into it
+        # the race this test is about: duplicates that stayed, merged and trashed (a
+        # creator that already sees an older folder deletes its own at once instead)
         made = drive.find(name=name, parent=parent, trashed=True)
-        if made:  # the duplicates were trashed, not left behind
+        if made:
             break
-        assert made_folders(drive, name) == {live[0]["id"]}, "duplicates made, none trashed"
     else:
-        pytest.fail("the parties never raced (one create each time)")
+        pytest.fail("no duplicate folder stayed to be merged in 3 races")
     oldest = min([*live, *made], key=lambda f: (f["createdTime"], f["id"]))
     assert live[0]["id"] == oldest["id"]
 
